@@ -1,0 +1,49 @@
+# epost build and test entry points. `make test` is what CI runs.
+GO       ?= go
+FUZZTIME ?= 60s
+# Debian packages the end-to-end tests need beyond Go, installed when missing.
+TOOLS    ?=
+
+.PHONY: all build test tools vet fmt-check fuzz bench soak demo clean
+
+all: build
+
+build:
+	$(GO) build -o bin/epost ./cmd/epost
+
+# The whole suite: vet, formatting, and every test with the race detector.
+# Kept under 10 minutes on 2 cores; long runs belong in `soak` and `bench`.
+test: tools vet fmt-check
+	$(GO) test -race -timeout 15m ./...
+
+tools:
+	@./scripts/ensure-tools.sh $(TOOLS)
+
+vet:
+	$(GO) vet ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+
+# Runs every fuzz target for FUZZTIME each; crashers land in testdata/fuzz
+# and become regression tests.
+fuzz:
+	@./scripts/fuzz-all.sh $(FUZZTIME)
+
+# Simulator engine and codec benchmarks.
+bench:
+	$(GO) test -run=none -bench=. -benchtime=1x ./internal/sim/
+	$(GO) run ./cmd/epost sim ping --nodes 10000 --seconds 30
+	$(GO) run ./cmd/epost sim ping --nodes 50000 --seconds 30
+
+# Long simulations that would slow `make test` down.
+soak:
+	$(GO) test -race -count=3 -timeout 60m ./internal/sim/
+	$(GO) run ./cmd/epost sim ping --nodes 50000 --seconds 300 --loss 0.01
+
+demo: build
+	./bin/epost demo
+
+clean:
+	rm -rf bin

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/epost-mail/epost/internal/identity"
+)
+
+// defaultDataDir is where `epost ca` and `epost user` keep keys and
+// certificates unless --dir says otherwise.
+const defaultDataDir = "./epost-data"
+
+// cmdCA runs `epost ca init` and `epost ca issue-node`.
+func cmdCA(args []string, stdout, stderr io.Writer) error {
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: epost ca init [--dir DIR]")
+		fmt.Fprintln(w, "       epost ca issue-node [--dir DIR] --name NAME")
+	}
+	if len(args) == 0 {
+		usage(stderr)
+		return fmt.Errorf("%w: ca: no subcommand", errUsage)
+	}
+	switch args[0] {
+	case "init":
+		return caInit(args[1:], stdout, stderr)
+	case "issue-node":
+		return caIssueNode(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		usage(stdout)
+		return nil
+	}
+	usage(stderr)
+	return fmt.Errorf("%w: ca: unknown subcommand %q", errUsage, args[0])
+}
+
+// cmdUser runs `epost user new` and `epost user recover`.
+func cmdUser(args []string, stdout, stderr io.Writer) error {
+	usage := func(w io.Writer) {
+		fmt.Fprintln(w, "usage: epost user new [--dir DIR] [--scrypt-work-factor N] ADDRESS")
+		fmt.Fprintln(w, "       epost user recover [--dir DIR] --backup FILE --code CODE")
+	}
+	if len(args) == 0 {
+		usage(stderr)
+		return fmt.Errorf("%w: user: no subcommand", errUsage)
+	}
+	switch args[0] {
+	case "new":
+		return userNew(args[1:], stdout, stderr)
+	case "recover":
+		return userRecover(args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		usage(stdout)
+		return nil
+	}
+	usage(stderr)
+	return fmt.Errorf("%w: user: unknown subcommand %q", errUsage, args[0])
+}
+
+// newFlagSet makes a subcommand's flag set writing its messages to stderr.
+func newFlagSet(name, args string, stderr io.Writer) *flag.FlagSet {
+	flags := flag.NewFlagSet(name, flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.Usage = func() {
+		fmt.Fprintf(stderr, "usage: epost %s %s\n", name, args)
+		flags.PrintDefaults()
+	}
+	return flags
+}
+
+// parseFlags parses args with flags allowed before and after positional
+// arguments ("user new alice@x --dir d"), which the flag package alone
+// stops at. Everything after "--" is positional.
+func parseFlags(flags *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := flags.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("%w: %s: %v", errUsage, flags.Name(), err)
+		}
+		rest := flags.Args()
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
+func caInit(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("ca init", "[--dir DIR]", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		flags.Usage()
+		return fmt.Errorf("%w: ca init: unexpected argument %q", errUsage, pos[0])
+	}
+	ca, err := identity.NewCA(rand.Reader)
+	if err != nil {
+		return err
+	}
+	if err := identity.WriteCA(*dir, ca); err != nil {
+		return err
+	}
+	d := identity.CADir(*dir)
+	fmt.Fprintf(stdout, "Created a community CA in %s\n", d)
+	fmt.Fprintf(stdout, "fingerprint: %s\n", ca.Fingerprint())
+	fmt.Fprintf(stdout, "Give %s to every member. Keep %s secret: whoever holds it can admit anyone.\n",
+		filepath.Join(d, identity.CAPublicFile), filepath.Join(d, identity.CAKeyFile))
+	return nil
+}
+
+func caIssueNode(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("ca issue-node", "[--dir DIR] --name NAME", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory holding the CA")
+	name := flags.String("name", "", "node name (letters, digits, . _ -)")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *name == "" {
+		flags.Usage()
+		return fmt.Errorf("%w: ca issue-node: --name NAME is required, and nothing else", errUsage)
+	}
+	nd, err := identity.NodeDir(*dir, *name)
+	if err != nil {
+		return err
+	}
+	ca, err := identity.ReadCA(*dir)
+	if err != nil {
+		return err
+	}
+	key, err := identity.GenerateNodeKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.IssueNode(rand.Reader, key.Public())
+	if err != nil {
+		return err
+	}
+	if err := identity.WriteNode(*dir, *name, key, cert); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "Issued node %s: key and certificate in %s\n", *name, nd)
+	fmt.Fprintln(stdout, cert.NodeID)
+	return nil
+}
+
+func userNew(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("user new", "[--dir DIR] [--scrypt-work-factor N] ADDRESS", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory holding the CA")
+	wf := flags.Int("scrypt-work-factor", identity.DefaultScryptWorkFactor,
+		fmt.Sprintf("log2 of the scrypt cost sealing the key backup (1..%d)", identity.MaxScryptWorkFactor))
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		flags.Usage()
+		return fmt.Errorf("%w: user new: want one ADDRESS, got %d arguments", errUsage, len(pos))
+	}
+	addr, err := identity.CanonicalAddress(pos[0])
+	if err != nil {
+		return err
+	}
+	if *wf < 1 || *wf > identity.MaxScryptWorkFactor {
+		return fmt.Errorf("%w: user new: --scrypt-work-factor %d outside 1..%d", errUsage, *wf, identity.MaxScryptWorkFactor)
+	}
+	ud, err := identity.UserDir(*dir, addr)
+	if err != nil {
+		return err
+	}
+	// Fail before the slow scrypt if the user exists; WriteUser checks
+	// again.
+	if _, err := os.Stat(filepath.Join(ud, identity.UserKeyFile)); err == nil {
+		return fmt.Errorf("user new %s: %w: %s", addr, identity.ErrExists, filepath.Join(ud, identity.UserKeyFile))
+	}
+	ca, err := identity.ReadCA(*dir)
+	if err != nil {
+		return err
+	}
+	keys, err := identity.GenerateUserKeys(rand.Reader, addr)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.IssueUser(rand.Reader, addr, keys.Signing.Public(), keys.Sealing.Recipient())
+	if err != nil {
+		return err
+	}
+	code, err := identity.NewRecoveryCode(rand.Reader)
+	if err != nil {
+		return err
+	}
+	backup, err := identity.SealBackup(keys, code, *wf)
+	if err != nil {
+		return err
+	}
+	if err := identity.WriteUser(*dir, keys, cert, backup); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Created user %s (user id %s) in %s\n\n", addr, cert.UserID, ud)
+	fmt.Fprintf(stdout, "Recovery code for %s:\n\n    %s\n\n", addr, code)
+	fmt.Fprintln(stdout, "WRITE THIS CODE DOWN NOW and keep it somewhere safe, off this computer.")
+	fmt.Fprintln(stdout, "It is shown only this once and cannot be retrieved later. If this node's")
+	fmt.Fprintln(stdout, "disk is lost, the code and `epost user recover` restore your keys and mail;")
+	fmt.Fprintln(stdout, "without it they are gone. Anyone with the code can read your mail.")
+	return nil
+}
+
+func userRecover(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("user recover", "[--dir DIR] --backup FILE --code CODE", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory to restore the keys into")
+	backupFile := flags.String("backup", "", "sealed key backup (keybackup.age)")
+	code := flags.String("code", "", "recovery code printed by `epost user new`")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *backupFile == "" || *code == "" {
+		flags.Usage()
+		return fmt.Errorf("%w: user recover: --backup FILE and --code CODE are required, and nothing else", errUsage)
+	}
+	data, err := os.ReadFile(*backupFile)
+	if err != nil {
+		return fmt.Errorf("user recover: %w", err)
+	}
+	keys, err := identity.OpenBackup(data, *code)
+	if err != nil {
+		return err
+	}
+	if err := identity.WriteUserKeys(*dir, keys); err != nil {
+		return err
+	}
+	ud, err := identity.UserDir(*dir, keys.Address)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Restored the keys of %s to %s\n", keys.Address, filepath.Join(ud, identity.UserKeyFile))
+	// Keep the backup next to the keys, so the node can publish it again.
+	if err := identity.WriteUserBackup(*dir, keys.Address, data); err != nil && !errors.Is(err, identity.ErrExists) {
+		return err
+	}
+	// If a certificate is already here, make sure it certifies these keys.
+	caPub, err := identity.ReadCAPublic(*dir)
+	if err != nil {
+		return nil // no CA key here: nothing to check against
+	}
+	if _, _, err := identity.ReadUser(*dir, keys.Address, identity.NewVerifier(caPub)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		fmt.Fprintf(stderr, "warning: %v\n", err)
+	}
+	return nil
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/identity"
+)
+
+// runCmd runs a subcommand function and returns its output.
+func runCmd(t *testing.T, f func([]string, io.Writer, io.Writer) error, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	err := f(args, &out, &errOut)
+	return out.String(), errOut.String(), err
+}
+
+var codeRE = regexp.MustCompile(`[0-9A-Z]{4}(-[0-9A-Z]{4}){7}`)
+
+func TestIdentityCommands(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+
+	out, _, err := runCmd(t, cmdCA, "init", "--dir", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := identity.ReadCAPublic(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, pub.Fingerprint().String()) {
+		t.Fatalf("ca init does not print the fingerprint:\n%s", out)
+	}
+	if _, _, err := runCmd(t, cmdCA, "init", "--dir", dir); !errors.Is(err, identity.ErrExists) {
+		t.Fatalf("second ca init: %v", err)
+	}
+	v := identity.NewVerifier(pub)
+
+	out, _, err = runCmd(t, cmdCA, "issue-node", "--dir", dir, "--name", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeID, err := id.Parse(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("issue-node printed %q: %v", out, err)
+	}
+	if _, cert, err := identity.ReadNode(dir, "n1", v); err != nil || cert.NodeID.ID != nodeID {
+		t.Fatalf("node n1: %v", err)
+	}
+	if _, _, err := runCmd(t, cmdCA, "issue-node", "--dir", dir); !errors.Is(err, errUsage) {
+		t.Fatalf("issue-node without --name: %v", err)
+	}
+
+	// Flags may follow the address.
+	out, _, err = runCmd(t, cmdUser, "new", "Alice@Example.org", "--dir", dir, "--scrypt-work-factor", "10")
+	if err != nil {
+		t.Fatal(err)
+	}
+	code := codeRE.FindString(out)
+	if code == "" || !strings.Contains(out, "WRITE THIS CODE DOWN") {
+		t.Fatalf("user new printed no recovery code and warning:\n%s", out)
+	}
+	keys, cert, err := identity.ReadUser(dir, "alice@example.org", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.UserID != id.ForUser("alice@example.org") {
+		t.Fatal("wrong user id")
+	}
+	if _, _, err := runCmd(t, cmdUser, "new", "--dir", dir, "--scrypt-work-factor", "10", "alice@example.org"); !errors.Is(err, identity.ErrExists) {
+		t.Fatalf("second user new: %v", err)
+	}
+	if _, _, err := runCmd(t, cmdUser, "new", "--dir", dir, "not-an-address"); !errors.Is(err, identity.ErrBadAddress) {
+		t.Fatalf("bad address: %v", err)
+	}
+
+	// Recover on a fresh disk, from the backup, typing the code sloppily.
+	ud, _ := identity.UserDir(dir, "alice@example.org")
+	backup := filepath.Join(ud, identity.UserBackupFile)
+	fresh := filepath.Join(t.TempDir(), "fresh")
+	sloppy := strings.ToLower(strings.ReplaceAll(code, "-", " "))
+	if _, _, err := runCmd(t, cmdUser, "recover", "--dir", fresh, "--backup", backup, "--code", sloppy); err != nil {
+		t.Fatal(err)
+	}
+	got, err := identity.ReadUserKeys(fresh, "alice@example.org")
+	if err != nil || !got.Equal(keys) {
+		t.Fatalf("recovered keys differ: %v", err)
+	}
+	fud, _ := identity.UserDir(fresh, "alice@example.org")
+	if fi, err := os.Stat(filepath.Join(fud, identity.UserKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("recovered user.key: %v %v", fi.Mode(), err)
+	}
+	if _, err := os.Stat(filepath.Join(fud, identity.UserBackupFile)); err != nil {
+		t.Fatalf("backup not kept: %v", err)
+	}
+
+	// Recovering over existing keys is refused; a wrong code is named.
+	if _, _, err := runCmd(t, cmdUser, "recover", "--dir", dir, "--backup", backup, "--code", code); !errors.Is(err, identity.ErrExists) {
+		t.Fatalf("recover over existing keys: %v", err)
+	}
+	other, _ := identity.NewRecoveryCode(bytes.NewReader(make([]byte, 64)))
+	if _, _, err := runCmd(t, cmdUser, "recover", "--dir", t.TempDir(), "--backup", backup, "--code", other); !errors.Is(err, identity.ErrWrongRecoveryCode) {
+		t.Fatalf("wrong code: %v", err)
+	}
+	if _, _, err := runCmd(t, cmdUser, "recover", "--dir", t.TempDir(), "--backup", backup); !errors.Is(err, errUsage) {
+		t.Fatalf("recover without --code: %v", err)
+	}
+}
+
+func TestIdentityCommandUsage(t *testing.T) {
+	for _, c := range []struct {
+		f    func([]string, io.Writer, io.Writer) error
+		args []string
+	}{
+		{cmdCA, nil}, {cmdCA, []string{"frobnicate"}}, {cmdUser, nil}, {cmdUser, []string{"new"}},
+		{cmdCA, []string{"init", "--bogus"}}, {cmdCA, []string{"init", "extra"}},
+	} {
+		if _, _, err := runCmd(t, c.f, c.args...); !errors.Is(err, errUsage) {
+			t.Errorf("%q: %v, want a usage error", c.args, err)
+		}
+	}
+	if _, _, err := runCmd(t, cmdCA, "init", "-h"); err != nil && !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+}

@@ -1,0 +1,93 @@
+// Command epost is the one binary of epost, serverless email: it runs a
+// node, the demo community, simulator experiments and the tools that manage
+// a community's certificates. `epost help` lists the subcommands.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"github.com/epost-mail/epost/internal/scenario"
+)
+
+// command is one subcommand.
+type command struct {
+	name    string
+	summary string
+	run     func(args []string, stdout, stderr io.Writer) error
+}
+
+func commands() []command {
+	cs := []command{
+		{"ca", "community CA: `ca init`, `ca issue-node --name NAME`", cmdCA},
+		{"user", "users: `user new ADDRESS` (prints a recovery code once), `user recover`", cmdUser},
+		{"demo", "start a demo community on this machine", cmdDemo},
+		{"sim", "run a simulator experiment: `sim SCENARIO [--nodes N] [--seed S] [--json]`", scenario.Main},
+		{"version", "print the version", cmdVersion},
+	}
+	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
+	return cs
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func cmdVersion(_ []string, stdout, _ io.Writer) error {
+	fmt.Fprintf(stdout, "epost %s\n", version)
+	return nil
+}
+
+func help(w io.Writer) {
+	fmt.Fprintln(w, "epost: email with no mail servers.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "usage: epost COMMAND [flags]")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "commands:")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w, "  help     show this list")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "`epost COMMAND --help` shows a command's flags.")
+}
+
+// errUsage marks a bad command line: exit status 2, like flag.
+var errUsage = errors.New("usage")
+
+// run is main without the process: testable.
+func run(args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		help(stderr)
+		return fmt.Errorf("%w: no command given", errUsage)
+	}
+	switch args[0] {
+	case "help", "-h", "--help":
+		help(stdout)
+		return nil
+	}
+	for _, c := range commands() {
+		if c.name == args[0] {
+			return c.run(args[1:], stdout, stderr)
+		}
+	}
+	help(stderr)
+	return fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+}
+
+func main() {
+	err := run(os.Args[1:], os.Stdout, os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.Is(err, errUsage), errors.Is(err, scenario.ErrUsage):
+		fmt.Fprintln(os.Stderr, "epost:", err)
+		os.Exit(2)
+	default:
+		fmt.Fprintln(os.Stderr, "epost:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,150 @@
+package identity
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+
+	"github.com/epost-mail/epost/internal/id"
+)
+
+// Verifier checks certificates and revocation lists against one
+// community's CA and the newest revocation list it has seen.
+//
+// A Verifier is immutable, so one value may be shared by any number of
+// goroutines (the transport's handshakes, the node's event loop);
+// WithRevocation returns a new one, which the owner swaps in.
+type Verifier struct {
+	ca  CAPublicKey
+	fp  CAFingerprint
+	rev *Revocation // nil: epoch 0, nothing revoked
+}
+
+// NewVerifier returns a Verifier for the CA with key ca, at revocation
+// epoch 0 (nothing revoked).
+func NewVerifier(ca CAPublicKey) *Verifier {
+	return &Verifier{ca: ca, fp: ca.Fingerprint()}
+}
+
+// CA returns the CA public key the Verifier trusts.
+func (v *Verifier) CA() CAPublicKey { return v.ca }
+
+// Epoch returns the epoch of the revocation list held (0 if none).
+func (v *Verifier) Epoch() uint64 { return v.rev.epoch() }
+
+// Revocation returns the revocation list held, nil at epoch 0. The caller
+// must not modify it.
+func (v *Verifier) Revocation() *Revocation { return v.rev }
+
+// VerifyNode checks a node certificate: its signature by this CA, its
+// shape, and that its serial is not revoked.
+func (v *Verifier) VerifyNode(cert []byte) (*NodeCert, error) {
+	body, err := openSigned(v.ca, labelNodeCert, cert, func(b []byte) (CAFingerprint, bool) {
+		c, err := parseNodeBody(b)
+		if err != nil {
+			return CAFingerprint{}, false
+		}
+		return c.CA, true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("identity: verify node cert: %w", err)
+	}
+	c, err := parseNodeBody(body)
+	if err != nil {
+		return nil, fmt.Errorf("identity: verify node cert: %w", err)
+	}
+	if c.CA != v.fp {
+		// Signed by our key yet naming another CA: only a broken CA does
+		// this, but never accept it.
+		return nil, fmt.Errorf("identity: verify node cert: %w: names %s, signed by %s", ErrWrongCA, c.CA, v.fp)
+	}
+	if v.rev.IsRevoked(c.Serial) {
+		return nil, fmt.Errorf("identity: verify node cert %s (node %s): %w at epoch %d", c.Serial, c.NodeID, ErrRevoked, v.Epoch())
+	}
+	c.raw = bytes.Clone(cert)
+	return c, nil
+}
+
+// VerifyUser checks a user certificate: its signature by this CA, its
+// shape, that it is for wantAddress (compared in canonical form) and that
+// its UserID is id.ForUser of that address, and that its serial is not
+// revoked.
+func (v *Verifier) VerifyUser(cert []byte, wantAddress string) (*UserCert, error) {
+	want, err := CanonicalAddress(wantAddress)
+	if err != nil {
+		return nil, fmt.Errorf("identity: verify user cert: %w", err)
+	}
+	body, err := openSigned(v.ca, labelUserCert, cert, func(b []byte) (CAFingerprint, bool) {
+		c, err := parseUserBody(b)
+		if err != nil {
+			return CAFingerprint{}, false
+		}
+		return c.CA, true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("identity: verify user cert for %s: %w", want, err)
+	}
+	c, err := parseUserBody(body)
+	if err != nil {
+		return nil, fmt.Errorf("identity: verify user cert for %s: %w", want, err)
+	}
+	if c.CA != v.fp {
+		return nil, fmt.Errorf("identity: verify user cert for %s: %w: names %s, signed by %s", want, ErrWrongCA, c.CA, v.fp)
+	}
+	if c.Address != want {
+		return nil, fmt.Errorf("identity: verify user cert for %s: %w: certificate is for %q", want, ErrWrongAddress, c.Address)
+	}
+	if c.UserID != id.ForUser(c.Address) {
+		return nil, fmt.Errorf("identity: verify user cert for %s: %w: user id %s is not H(address)", want, ErrWrongAddress, c.UserID)
+	}
+	if v.rev.IsRevoked(c.Serial) {
+		return nil, fmt.Errorf("identity: verify user cert %s for %s: %w at epoch %d", c.Serial, want, ErrRevoked, v.Epoch())
+	}
+	c.raw = bytes.Clone(cert)
+	return c, nil
+}
+
+// VerifyRevocation checks a revocation list's signature by this CA and
+// its shape. It does not compare epochs; WithRevocation does.
+func (v *Verifier) VerifyRevocation(list []byte) (*Revocation, error) {
+	body, err := openSigned(v.ca, labelRevocation, list, func(b []byte) (CAFingerprint, bool) {
+		r, err := parseRevocationBody(b)
+		if err != nil {
+			return CAFingerprint{}, false
+		}
+		return r.CA, true
+	})
+	if err != nil {
+		return nil, fmt.Errorf("identity: verify revocation: %w", err)
+	}
+	r, err := parseRevocationBody(body)
+	if err != nil {
+		return nil, fmt.Errorf("identity: verify revocation: %w", err)
+	}
+	if r.CA != v.fp {
+		return nil, fmt.Errorf("identity: verify revocation epoch %d: %w: names %s, signed by %s", r.Epoch, ErrWrongCA, r.CA, v.fp)
+	}
+	r.raw = bytes.Clone(list)
+	return r, nil
+}
+
+// WithRevocation verifies list and returns a Verifier holding it. It
+// refuses (ErrStaleRevocation) a list older than the one held, and a
+// different list at the same epoch (the CA never signs two); the very
+// same list again returns v unchanged, since gossip repeats itself.
+func (v *Verifier) WithRevocation(list []byte) (*Verifier, error) {
+	r, err := v.VerifyRevocation(list)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case r.Newer(v.rev):
+		return &Verifier{ca: v.ca, fp: v.fp, rev: r}, nil
+	case r.Epoch == v.Epoch() && slices.Equal(r.revoked, v.rev.revoked):
+		return v, nil
+	case r.Epoch == v.Epoch():
+		return nil, fmt.Errorf("identity: revocation epoch %d: %w: a different list at the same epoch", r.Epoch, ErrStaleRevocation)
+	default:
+		return nil, fmt.Errorf("identity: revocation epoch %d: %w: holding epoch %d", r.Epoch, ErrStaleRevocation, v.Epoch())
+	}
+}

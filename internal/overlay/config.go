@@ -1,0 +1,62 @@
+package overlay
+
+import "github.com/epost-mail/epost/internal/env"
+
+// Config holds the overlay's parameters. Durations are virtual ticks.
+type Config struct {
+	// LeafSetSize is L, the number of leaf-set members (half on each side).
+	LeafSetSize int
+	// HeartbeatPeriod is how often a node tells its left neighbour it is
+	// alive, unless other traffic to it already did (suppression).
+	HeartbeatPeriod env.Duration
+	// SuspectAfter is how long a node waits without hearing from its right
+	// neighbour before probing it.
+	SuspectAfter env.Duration
+	// ProbeAttempts is how many unanswered probes declare a node dead.
+	ProbeAttempts int
+	// DefaultTimeout is the probe and per-hop timeout towards a node whose
+	// round-trip time is not yet measured.
+	DefaultTimeout env.Duration
+	// MinTimeout and MaxTimeout clamp the timeouts derived from measured
+	// round-trip times (srtt + 4 rttvar, as TCP does).
+	MinTimeout, MaxTimeout env.Duration
+	// TableProbePeriod is how often each routing-table entry is checked,
+	// unless traffic from it already showed it alive.
+	TableProbePeriod env.Duration
+	// RowExchangePeriod is how often a node asks a routing-table entry for
+	// its row, to fill holes and find nearer entries.
+	RowExchangePeriod env.Duration
+	// MaxReroutes bounds how often one hop re-routes a message around
+	// silent next hops before giving up.
+	MaxReroutes int
+	// JoinTimeout restarts a join that has not completed.
+	JoinTimeout env.Duration
+	// HoldTimeout bounds how long a message waits at a node that is not yet
+	// allowed to deliver it (joining, or a closer node being confirmed).
+	HoldTimeout env.Duration
+	// DeadMemory is how long a node declared dead is kept out of the leaf
+	// set when others still mention it second-hand.
+	DeadMemory env.Duration
+}
+
+// DefaultConfig holds ePOST's deployed values and MSPastry's periods.
+func DefaultConfig() Config {
+	return Config{
+		LeafSetSize:       24,              // ePOST: 12 on each side
+		HeartbeatPeriod:   30 * env.Second, // MSPastry's Tls
+		SuspectAfter:      40 * env.Second, // one period plus slack for latency
+		ProbeAttempts:     3,               // one loss must not kill a node
+		DefaultTimeout:    1 * env.Second,  // above any sane wide-area RTT
+		MinTimeout:        100 * env.Millisecond,
+		MaxTimeout:        5 * env.Second,
+		TableProbePeriod:  15 * env.Minute, // ePOST's routing-table maintenance
+		RowExchangePeriod: 15 * env.Minute,
+		MaxReroutes:       4,
+		JoinTimeout:       10 * env.Second,
+		HoldTimeout:       10 * env.Second,
+		DeadMemory:        90 * env.Minute, // ePOST remembered the dead for 90 min
+	}
+}
+
+// SimConfig is DefaultConfig: the simulator runs the deployed values.
+func SimConfig() Config { return DefaultConfig() }

@@ -1,0 +1,361 @@
+package overlay
+
+import (
+	"sort"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/wire"
+)
+
+// startTimers starts the periodic maintenance, each at a random phase so
+// nodes started together do not act in lockstep.
+func (o *Overlay) startTimers() {
+	if o.started {
+		return
+	}
+	o.started = true
+	o.every(o.cfg.HeartbeatPeriod, o.heartbeat)
+	o.every(o.tableProbeInterval(), o.probeTableEntry)
+	o.every(o.cfg.RowExchangePeriod, o.exchangeRow)
+}
+
+// every runs f periodically, first after a random fraction of period.
+func (o *Overlay) every(period env.Duration, f func()) {
+	var tick func()
+	tick = func() {
+		f()
+		o.env.Clock.AfterFunc(period, tick)
+	}
+	o.env.Clock.AfterFunc(env.Duration(o.env.Rand.Uint64()%uint64(period)), tick)
+}
+
+// heartbeat is MSPastry's failure detector: tell the left neighbour we are
+// alive unless other traffic already did, and probe the right neighbour if
+// it has been silent too long.
+func (o *Overlay) heartbeat() {
+	if !o.active {
+		return
+	}
+	now := o.env.Clock.Now()
+	if l, ok := o.leaf.LeftNeighbour(); ok {
+		if p := o.peers[l.ID.ID]; p == nil || now.Sub(p.lastSent) >= o.cfg.HeartbeatPeriod {
+			o.sendTo(l, wire.TypeHeartbeat, wire.Heartbeat{From: o.self})
+		}
+	}
+	if r, ok := o.leaf.RightNeighbour(); ok {
+		if p := o.peers[r.ID.ID]; p == nil || now.Sub(p.lastHeard) >= o.cfg.SuspectAfter {
+			o.suspect(r)
+		}
+	}
+}
+
+// suspect starts probing h unless a probe is already out.
+func (o *Overlay) suspect(h NodeHandle) {
+	o.startProbe(h, 0, false, false)
+}
+
+// verifyDeath probes h after another node reported it dead. If h is
+// indeed dead it is removed without a second announcement: the reporter's
+// announcement already reached the leaf set.
+func (o *Overlay) verifyDeath(h NodeHandle) {
+	_, had := o.probe[h.ID.ID]
+	o.startProbe(h, 0, false, false)
+	if p := o.probe[h.ID.ID]; p != nil && !had {
+		p.verify = true
+	}
+}
+
+// startProbe sends a probe to h, or widens the one already out.
+func (o *Overlay) startProbe(h NodeHandle, flags uint8, candidate, forTable bool) {
+	if h.ID.ID == o.self.ID.ID {
+		return
+	}
+	if p, ok := o.probe[h.ID.ID]; ok {
+		p.flags |= flags
+		p.candidate = p.candidate || candidate
+		p.forTable = p.forTable || forTable
+		return
+	}
+	p := &probe{target: h, nonce: o.env.Rand.Uint64(), flags: flags, candidate: candidate, forTable: forTable}
+	o.probe[h.ID.ID] = p
+	o.sendProbe(p)
+}
+
+func (o *Overlay) sendProbe(p *probe) {
+	p.attempts++
+	p.sent = o.env.Clock.Now()
+	flags := p.flags | wire.ProbeWantReply
+	if !o.active {
+		flags |= wire.ProbeJoining
+	}
+	m := wire.Probe{From: o.self, Nonce: p.nonce, Sent: int64(p.sent), Flags: flags}
+	if flags&wire.ProbeWantLeaf != 0 {
+		m.Leaf = o.leaf.Members()
+	}
+	o.sendTo(p.target, wire.TypeProbe, m)
+	x := p.target.ID.ID
+	nonce := p.nonce
+	// Back off on retries: a slow node is not a dead one.
+	p.timer = o.env.Clock.AfterFunc(o.timeout(p.target)*env.Duration(p.attempts), func() { o.probeTimeout(x, nonce) })
+}
+
+func (o *Overlay) probeTimeout(x id.ID, nonce uint64) {
+	p, ok := o.probe[x]
+	if !ok || p.nonce != nonce {
+		return
+	}
+	if p.attempts < o.cfg.ProbeAttempts {
+		o.sendProbe(p)
+		return
+	}
+	delete(o.probe, x)
+	o.declareDead(p.target, !p.verify)
+	o.releaseHeld()
+	o.checkJoined()
+}
+
+func (o *Overlay) resolveProbe(p *probe) {
+	delete(o.probe, p.target.ID.ID)
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+}
+
+// declareDead removes h everywhere. If it was in the leaf set, the repair
+// is announced to the leaf set: members still holding h probe it
+// themselves, and members that know nodes we now lack offer them.
+func (o *Overlay) declareDead(h NodeHandle, announce bool) {
+	x := h.ID.ID
+	o.stats.DeclaredDead++
+	o.dead[x] = o.env.Clock.Now()
+	o.pruneDead()
+	inLeaf := o.leaf.Remove(x)
+	o.table.Remove(x)
+	delete(o.peers, x)
+	o.env.Log.Debug("declared dead", "peer", h.ID.Short(), "leaf", inLeaf)
+	if !inLeaf {
+		return
+	}
+	o.app.LeafSetChanged(h, false)
+	if !announce {
+		return
+	}
+	ann := wire.Probe{From: o.self, Leaf: o.leaf.Members(), Dead: []id.NodeID{h.ID}}
+	for _, m := range o.leaf.Members() {
+		o.sendTo(m, wire.TypeProbe, ann)
+	}
+}
+
+// pruneDead forgets nodes declared dead longer ago than DeadMemory.
+func (o *Overlay) pruneDead() {
+	now := o.env.Clock.Now()
+	for x, t := range o.dead {
+		if now.Sub(t) > o.cfg.DeadMemory {
+			delete(o.dead, x)
+		}
+	}
+}
+
+func (o *Overlay) recentlyDead(x id.ID) bool {
+	t, ok := o.dead[x]
+	return ok && o.env.Clock.Now().Sub(t) <= o.cfg.DeadMemory
+}
+
+func (o *Overlay) onProbe(m wire.Probe) {
+	for _, d := range m.Dead {
+		if d.ID == o.self.ID.ID {
+			continue // the sender hears from us with this very exchange
+		}
+		if h, ok := o.leaf.Get(d.ID); ok {
+			o.verifyDeath(h)
+		} else if h, ok := o.table.Lookup(d.ID); ok && h.ID == d {
+			o.verifyDeath(h)
+		}
+	}
+	if m.Flags&wire.ProbeWantReply != 0 {
+		r := wire.ProbeReply{From: o.self, Nonce: m.Nonce, Sent: m.Sent}
+		if m.Flags&wire.ProbeWantLeaf != 0 {
+			r.Leaf = o.leaf.Members()
+		}
+		o.sendTo(m.From, wire.TypeProbeReply, r)
+	} else if m.Leaf != nil && o.knowsMissing(m.From, m.Leaf) {
+		// An announcement from a node whose leaf set lacks nodes we know:
+		// offer ours so it can repair.
+		o.sendTo(m.From, wire.TypeProbeReply, wire.ProbeReply{From: o.self, Leaf: o.leaf.Members()})
+	}
+	o.learnCandidates(m.Leaf)
+}
+
+// knowsMissing reports whether our leaf set holds a node that belongs in
+// the leaf set of h, given h's current members.
+func (o *Overlay) knowsMissing(h NodeHandle, theirs []NodeHandle) bool {
+	ls := NewLeafSet(h.ID.ID, o.cfg.LeafSetSize)
+	for _, m := range theirs {
+		ls.Add(m)
+	}
+	ls.Add(o.self)
+	for _, m := range o.leaf.Members() {
+		if ls.WouldAccept(m.ID.ID) {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *Overlay) onProbeReply(r wire.ProbeReply) {
+	if r.Nonce != 0 {
+		// The reply echoes our send time, so no per-probe state is needed
+		// to measure the round trip (heard() may already have resolved a
+		// candidate's probe).
+		o.sampleRTT(r.From, o.env.Clock.Now().Sub(env.Time(r.Sent)))
+	}
+	if p, ok := o.probe[r.From.ID.ID]; ok && p.nonce == r.Nonce {
+		o.resolveProbe(p)
+		if !o.active {
+			o.acked[r.From.ID.ID] = true
+		}
+		if p.candidate {
+			o.addLeaf(r.From)
+		}
+		if p.forTable {
+			o.considerTable(r.From)
+		}
+	}
+	// heard() already confirmed the sender as a leaf member if it belongs.
+	o.learnCandidates(r.Leaf)
+	o.releaseHeld()
+	o.checkJoined()
+}
+
+// learnCandidates probes the nodes in hs that would enter our leaf set:
+// second-hand knowledge is confirmed before it is used. Candidates already
+// being probed count as members, and nearer candidates go first, so a
+// batch only probes as many nodes as it could place: a side holding a
+// stray far member does not turn every rumour into a probe.
+func (o *Overlay) learnCandidates(hs []NodeHandle) {
+	if len(hs) == 0 {
+		return
+	}
+	self := o.self.ID.ID
+	hs = append([]NodeHandle(nil), hs...)
+	sort.Slice(hs, func(i, j int) bool {
+		return self.Dist(hs[i].ID.ID).Cmp(self.Dist(hs[j].ID.ID)) < 0
+	})
+	var view *LeafSet
+	for _, h := range hs {
+		x := h.ID.ID
+		if x == self || h.ID.IsZero() || o.recentlyDead(x) {
+			continue
+		}
+		if !o.leaf.WouldAccept(x) {
+			if _, ok := o.table.Lookup(x); !ok {
+				if row, _ := o.table.Slot(x); row < id.Digits {
+					o.table.Set(h)
+				}
+			}
+			continue
+		}
+		if view == nil {
+			view = o.leafWithPending()
+		}
+		if !view.WouldAccept(x) {
+			continue
+		}
+		view.Add(h)
+		o.startProbe(h, wire.ProbeWantLeaf, true, false)
+	}
+}
+
+// leafWithPending is the leaf set as it would be if every candidate being
+// confirmed answered.
+func (o *Overlay) leafWithPending() *LeafSet {
+	v := NewLeafSet(o.self.ID.ID, o.cfg.LeafSetSize)
+	for _, h := range o.leaf.Members() {
+		v.Add(h)
+	}
+	for _, p := range o.probe {
+		if p.candidate {
+			v.Add(p.target)
+		}
+	}
+	return v
+}
+
+// tableProbeInterval spreads the routing-table probes over the period: a
+// probe slot comes round often enough to visit a full table's worth of
+// entries (about 4 rows at the sizes we run) once per period.
+func (o *Overlay) tableProbeInterval() env.Duration {
+	return o.cfg.TableProbePeriod / 64
+}
+
+// probeTableEntry checks the next routing-table entry, unless traffic from
+// it proved it alive within the period.
+func (o *Overlay) probeTableEntry() {
+	if !o.active {
+		return
+	}
+	n := o.table.Len()
+	if n == 0 {
+		return
+	}
+	// Visit each entry about once a period: skip slots when the table is
+	// small (more slots than entries).
+	slots := 64
+	if n > slots {
+		slots = n
+	}
+	o.tableCursor = (o.tableCursor + 1) % slots
+	h, ok := o.table.At(o.tableCursor)
+	if !ok {
+		return
+	}
+	if p := o.peers[h.ID.ID]; p != nil && o.env.Clock.Now().Sub(p.lastHeard) < o.cfg.TableProbePeriod {
+		return
+	}
+	o.suspect(h)
+}
+
+// exchangeRow asks an entry of a random non-empty row for its own row:
+// fills holes and offers nearer candidates.
+func (o *Overlay) exchangeRow() {
+	if !o.active {
+		return
+	}
+	rows := o.table.Rows()
+	if rows == 0 {
+		return
+	}
+	r := o.env.Rand.IntN(rows)
+	entries := o.table.Row(r)
+	if len(entries) == 0 {
+		return
+	}
+	h := entries[o.env.Rand.IntN(len(entries))]
+	o.sendTo(h, wire.TypeRowRequest, wire.RowRequest{From: o.self, Row: uint8(r)})
+}
+
+func (o *Overlay) onRowRequest(m wire.RowRequest) {
+	if int(m.Row) >= id.Digits {
+		return
+	}
+	o.sendTo(m.From, wire.TypeRowReply, wire.RowReply{From: o.self, Row: m.Row, Entries: o.table.Row(int(m.Row))})
+}
+
+func (o *Overlay) onRowReply(m wire.RowReply) {
+	for _, h := range m.Entries {
+		x := h.ID.ID
+		if x == o.self.ID.ID || h.ID.IsZero() || o.recentlyDead(x) {
+			continue
+		}
+		cur, ok := o.table.Lookup(x)
+		switch {
+		case !ok:
+			o.startProbe(h, 0, false, true)
+		case cur.ID != h.ID && o.env.Rand.IntN(4) == 0:
+			// Occasionally measure an alternative: proximity neighbour
+			// selection keeps whichever answers faster.
+			o.startProbe(h, 0, false, true)
+		}
+	}
+}

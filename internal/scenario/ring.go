@@ -1,0 +1,302 @@
+package scenario
+
+import (
+	"encoding/binary"
+	"sort"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/overlay"
+	"github.com/epost-mail/epost/internal/sim"
+)
+
+// Ring runs Pastry overlay nodes on the simulator and judges every lookup
+// against an oracle that knows the true membership.
+type Ring struct {
+	S   *sim.Sim
+	Cfg overlay.Config
+
+	ids    []id.NodeID        // by host; fixed for life, as a CA-issued id is
+	nodes  []*overlay.Overlay // by host; nil while down
+	order  []sim.HostID       // hosts sorted by id, for the oracle
+	retire []overlay.Stats    // stats of crashed incarnations, summed per host
+	looks  map[uint64]*lookup
+	nextLk uint64
+
+	// Lookups counts the lookup outcomes so far.
+	Lookups LookupStats
+}
+
+// LookupStats summarises lookups.
+type LookupStats struct {
+	Issued     int
+	Delivered  int // first deliveries within the deadline
+	Correct    int // delivered at the numerically closest active node
+	Late       int // delivered after the deadline: counted as lost
+	Duplicates int
+	DualRoots  int // deliveries while another active node also considered itself root
+	HopsSum    int
+	MaxHops    int
+	StretchSum float64
+	Stretches  int
+}
+
+type lookup struct {
+	key      id.ID
+	src      sim.HostID
+	issued   env.Time
+	done     bool
+	measured bool
+}
+
+// LookupDeadline is when an undelivered lookup counts as lost.
+const LookupDeadline = 10 * env.Second
+
+// NewRing makes an empty ring on a fresh simulator.
+func NewRing(simCfg sim.Config, cfg overlay.Config) *Ring {
+	return &Ring{S: sim.New(simCfg), Cfg: cfg, looks: map[uint64]*lookup{}}
+}
+
+// ringApp is the overlay application on each simulated node: it records
+// lookup deliveries for the oracle.
+type ringApp struct {
+	r *Ring
+	h sim.HostID
+}
+
+func (a ringApp) Deliver(m overlay.Message)                         { a.r.delivered(a.h, m) }
+func (a ringApp) Forward(*overlay.Message, overlay.NodeHandle) bool { return true }
+func (a ringApp) Direct(overlay.NodeHandle, []byte)                 {}
+func (a ringApp) LeafSetChanged(overlay.NodeHandle, bool)           {}
+
+// AddNode creates a host with a random id. It joins through a random
+// active node, or creates the ring if there is none.
+func (r *Ring) AddNode() sim.HostID {
+	var x id.NodeID
+	x.ID = id.FromUint64(r.S.Rand().Uint64(), r.S.Rand().Uint64())
+	h := sim.HostID(len(r.ids))
+	r.ids = append(r.ids, x)
+	r.nodes = append(r.nodes, nil)
+	r.retire = append(r.retire, overlay.Stats{})
+	i := sort.Search(len(r.order), func(i int) bool { return r.ids[r.order[i]].Cmp(x.ID) >= 0 })
+	r.order = append(r.order, 0)
+	copy(r.order[i+1:], r.order[i:])
+	r.order[i] = h
+	r.S.Add(r.start(h))
+	return h
+}
+
+func (r *Ring) start(h sim.HostID) sim.StartFunc {
+	return func(e env.Env) sim.Process {
+		self := overlay.NodeHandle{ID: r.ids[h], Addr: string(e.Self)}
+		o := overlay.New(r.Cfg, e, self, ringApp{r, h})
+		boot, ok := r.randomActive(h)
+		r.nodes[h] = o
+		if ok {
+			o.Join(r.S.Addr(boot))
+		} else {
+			o.Create()
+		}
+		return o
+	}
+}
+
+// Crash stops host h, keeping its counters.
+func (r *Ring) Crash(h sim.HostID) {
+	r.S.Crash(h)
+	r.crashed(h)
+}
+
+// Node returns host h's overlay, nil while down.
+func (r *Ring) Node(h sim.HostID) *overlay.Overlay { return r.nodes[h] }
+
+// Len is the number of hosts.
+func (r *Ring) Len() int { return len(r.ids) }
+
+func (r *Ring) randomActive(except sim.HostID) (sim.HostID, bool) {
+	n := len(r.nodes)
+	if n == 0 {
+		return 0, false
+	}
+	start := r.S.Rand().IntN(n)
+	for i := 0; i < n; i++ {
+		h := sim.HostID((start + i) % n)
+		if h != except && r.nodes[h] != nil && r.nodes[h].Active() {
+			return h, true
+		}
+	}
+	return 0, false
+}
+
+// ActiveCount is the number of live, active nodes.
+func (r *Ring) ActiveCount() int {
+	n := 0
+	for _, o := range r.nodes {
+		if o != nil && o.Active() {
+			n++
+		}
+	}
+	return n
+}
+
+// Root is the oracle: the numerically closest live, active node to key.
+func (r *Ring) Root(key id.ID) (sim.HostID, bool) {
+	n := len(r.order)
+	i := sort.Search(n, func(i int) bool { return r.ids[r.order[i]].Cmp(key) >= 0 })
+	var best sim.HostID
+	found := false
+	try := func(h sim.HostID) {
+		if o := r.nodes[h]; o != nil && o.Active() {
+			if !found || id.Closer(key, r.ids[h].ID, r.ids[best].ID) {
+				best, found = h, true
+			}
+		}
+	}
+	// Walk clockwise and counter-clockwise to the first active node each way.
+	for k := 0; k < n; k++ {
+		h := r.order[(i+k)%n]
+		if o := r.nodes[h]; o != nil && o.Active() {
+			try(h)
+			break
+		}
+	}
+	for k := 1; k <= n; k++ {
+		h := r.order[((i-k)%n+n)%n]
+		if o := r.nodes[h]; o != nil && o.Active() {
+			try(h)
+			break
+		}
+	}
+	return best, found
+}
+
+// rootClaims counts active nodes near key that consider themselves its root.
+func (r *Ring) rootClaims(key id.ID) int {
+	n := len(r.order)
+	i := sort.Search(n, func(i int) bool { return r.ids[r.order[i]].Cmp(key) >= 0 })
+	claims := 0
+	seen := map[sim.HostID]bool{}
+	for _, dir := range []int{1, -1} {
+		active := 0
+		for k := 0; k < n && active < r.Cfg.LeafSetSize/2+1; k++ {
+			j := i + dir*k
+			if dir < 0 {
+				j = i - 1 - k
+			}
+			h := r.order[((j%n)+n)%n]
+			o := r.nodes[h]
+			if o == nil || !o.Active() || seen[h] {
+				continue
+			}
+			seen[h] = true
+			active++
+			if o.IsRoot(key) {
+				claims++
+			}
+		}
+	}
+	return claims
+}
+
+// Lookup routes a lookup for key from host src and tracks it.
+func (r *Ring) Lookup(src sim.HostID, key id.ID, measured bool) {
+	r.nextLk++
+	lk := &lookup{key: key, src: src, issued: r.S.Now(), measured: measured}
+	r.looks[r.nextLk] = lk
+	if measured {
+		r.Lookups.Issued++
+	}
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], r.nextLk)
+	r.nodes[src].Route(key, b[:])
+	n := r.nextLk
+	r.S.After(LookupDeadline, func() {
+		if l := r.looks[n]; l != nil && l.done {
+			delete(r.looks, n)
+		}
+	})
+}
+
+// RandomLookup issues a lookup of a random key from a random active node.
+func (r *Ring) RandomLookup(measured bool) {
+	src, ok := r.randomActive(-1)
+	if !ok {
+		return
+	}
+	key := id.FromUint64(r.S.Rand().Uint64(), r.S.Rand().Uint64())
+	r.Lookup(src, key, measured)
+}
+
+func (r *Ring) delivered(h sim.HostID, m overlay.Message) {
+	if len(m.Payload) != 8 {
+		return
+	}
+	n := binary.BigEndian.Uint64(m.Payload)
+	lk := r.looks[n]
+	if lk == nil {
+		return
+	}
+	st := &r.Lookups
+	if lk.done {
+		if lk.measured {
+			st.Duplicates++
+		}
+		return
+	}
+	lk.done = true
+	if !lk.measured {
+		return
+	}
+	took := r.S.Now().Sub(lk.issued)
+	if took > LookupDeadline {
+		st.Late++
+		return
+	}
+	st.Delivered++
+	root, ok := r.Root(m.Key)
+	if ok && root == h {
+		st.Correct++
+	}
+	if r.rootClaims(m.Key) > 1 {
+		st.DualRoots++
+	}
+	st.HopsSum += m.Hops
+	if m.Hops > st.MaxHops {
+		st.MaxHops = m.Hops
+	}
+	if direct := r.S.Latency(lk.src, h); h != lk.src && direct > 0 {
+		st.StretchSum += float64(took) / float64(direct)
+		st.Stretches++
+	}
+}
+
+// TotalStats sums the overlay counters of every incarnation of every host.
+func (r *Ring) TotalStats() overlay.Stats {
+	var t overlay.Stats
+	for h := range r.nodes {
+		t = addStats(t, r.retire[h])
+		if o := r.nodes[h]; o != nil {
+			t = addStats(t, o.Stats())
+		}
+	}
+	return t
+}
+
+func addStats(a, b overlay.Stats) overlay.Stats {
+	a.SentLookup += b.SentLookup
+	a.SentLookupAcks += b.SentLookupAcks
+	a.SentControl += b.SentControl
+	a.SentControlAcks += b.SentControlAcks
+	a.SentDirect += b.SentDirect
+	a.Delivered += b.Delivered
+	a.Rerouted += b.Rerouted
+	a.DroppedRoutes += b.DroppedRoutes
+	a.Malformed += b.Malformed
+	a.Unauthenticated += b.Unauthenticated
+	a.DeclaredDead += b.DeclaredDead
+	a.Joins += b.Joins
+	for i := range a.ByType {
+		a.ByType[i] += b.ByType[i]
+	}
+	return a
+}

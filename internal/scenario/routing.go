@@ -1,0 +1,93 @@
+package scenario
+
+import (
+	"flag"
+	"fmt"
+	"runtime"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/overlay"
+	"github.com/epost-mail/epost/internal/sim"
+)
+
+// RoutingConfig sets the routing experiment.
+type RoutingConfig struct {
+	Nodes         int
+	Seed          uint64
+	Lookups       int
+	JoinInterval  env.Duration
+	SettleMinutes int
+}
+
+func routingScenario() Scenario {
+	return Scenario{
+		Name:    "routing",
+		Summary: "N nodes join, settle, then random lookups: hops, correctness, stretch",
+		Setup: func(fs *flag.FlagSet) func() (*Result, error) {
+			c := RoutingConfig{}
+			var joinMs int
+			fs.IntVar(&c.Nodes, "nodes", 1000, "number of nodes")
+			fs.Uint64Var(&c.Seed, "seed", 1, "random seed; the same seed gives the same run")
+			fs.IntVar(&c.Lookups, "lookups", 10000, "lookups of random keys from random nodes")
+			fs.IntVar(&joinMs, "join-interval-ms", 100, "virtual time between two nodes' joins")
+			fs.IntVar(&c.SettleMinutes, "settle-minutes", 20, "virtual minutes between the last join and the lookups")
+			return func() (*Result, error) {
+				c.JoinInterval = env.Duration(joinMs) * env.Millisecond
+				return RunRouting(c)
+			}
+		},
+	}
+}
+
+// RunRouting runs the routing experiment.
+func RunRouting(c RoutingConfig) (*Result, error) {
+	if c.Nodes < 1 || c.Lookups < 0 {
+		return nil, fmt.Errorf("%w: --nodes must be at least 1 and --lookups not negative", ErrUsage)
+	}
+	cfg := sim.DefaultConfig(c.Seed)
+	cfg.InvariantEvery = 0
+	r := NewRing(cfg, overlay.SimConfig())
+	m := StartMeter(r.S, env.Minute)
+	for i := 0; i < c.Nodes; i++ {
+		r.S.At(env.Time(i)*env.Time(c.JoinInterval), func() { r.AddNode() })
+	}
+	joined := env.Time(c.Nodes) * env.Time(c.JoinInterval)
+	if err := r.S.RunUntil(joined.Add(env.Duration(c.SettleMinutes) * env.Minute)); err != nil {
+		return nil, err
+	}
+	// Lookups at 100 per virtual second, then time for the last to land.
+	for i := 0; i < c.Lookups; i++ {
+		r.S.After(env.Duration(i)*10*env.Millisecond, func() { r.RandomLookup(true) })
+	}
+	if err := r.S.RunFor(env.Duration(c.Lookups)*10*env.Millisecond + 2*LookupDeadline); err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	res.Set("nodes", c.Nodes)
+	res.Set("seed", c.Seed)
+	res.Set("active_nodes", r.ActiveCount())
+	st := r.Lookups
+	fillLookupResult(res, st)
+	res.Set("dual_root_events", st.DualRoots)
+	tot := r.TotalStats()
+	res.Set("rerouted_hops", tot.Rerouted)
+	m.Report(res)
+	runtime.KeepAlive(r)
+	return res, nil
+}
+
+func fillLookupResult(res *Result, st LookupStats) {
+	res.Set("lookups", st.Issued)
+	res.Set("avg_hops", round(ratio(float64(st.HopsSum), float64(st.Delivered)), 3))
+	res.Set("max_hops", st.MaxHops)
+	res.Set("correct_fraction", round(ratio(float64(st.Correct), float64(st.Issued)), 6))
+	res.Set("lost_fraction", round(ratio(float64(st.Issued-st.Delivered), float64(st.Issued)), 6))
+	res.Set("avg_stretch", round(ratio(st.StretchSum, float64(st.Stretches)), 3))
+}
+
+func ratio(a, b float64) float64 {
+	if b == 0 {
+		return 0
+	}
+	return a / b
+}

@@ -1,0 +1,117 @@
+package wire
+
+import "github.com/epost-mail/epost/internal/id"
+
+// Overlay message types (block 16-63). Append-only.
+const (
+	TypeRoute      Type = 16
+	TypeRouteAck   Type = 17
+	TypeJoinReply  Type = 18
+	TypeProbe      Type = 19
+	TypeProbeReply Type = 20
+	TypeHeartbeat  Type = 21
+	TypeRowRequest Type = 22
+	TypeRowReply   Type = 23
+	TypeDirect     Type = 24
+)
+
+// NodeHandle names an overlay node: its ring id and transport address.
+type NodeHandle struct {
+	_    struct{} `cbor:",toarray"`
+	ID   id.NodeID
+	Addr string
+}
+
+// RouteKind distinguishes what a routed message carries. Append-only.
+type RouteKind uint8
+
+// Route kinds.
+const (
+	RouteApp  RouteKind = 0 // an application payload, delivered at the key's root
+	RouteJoin RouteKind = 1 // a join request: hops add their routing-table rows
+)
+
+// Route is a message travelling hop by hop to the root of Key.
+type Route struct {
+	_       struct{} `cbor:",toarray"`
+	Hop     uint64   // per-hop id, acknowledged by the next hop
+	Kind    RouteKind
+	Key     id.ID
+	Src     NodeHandle
+	Sender  NodeHandle // the node forwarding it on this hop
+	Hops    uint8
+	Payload []byte
+	Rows    []NodeHandle // join only: routing-table entries of the nodes on the path
+}
+
+// RouteAck acknowledges one hop of a Route.
+type RouteAck struct {
+	_    struct{} `cbor:",toarray"`
+	From NodeHandle
+	Hop  uint64
+}
+
+// JoinReply is the root's answer to a joining node.
+type JoinReply struct {
+	_    struct{} `cbor:",toarray"`
+	From NodeHandle
+	Leaf []NodeHandle
+	Rows []NodeHandle
+}
+
+// Probe flags.
+const (
+	ProbeWantReply uint8 = 1 << iota // answer with a ProbeReply
+	ProbeWantLeaf                    // include your leaf set in the reply
+	ProbeJoining                     // the sender is joining and not yet active
+)
+
+// Probe checks a node's liveness and measures the round trip; it may carry
+// the sender's leaf set and the nodes the sender found dead (a leaf-set
+// repair announcement).
+type Probe struct {
+	_     struct{} `cbor:",toarray"`
+	From  NodeHandle
+	Nonce uint64
+	Sent  int64
+	Flags uint8
+	Leaf  []NodeHandle
+	Dead  []id.NodeID
+}
+
+// ProbeReply answers a Probe, echoing its nonce and send time.
+type ProbeReply struct {
+	_     struct{} `cbor:",toarray"`
+	From  NodeHandle
+	Nonce uint64
+	Sent  int64
+	Leaf  []NodeHandle
+}
+
+// Heartbeat tells a node's left neighbour that it is alive.
+type Heartbeat struct {
+	_    struct{} `cbor:",toarray"`
+	From NodeHandle
+}
+
+// RowRequest asks for one row of the receiver's routing table.
+type RowRequest struct {
+	_    struct{} `cbor:",toarray"`
+	From NodeHandle
+	Row  uint8
+}
+
+// RowReply carries the requested routing-table row.
+type RowReply struct {
+	_       struct{} `cbor:",toarray"`
+	From    NodeHandle
+	Row     uint8
+	Entries []NodeHandle
+}
+
+// Direct is an application payload sent straight to one node.
+type Direct struct {
+	_       struct{} `cbor:",toarray"`
+	From    NodeHandle
+	Payload []byte
+}
