@@ -50,47 +50,59 @@ func (o *Overlay) heartbeat() {
 	}
 }
 
+// ProbeReason says why a probe was sent; Stats.Probes counts sends by it.
+type ProbeReason uint8
+
+// Probe reasons.
+const (
+	ProbeSuspect   ProbeReason = iota // silence: right neighbour, next hop or table entry
+	ProbeVerify                       // another node reported the target dead
+	ProbeCandidate                    // a leaf-set candidate learnt second-hand
+	ProbeTable                        // a routing-table candidate from a row exchange
+	probeReasons
+)
+
 // suspect starts probing h unless a probe is already out.
-func (o *Overlay) suspect(h NodeHandle) {
-	o.startProbe(h, 0, false, false)
-}
+func (o *Overlay) suspect(h NodeHandle) { o.startProbe(h, ProbeSuspect, 0) }
 
 // verifyDeath probes h after another node reported it dead. If h is
 // indeed dead it is removed without a second announcement: the reporter's
 // announcement already reached the leaf set.
-func (o *Overlay) verifyDeath(h NodeHandle) {
-	_, had := o.probe[h.ID.ID]
-	o.startProbe(h, 0, false, false)
-	if p := o.probe[h.ID.ID]; p != nil && !had {
-		p.verify = true
-	}
-}
+func (o *Overlay) verifyDeath(h NodeHandle) { o.startProbe(h, ProbeVerify, 0) }
 
 // startProbe sends a probe to h, or widens the one already out.
-func (o *Overlay) startProbe(h NodeHandle, flags uint8, candidate, forTable bool) {
+func (o *Overlay) startProbe(h NodeHandle, why ProbeReason, flags uint8) {
 	if h.ID.ID == o.self.ID.ID {
 		return
 	}
-	if p, ok := o.probe[h.ID.ID]; ok {
-		p.flags |= flags
-		p.candidate = p.candidate || candidate
-		p.forTable = p.forTable || forTable
-		return
+	p, ok := o.probe[h.ID.ID]
+	if !ok {
+		p = &probe{target: h, nonce: o.env.Rand.Uint64(), reason: why, verify: why == ProbeVerify}
+		o.probe[h.ID.ID] = p
 	}
-	p := &probe{target: h, nonce: o.env.Rand.Uint64(), flags: flags, candidate: candidate, forTable: forTable}
-	o.probe[h.ID.ID] = p
-	o.sendProbe(p)
+	p.flags |= flags
+	p.candidate = p.candidate || why == ProbeCandidate
+	p.forTable = p.forTable || why == ProbeTable
+	// A death this node found itself is announced even if someone else
+	// reported it too.
+	p.verify = p.verify && why == ProbeVerify
+	if !ok {
+		o.sendProbe(p)
+	}
 }
 
 func (o *Overlay) sendProbe(p *probe) {
 	p.attempts++
+	o.stats.Probes[p.reason]++
 	p.sent = o.env.Clock.Now()
 	flags := p.flags | wire.ProbeWantReply
 	if !o.active {
 		flags |= wire.ProbeJoining
 	}
 	m := wire.Probe{From: o.self, Nonce: p.nonce, Sent: int64(p.sent), Flags: flags}
-	if flags&wire.ProbeWantLeaf != 0 {
+	if !o.active {
+		// A joiner shows its leaf set so that members learn of other nodes
+		// joining next to it at the same time.
 		m.Leaf = o.leaf.Members()
 	}
 	o.sendTo(p.target, wire.TypeProbe, m)
@@ -263,7 +275,7 @@ func (o *Overlay) learnCandidates(hs []NodeHandle) {
 			continue
 		}
 		view.Add(h)
-		o.startProbe(h, wire.ProbeWantLeaf, true, false)
+		o.startProbe(h, ProbeCandidate, wire.ProbeWantLeaf)
 	}
 }
 
@@ -351,11 +363,11 @@ func (o *Overlay) onRowReply(m wire.RowReply) {
 		cur, ok := o.table.Lookup(x)
 		switch {
 		case !ok:
-			o.startProbe(h, 0, false, true)
+			o.startProbe(h, ProbeTable, 0)
 		case cur.ID != h.ID && o.env.Rand.IntN(4) == 0:
 			// Occasionally measure an alternative: proximity neighbour
 			// selection keeps whichever answers faster.
-			o.startProbe(h, 0, false, true)
+			o.startProbe(h, ProbeTable, 0)
 		}
 	}
 }

@@ -71,6 +71,8 @@ type Stats struct {
 	Unauthenticated uint64 // messages whose claimed sender is not the real one
 	DeclaredDead    uint64 // nodes this node declared dead
 	Joins           uint64 // joins started (first and retries)
+	// Probes counts probe messages sent (retries included) by reason.
+	Probes [probeReasons]uint64
 	// ByType counts sent messages per overlay message type, indexed by
 	// wire type minus wire.TypeRoute.
 	ByType [wire.TypeDirect - wire.TypeRoute + 1]uint64
@@ -91,6 +93,7 @@ type probe struct {
 	nonce     uint64
 	sent      env.Time
 	attempts  int
+	reason    ProbeReason
 	flags     uint8
 	candidate bool // a leaf-set candidate learnt second-hand, pending confirmation
 	forTable  bool // a routing-table candidate to insert if it answers

@@ -242,7 +242,7 @@ func (o *Overlay) checkJoined() {
 	for _, m := range o.leaf.Members() {
 		if !o.acked[m.ID.ID] {
 			waiting = true
-			o.startProbe(m, wire.ProbeWantLeaf, true, false)
+			o.startProbe(m, ProbeCandidate, wire.ProbeWantLeaf)
 		}
 	}
 	for _, p := range o.probe {

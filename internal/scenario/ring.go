@@ -295,6 +295,9 @@ func addStats(a, b overlay.Stats) overlay.Stats {
 	a.Unauthenticated += b.Unauthenticated
 	a.DeclaredDead += b.DeclaredDead
 	a.Joins += b.Joins
+	for i := range a.Probes {
+		a.Probes[i] += b.Probes[i]
+	}
 	for i := range a.ByType {
 		a.ByType[i] += b.ByType[i]
 	}
