@@ -23,6 +23,9 @@ type Config struct {
 	// TableProbePeriod is how often each routing-table entry is checked,
 	// unless traffic from it already showed it alive.
 	TableProbePeriod env.Duration
+	// LeafExchangePeriod is how often a node asks a random leaf-set member
+	// for its leaf set.
+	LeafExchangePeriod env.Duration
 	// RowExchangePeriod is how often a node asks a routing-table entry for
 	// its row, to fill holes and find nearer entries.
 	RowExchangePeriod env.Duration
@@ -37,6 +40,12 @@ type Config struct {
 	// DeadMemory is how long a node declared dead is kept out of the leaf
 	// set when others still mention it second-hand.
 	DeadMemory env.Duration
+	// RecentDeath is how long a node passes on, with its probes, the deaths
+	// it declared.
+	RecentDeath env.Duration
+	// MaxHops drops a message that has travelled this many hops: only
+	// inconsistent state during repair makes a route loop.
+	MaxHops int
 }
 
 // DefaultConfig holds ePOST's deployed values and MSPastry's periods.
@@ -51,10 +60,14 @@ func DefaultConfig() Config {
 		MaxTimeout:        5 * env.Second,
 		TableProbePeriod:  15 * env.Minute, // ePOST's routing-table maintenance
 		RowExchangePeriod: 15 * env.Minute,
-		MaxReroutes:       4,
-		JoinTimeout:       10 * env.Second,
-		HoldTimeout:       10 * env.Second,
-		DeadMemory:        90 * env.Minute, // ePOST remembered the dead for 90 min
+		// Rare: heartbeats already carry leaf sets one way.
+		LeafExchangePeriod: 10 * env.Minute,
+		MaxReroutes:        4,
+		JoinTimeout:        10 * env.Second,
+		HoldTimeout:        10 * env.Second,
+		DeadMemory:         90 * env.Minute, // ePOST remembered the dead for 90 min
+		RecentDeath:        2 * env.Minute,  // a few heartbeat periods: long enough to reach refills
+		MaxHops:            40,
 	}
 }
 

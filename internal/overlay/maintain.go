@@ -18,6 +18,21 @@ func (o *Overlay) startTimers() {
 	o.every(o.cfg.HeartbeatPeriod, o.heartbeat)
 	o.every(o.tableProbeInterval(), o.probeTableEntry)
 	o.every(o.cfg.RowExchangePeriod, o.exchangeRow)
+	o.every(o.cfg.LeafExchangePeriod, o.exchangeLeaf)
+}
+
+// exchangeLeaf asks a random leaf-set member for its leaf set. Heartbeats
+// carry knowledge leftwards only; this lets it flow both ways, so a stray
+// far member left by a burst of failures is eventually replaced.
+func (o *Overlay) exchangeLeaf() {
+	if !o.active {
+		return
+	}
+	ms := o.leaf.Members()
+	if len(ms) == 0 {
+		return
+	}
+	o.startProbe(ms[o.env.Rand.IntN(len(ms))], ProbeRepair, wire.ProbeWantLeaf)
 }
 
 // every runs f periodically, first after a random fraction of period.
@@ -38,9 +53,10 @@ func (o *Overlay) heartbeat() {
 		return
 	}
 	now := o.env.Clock.Now()
+	o.refill()
 	if l, ok := o.leaf.LeftNeighbour(); ok {
 		if p := o.peers[l.ID.ID]; p == nil || now.Sub(p.lastSent) >= o.cfg.HeartbeatPeriod {
-			o.sendTo(l, wire.TypeHeartbeat, wire.Heartbeat{From: o.self})
+			o.sendTo(l, wire.TypeHeartbeat, wire.Heartbeat{From: o.self, Leaf: o.leaf.Members()})
 		}
 	}
 	if r, ok := o.leaf.RightNeighbour(); ok {
@@ -59,6 +75,7 @@ const (
 	ProbeVerify                       // another node reported the target dead
 	ProbeCandidate                    // a leaf-set candidate learnt second-hand
 	ProbeTable                        // a routing-table candidate from a row exchange
+	ProbeRepair                       // asking a member for its leaf set to fill a gap
 	probeReasons
 )
 
@@ -99,7 +116,7 @@ func (o *Overlay) sendProbe(p *probe) {
 	if !o.active {
 		flags |= wire.ProbeJoining
 	}
-	m := wire.Probe{From: o.self, Nonce: p.nonce, Sent: int64(p.sent), Flags: flags}
+	m := wire.Probe{From: o.self, Nonce: p.nonce, Sent: int64(p.sent), Flags: flags, Dead: o.recentDeaths()}
 	if !o.active {
 		// A joiner shows its leaf set so that members learn of other nodes
 		// joining next to it at the same time.
@@ -150,14 +167,108 @@ func (o *Overlay) declareDead(h NodeHandle, announce bool) {
 		return
 	}
 	o.app.LeafSetChanged(h, false)
-	if !announce {
+	if announce {
+		ann := wire.Probe{From: o.self, Leaf: o.leaf.Members(), Dead: o.recentDeaths()}
+		for _, m := range o.leaf.Members() {
+			o.sendTo(m, wire.TypeProbe, ann)
+		}
+	}
+	o.refill()
+}
+
+// refill looks for nodes to fill a side of the leaf set left short: first
+// among spare nodes seen recently, then by asking the farthest member on
+// the short side for its leaf set. A side is short only if the set holds
+// more distinct nodes than fit on one side; in a smaller ring both sides
+// simply hold everyone.
+func (o *Overlay) refill() {
+	half := o.cfg.LeafSetSize / 2
+	if o.leaf.Len() <= half || o.leaf.Full() {
 		return
 	}
-	ann := wire.Probe{From: o.self, Leaf: o.leaf.Members(), Dead: []id.NodeID{h.ID}}
-	for _, m := range o.leaf.Members() {
-		o.sendTo(m, wire.TypeProbe, ann)
+	o.learnCandidates(o.spares)
+	view := o.leafWithPending()
+	if len(view.Left()) < half {
+		if l := o.leaf.Left(); len(l) > 0 {
+			o.startProbe(l[len(l)-1], ProbeRepair, wire.ProbeWantLeaf)
+		}
+	}
+	if len(view.Right()) < half {
+		if r := o.leaf.Right(); len(r) > 0 {
+			o.startProbe(r[len(r)-1], ProbeRepair, wire.ProbeWantLeaf)
+		}
 	}
 }
+
+// crossCheck compares a neighbour's leaf set with ours: a member of ours
+// that belongs in theirs but is missing from it is either unknown to them
+// or dead, so we probe it. Heartbeats bring a neighbour's leaf set every
+// period, so a dead member whose death announcement missed us is found
+// without extra messages in the common case.
+func (o *Overlay) crossCheck(from NodeHandle, theirs []NodeHandle) {
+	if !o.active || len(theirs) == 0 {
+		return
+	}
+	view := NewLeafSet(from.ID.ID, o.cfg.LeafSetSize)
+	for _, h := range theirs {
+		view.Add(h)
+	}
+	view.Add(o.self)
+	for _, m := range o.leaf.Members() {
+		if m.ID != from.ID && view.WouldAccept(m.ID.ID) {
+			o.suspect(m)
+		}
+	}
+}
+
+// addSpare remembers a node seen in someone's leaf set that ours had no
+// room for: the first place to look when a member dies.
+func (o *Overlay) addSpare(h NodeHandle) {
+	for _, s := range o.spares {
+		if s.ID == h.ID {
+			return
+		}
+	}
+	if len(o.spares) >= o.cfg.LeafSetSize*2 {
+		o.spares = o.spares[1:]
+	}
+	o.spares = append(o.spares, h)
+}
+
+// recentDeaths lists, newest first, up to maxRecentDeaths nodes this node
+// declared dead within the last RecentDeath window. They ride on every
+// probe, so a member that joins the leaf set after the announcement still
+// hears of a death it may hold.
+func (o *Overlay) recentDeaths() []id.NodeID {
+	now := o.env.Clock.Now()
+	type death struct {
+		x  id.ID
+		at env.Time
+	}
+	var ds []death
+	for x, t := range o.dead {
+		if now.Sub(t) <= o.cfg.RecentDeath {
+			ds = append(ds, death{x, t})
+		}
+	}
+	sort.Slice(ds, func(i, j int) bool {
+		if ds[i].at != ds[j].at {
+			return ds[i].at > ds[j].at
+		}
+		return ds[i].x.Cmp(ds[j].x) < 0
+	})
+	if len(ds) > maxRecentDeaths {
+		ds = ds[:maxRecentDeaths]
+	}
+	var out []id.NodeID
+	for _, d := range ds {
+		out = append(out, id.NodeID{ID: d.x})
+	}
+	return out
+}
+
+// maxRecentDeaths bounds the deaths carried on one probe.
+const maxRecentDeaths = 8
 
 // pruneDead forgets nodes declared dead longer ago than DeadMemory.
 func (o *Overlay) pruneDead() {
@@ -236,6 +347,9 @@ func (o *Overlay) onProbeReply(r wire.ProbeReply) {
 	}
 	// heard() already confirmed the sender as a leaf member if it belongs.
 	o.learnCandidates(r.Leaf)
+	if o.active && r.Nonce != 0 {
+		o.crossCheck(r.From, r.Leaf)
+	}
 	o.releaseHeld()
 	o.checkJoined()
 }
@@ -261,6 +375,9 @@ func (o *Overlay) learnCandidates(hs []NodeHandle) {
 			continue
 		}
 		if !o.leaf.WouldAccept(x) {
+			if !o.leaf.Contains(x) {
+				o.addSpare(h)
+			}
 			if _, ok := o.table.Lookup(x); !ok {
 				if row, _ := o.table.Slot(x); row < id.Digits {
 					o.table.Set(h)

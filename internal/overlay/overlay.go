@@ -138,12 +138,14 @@ type Overlay struct {
 	// acked holds, while joining, the leaf-set members that answered our
 	// probe and so have learnt of us.
 	acked map[id.ID]bool
-	table *RoutingTable
-	peers map[id.ID]*peer
-	probe map[id.ID]*probe
-	dead  map[id.ID]env.Time
-	hops  map[uint64]*inflight
-	held  []held
+	// spares are recently seen nodes that did not fit in the leaf set.
+	spares []NodeHandle
+	table  *RoutingTable
+	peers  map[id.ID]*peer
+	probe  map[id.ID]*probe
+	dead   map[id.ID]env.Time
+	hops   map[uint64]*inflight
+	held   []held
 
 	nextHop     uint64
 	tableCursor int
@@ -269,7 +271,15 @@ func (o *Overlay) Receive(from env.Addr, msg []byte) {
 		}
 	case wire.TypeHeartbeat:
 		var m wire.Heartbeat
-		o.decode(from, e, &m, &m.From) // hearing it is all it does
+		if o.decode(from, e, &m, &m.From) {
+			o.learnCandidates(m.Leaf)
+			o.crossCheck(m.From, m.Leaf)
+			if o.active && o.knowsMissing(m.From, m.Leaf) {
+				// Heartbeats flow leftwards; answer only when the sender
+				// lacks nodes we know, so knowledge also flows rightwards.
+				o.sendTo(m.From, wire.TypeProbeReply, wire.ProbeReply{From: o.self, Leaf: o.leaf.Members()})
+			}
+		}
 	case wire.TypeRowRequest:
 		var m wire.RowRequest
 		if o.decode(from, e, &m, &m.From) {

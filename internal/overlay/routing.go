@@ -48,6 +48,11 @@ func (o *Overlay) forward(m wire.Route, exclude []id.ID) {
 		}
 		m.Payload = msg.Payload
 	}
+	if int(m.Hops) >= o.cfg.MaxHops {
+		o.stats.DroppedRoutes++
+		o.env.Log.Debug("route dropped: too many hops", "key", m.Key.Short())
+		return
+	}
 	m.Hop = o.newHop()
 	m.Sender = o.self
 	m.Hops++

@@ -127,7 +127,7 @@ func RunChurn(c ChurnConfig) (*Result, error) {
 	res.Set("crashes", r.S.Stats().Crashes)
 	res.Set("rerouted_hops", after.Rerouted-before.Rerouted)
 	res.Set("declared_dead", after.DeclaredDead-before.DeclaredDead)
-	for i, n := range []string{"suspect", "verify", "candidate", "table"} {
+	for i, n := range []string{"suspect", "verify", "candidate", "table", "repair"} {
 		res.Set("probes_"+n+"_per_node_per_s", round(ratio(float64(after.Probes[i]-before.Probes[i]), avgLive*secs), 4))
 	}
 	names := []string{"route", "route_ack", "join_reply", "probe", "probe_reply", "heartbeat", "row_request", "row_reply", "direct"}

@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sort"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -302,4 +303,57 @@ func addStats(a, b overlay.Stats) overlay.Stats {
 		a.ByType[i] += b.ByType[i]
 	}
 	return a
+}
+
+// WrongLeafSets compares every live, active node's leaf set with the true
+// one (the L/2 nearest live, active nodes on each side) and returns how
+// many differ, with a description of the first difference.
+func (r *Ring) WrongLeafSets() (int, string) {
+	var live []sim.HostID
+	for _, h := range r.order {
+		if o := r.nodes[h]; o != nil && o.Active() {
+			live = append(live, h)
+		}
+	}
+	n := len(live)
+	half := r.Cfg.LeafSetSize / 2
+	if n-1 < half {
+		half = n - 1
+	}
+	wrong := 0
+	first := ""
+	for i, h := range live {
+		o := r.nodes[h]
+		left, right := o.Leaf().Left(), o.Leaf().Right()
+		ok := len(left) == half && len(right) == half
+		for k := 1; ok && k <= half; k++ {
+			if right[k-1].ID != r.ids[live[(i+k)%n]] || left[k-1].ID != r.ids[live[((i-k)%n+n)%n]] {
+				ok = false
+			}
+		}
+		if !ok {
+			wrong++
+			if first == "" {
+				first = fmt.Sprintf("node %s (host %d) has %d/%d members, want %d per side", r.ids[h].Short(), h, len(left), len(right), half)
+				want := map[id.NodeID]bool{}
+				for k := 1; k <= half; k++ {
+					want[r.ids[live[(i+k)%n]]] = true
+					want[r.ids[live[((i-k)%n+n)%n]]] = true
+				}
+				for _, m := range o.Leaf().Members() {
+					if !want[m.ID] {
+						first += fmt.Sprintf("; extra %s", m.ID.Short())
+						if hh, ok := r.S.Host(env.Addr(m.Addr)); ok && r.nodes[hh] == nil {
+							first += " (down)"
+						}
+					}
+					delete(want, m.ID)
+				}
+				for x := range want {
+					first += fmt.Sprintf("; missing %s", x.Short())
+				}
+			}
+		}
+	}
+	return wrong, first
 }

@@ -88,10 +88,13 @@ type ProbeReply struct {
 	Leaf  []NodeHandle
 }
 
-// Heartbeat tells a node's left neighbour that it is alive.
+// Heartbeat tells a node's left neighbour that it is alive, and carries
+// the sender's leaf set so that knowledge of the ring keeps flowing and
+// stray members get replaced.
 type Heartbeat struct {
 	_    struct{} `cbor:",toarray"`
 	From NodeHandle
+	Leaf []NodeHandle
 }
 
 // RowRequest asks for one row of the receiver's routing table.
