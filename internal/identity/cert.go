@@ -144,8 +144,12 @@ func (ca *CA) IssueNode(r io.Reader, key NodePublicKey) (*NodeCert, error) {
 		return nil, fmt.Errorf("identity: issue node cert: zero key")
 	}
 	c := &NodeCert{Version: CertVersion, CA: ca.Fingerprint(), Key: key}
-	if err := readRandom(r, c.NodeID.ID[:]); err != nil {
-		return nil, fmt.Errorf("identity: issue node cert: %w", err)
+	// The zero id means "no node" in routing tables; draw again in the
+	// (2^-128) case that it comes up.
+	for c.NodeID.IsZero() {
+		if err := readRandom(r, c.NodeID.ID[:]); err != nil {
+			return nil, fmt.Errorf("identity: issue node cert: %w", err)
+		}
 	}
 	if err := readRandom(r, c.Serial[:]); err != nil {
 		return nil, fmt.Errorf("identity: issue node cert: %w", err)
@@ -171,6 +175,9 @@ func parseNodeBody(b []byte) (*NodeCert, error) {
 		return nil, err
 	}
 	c := &NodeCert{Version: nb.Version, NodeID: nb.NodeID}
+	if c.NodeID.IsZero() {
+		return nil, fmt.Errorf("%w: zero node id", ErrMalformed)
+	}
 	if err := fixed(c.CA[:], nb.CA, "CA fingerprint"); err != nil {
 		return nil, err
 	}

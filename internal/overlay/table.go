@@ -37,11 +37,12 @@ func (t *RoutingTable) Get(row, col int) (NodeHandle, bool) {
 // Lookup returns the entry in x's slot.
 func (t *RoutingTable) Lookup(x id.ID) (NodeHandle, bool) { return t.Get(t.Slot(x)) }
 
-// Set puts h in its slot, replacing whatever was there.
+// Set puts h in its slot, replacing whatever was there. The zero id marks
+// an empty slot and is never stored (no CA issues it).
 func (t *RoutingTable) Set(h NodeHandle) {
 	row, col := t.Slot(h.ID.ID)
-	if row >= id.Digits {
-		return // that is this node itself
+	if row >= id.Digits || h.ID.IsZero() {
+		return // this node itself, or no node
 	}
 	if t.rows[row] == nil {
 		t.rows[row] = new([id.Base]NodeHandle)
