@@ -1,0 +1,159 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/wire"
+)
+
+// helloVersion is the version of the hello this build writes and reads.
+const helloVersion = 1
+
+// maxHello bounds the hello frame: a certificate is a few hundred bytes.
+const maxHello = 16 << 10
+
+// readChunk is the largest frame buffer allocated before its bytes
+// arrive; larger frames grow as they are read, so a peer that announces
+// 64 MiB and stalls pins no more than this.
+const readChunk = 64 << 10
+
+// Frame errors, wrapped with context by the readers.
+var (
+	errEmptyFrame = errors.New("empty frame")
+	errOversized  = errors.New("frame longer than allowed")
+)
+
+// hello is the first frame on every stream: who the sender is (its
+// certificate) and where it is reached (its canonical address).
+type hello struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint16
+	Cert    []byte
+	Addr    string
+}
+
+func encodeHello(cert *identity.NodeCert, self env.Addr) ([]byte, error) {
+	b, err := wire.Marshal(hello{Version: helloVersion, Cert: cert.Bytes(), Addr: string(self)})
+	if err != nil {
+		return nil, fmt.Errorf("transport: encode hello: %w", err)
+	}
+	return b, nil
+}
+
+// decodeHello parses a hello without judging it.
+func decodeHello(b []byte) (hello, error) {
+	var h hello
+	if err := wire.Unmarshal(b, &h); err != nil {
+		return hello{}, fmt.Errorf("hello: %w", err)
+	}
+	if h.Version != helloVersion {
+		return hello{}, fmt.Errorf("hello: version %d, want %d: %w", h.Version, helloVersion, wire.ErrVersion)
+	}
+	return h, nil
+}
+
+// checkHello judges a hello received from remote (the peer ID the secure
+// channel authenticated, with its public key): the certificate must verify,
+// certify remote's key, and the claimed address must be canonical and end
+// in remote's peer ID. It returns the address to attribute frames to and
+// the certified NodeID.
+func checkHello(v *identity.Verifier, remote peer.ID, remoteKey crypto.PubKey, b []byte) (env.Addr, id.NodeID, error) {
+	h, err := decodeHello(b)
+	if err != nil {
+		return "", id.NodeID{}, err
+	}
+	cert, err := v.VerifyNode(h.Cert)
+	if err != nil {
+		return "", id.NodeID{}, fmt.Errorf("hello certificate: %w", err)
+	}
+	certKey, err := crypto.UnmarshalEd25519PublicKey(cert.Key.Bytes())
+	if err != nil {
+		return "", id.NodeID{}, fmt.Errorf("hello certificate key: %w", err)
+	}
+	certPeer, err := peer.IDFromPublicKey(certKey)
+	if err != nil {
+		return "", id.NodeID{}, fmt.Errorf("hello certificate key: %w", err)
+	}
+	// The peer ID of an Ed25519 key embeds the key itself, so equal IDs
+	// mean equal keys; the secure channel proved the remote holds it.
+	if certPeer != remote || (remoteKey != nil && !remoteKey.Equals(certKey)) {
+		return "", id.NodeID{}, fmt.Errorf("hello certificate is for %s, connection is from %s: %w", certPeer, remote, identity.ErrKeyMismatch)
+	}
+	pid, _, err := parseAddr(env.Addr(h.Addr))
+	if err != nil {
+		return "", id.NodeID{}, fmt.Errorf("hello address: %w", err)
+	}
+	if pid != remote {
+		return "", id.NodeID{}, fmt.Errorf("hello address %q names another peer than %s: %w", h.Addr, remote, ErrBadAddr)
+	}
+	return env.Addr(h.Addr), cert.NodeID, nil
+}
+
+// writeFrame writes one length-prefixed frame.
+func writeFrame(w *bufio.Writer, msg []byte) error {
+	var n [binary.MaxVarintLen64]byte
+	if _, err := w.Write(n[:binary.PutUvarint(n[:], uint64(len(msg)))]); err != nil {
+		return err
+	}
+	_, err := w.Write(msg)
+	return err
+}
+
+// readFrame reads one length-prefixed frame of at most max bytes. It
+// returns io.EOF only for a clean end between frames. errEmptyFrame
+// leaves the reader at the next frame; every other error leaves the
+// stream unusable (a bad length cannot be skipped reliably).
+func readFrame(r *bufio.Reader, max int) ([]byte, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		return nil, fmt.Errorf("frame length: %w", err)
+	}
+	if n == 0 {
+		return nil, errEmptyFrame
+	}
+	if n > uint64(max) {
+		return nil, fmt.Errorf("%w: %d > %d bytes", errOversized, n, max)
+	}
+	if n <= readChunk {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r, b); err != nil {
+			return nil, fmt.Errorf("frame body: %w", truncated(err))
+		}
+		return b, nil
+	}
+	var buf bytes.Buffer
+	buf.Grow(readChunk)
+	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
+		return nil, fmt.Errorf("frame body: %w", truncated(err))
+	}
+	return buf.Bytes(), nil
+}
+
+// truncated turns an EOF inside a frame into ErrUnexpectedEOF.
+func truncated(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// remoteOf returns the authenticated peer of a stream and its key.
+func remoteOf(s network.Stream) (peer.ID, crypto.PubKey) {
+	c := s.Conn()
+	return c.RemotePeer(), c.RemotePublicKey()
+}
