@@ -40,6 +40,29 @@ type Config struct {
 	// DeadMemory is how long a node declared dead is kept out of the leaf
 	// set when others still mention it second-hand.
 	DeadMemory env.Duration
+	// DeadMemoryCount bounds how many remembered dead nodes are candidates
+	// for partition reintegration (the most recent ones).
+	DeadMemoryCount int
+	// ReintegratePeriod is how often a node tries a remembered dead node,
+	// a routing-table entry or a bootstrap, to find and merge the other side
+	// of a partition.
+	ReintegratePeriod env.Duration
+	// StallLimit: a heartbeat tick later than HeartbeatPeriod + StallLimit
+	// means this node's loop stalled (others may have declared it dead), so
+	// it rejoins.
+	StallLimit env.Duration
+	// WallJumpLimit: a wall clock that moved this much more or less than the
+	// monotonic clock between ticks means the machine slept; rejoin.
+	WallJumpLimit env.Duration
+	// IndirectHelpers is how many leaf-set members are asked to probe a
+	// node that does not answer us before it is declared dead (0 turns
+	// indirect routes off).
+	IndirectHelpers int
+	// SearchTimeout bounds the wait for the helpers' answers.
+	SearchTimeout env.Duration
+	// HelpFresh: a helper that heard from the target this recently answers
+	// at once, without probing.
+	HelpFresh env.Duration
 	// RecentDeath is how long a node passes on, with its probes, the deaths
 	// it declared.
 	RecentDeath env.Duration
@@ -68,6 +91,13 @@ func DefaultConfig() Config {
 		DeadMemory:         90 * env.Minute, // ePOST remembered the dead for 90 min
 		RecentDeath:        2 * env.Minute,  // a few heartbeat periods: long enough to reach refills
 		MaxHops:            40,
+		DeadMemoryCount:    20,              // ePOST
+		ReintegratePeriod:  5 * env.Minute,  // ePOST
+		StallLimit:         40 * env.Second, // about when neighbours start to declare us dead
+		WallJumpLimit:      60 * env.Second,
+		IndirectHelpers:    8, // ePOST: up to 8 one-hop detours
+		SearchTimeout:      4 * env.Second,
+		HelpFresh:          5 * env.Second,
 	}
 }
 

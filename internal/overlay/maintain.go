@@ -19,6 +19,8 @@ func (o *Overlay) startTimers() {
 	o.every(o.tableProbeInterval(), o.probeTableEntry)
 	o.every(o.cfg.RowExchangePeriod, o.exchangeRow)
 	o.every(o.cfg.LeafExchangePeriod, o.exchangeLeaf)
+	o.every(o.cfg.ReintegratePeriod, o.reintegrate)
+	o.lastTick, o.lastWall = o.env.Clock.Now(), o.env.Clock.Wall()
 }
 
 // exchangeLeaf asks a random leaf-set member for its leaf set. Heartbeats
@@ -49,7 +51,7 @@ func (o *Overlay) every(period env.Duration, f func()) {
 // alive unless other traffic already did, and probe the right neighbour if
 // it has been silent too long.
 func (o *Overlay) heartbeat() {
-	if !o.active {
+	if o.stalled() || !o.active {
 		return
 	}
 	now := o.env.Clock.Now()
@@ -71,11 +73,13 @@ type ProbeReason uint8
 
 // Probe reasons.
 const (
-	ProbeSuspect   ProbeReason = iota // silence: right neighbour, next hop or table entry
-	ProbeVerify                       // another node reported the target dead
-	ProbeCandidate                    // a leaf-set candidate learnt second-hand
-	ProbeTable                        // a routing-table candidate from a row exchange
-	ProbeRepair                       // asking a member for its leaf set to fill a gap
+	ProbeSuspect     ProbeReason = iota // silence: right neighbour, next hop or table entry
+	ProbeVerify                         // another node reported the target dead
+	ProbeCandidate                      // a leaf-set candidate learnt second-hand
+	ProbeTable                          // a routing-table candidate from a row exchange
+	ProbeRepair                         // asking a member for its leaf set to fill a gap
+	ProbeReintegrate                    // a remembered dead node: is it back, across a partition?
+	ProbeHelp                           // on behalf of a node that cannot reach the target
 	probeReasons
 )
 
@@ -134,12 +138,48 @@ func (o *Overlay) probeTimeout(x id.ID, nonce uint64) {
 	if !ok || p.nonce != nonce {
 		return
 	}
-	if p.attempts < o.cfg.ProbeAttempts {
+	searchable := o.cfg.IndirectHelpers > 0 && !p.verify && (o.leaf.Contains(x) || p.candidate)
+	attempts := o.cfg.ProbeAttempts
+	if p.reason == ProbeHelp || p.reason == ProbeReintegrate || searchable {
+		// Someone else is waiting, nothing depends on it, or the helpers'
+		// probes add the redundancy a third attempt would.
+		attempts = 2
+	}
+	if p.attempts < attempts {
 		o.sendProbe(p)
 		return
 	}
 	delete(o.probe, x)
-	o.declareDead(p.target, !p.verify)
+	o.answerHelp(x, false)
+	switch {
+	case p.reason == ProbeHelp || p.reason == ProbeReintegrate:
+		// Not our own finding: nothing to declare.
+	case p.reason == ProbeRepair && !o.leaf.Contains(x):
+	case searchable:
+		// A leaf-set member or candidate: before calling it dead, find out
+		// whether only our link to it is broken.
+		o.startSearch(p)
+		return
+	default:
+		o.declareDead(p.target, !p.verify)
+	}
+	o.releaseHeld()
+	o.checkJoined()
+}
+
+// probeAnswered finishes a probe that the target answered (its reply or
+// any other message, once active).
+func (o *Overlay) probeAnswered(p *probe, h NodeHandle) {
+	o.resolveProbe(p)
+	if p.candidate {
+		o.addLeaf(h)
+	}
+	if p.forTable {
+		o.considerTable(h)
+	}
+	if p.reason == ProbeReintegrate {
+		o.joinVia(env.Addr(h.Addr))
+	}
 	o.releaseHeld()
 	o.checkJoined()
 }
@@ -157,8 +197,12 @@ func (o *Overlay) resolveProbe(p *probe) {
 func (o *Overlay) declareDead(h NodeHandle, announce bool) {
 	x := h.ID.ID
 	o.stats.DeclaredDead++
-	o.dead[x] = o.env.Clock.Now()
+	o.dead[x] = deadNode{h: h, at: o.env.Clock.Now()}
 	o.pruneDead()
+	delete(o.via, x)
+	if o.OnDeclaredDead != nil {
+		o.OnDeclaredDead(h, o.leaf.Contains(x))
+	}
 	inLeaf := o.leaf.Remove(x)
 	o.table.Remove(x)
 	delete(o.peers, x)
@@ -216,7 +260,9 @@ func (o *Overlay) crossCheck(from NodeHandle, theirs []NodeHandle) {
 	view.Add(o.self)
 	for _, m := range o.leaf.Members() {
 		if m.ID != from.ID && view.WouldAccept(m.ID.ID) {
-			o.suspect(m)
+			// The neighbour dropped it, most likely as dead: check, as for
+			// a reported death.
+			o.verifyDeath(m)
 		}
 	}
 }
@@ -246,9 +292,9 @@ func (o *Overlay) recentDeaths() []id.NodeID {
 		at env.Time
 	}
 	var ds []death
-	for x, t := range o.dead {
-		if now.Sub(t) <= o.cfg.RecentDeath {
-			ds = append(ds, death{x, t})
+	for x, d := range o.dead {
+		if now.Sub(d.at) <= o.cfg.RecentDeath {
+			ds = append(ds, death{x, d.at})
 		}
 	}
 	sort.Slice(ds, func(i, j int) bool {
@@ -273,16 +319,16 @@ const maxRecentDeaths = 8
 // pruneDead forgets nodes declared dead longer ago than DeadMemory.
 func (o *Overlay) pruneDead() {
 	now := o.env.Clock.Now()
-	for x, t := range o.dead {
-		if now.Sub(t) > o.cfg.DeadMemory {
+	for x, d := range o.dead {
+		if now.Sub(d.at) > o.cfg.DeadMemory {
 			delete(o.dead, x)
 		}
 	}
 }
 
 func (o *Overlay) recentlyDead(x id.ID) bool {
-	t, ok := o.dead[x]
-	return ok && o.env.Clock.Now().Sub(t) <= o.cfg.DeadMemory
+	d, ok := o.dead[x]
+	return ok && o.env.Clock.Now().Sub(d.at) <= o.cfg.DeadMemory
 }
 
 func (o *Overlay) onProbe(m wire.Probe) {
@@ -334,16 +380,10 @@ func (o *Overlay) onProbeReply(r wire.ProbeReply) {
 		o.sampleRTT(r.From, o.env.Clock.Now().Sub(env.Time(r.Sent)))
 	}
 	if p, ok := o.probe[r.From.ID.ID]; ok && p.nonce == r.Nonce {
-		o.resolveProbe(p)
 		if !o.active {
 			o.acked[r.From.ID.ID] = true
 		}
-		if p.candidate {
-			o.addLeaf(r.From)
-		}
-		if p.forTable {
-			o.considerTable(r.From)
-		}
+		o.probeAnswered(p, r.From)
 	}
 	// heard() already confirmed the sender as a leaf member if it belongs.
 	o.learnCandidates(r.Leaf)

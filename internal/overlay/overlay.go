@@ -71,11 +71,16 @@ type Stats struct {
 	Unauthenticated uint64 // messages whose claimed sender is not the real one
 	DeclaredDead    uint64 // nodes this node declared dead
 	Joins           uint64 // joins started (first and retries)
+	Reintegrations  uint64 // joins sent through a node found across a partition
+	Stalls          uint64 // times this node found its own loop stalled or its clock jumped, and rejoined
+	Searches        uint64 // searches for an indirect route to a silent node
+	IndirectFound   uint64 // searches that found a helper reaching the target
+	Relayed         uint64 // messages relayed for other nodes
 	// Probes counts probe messages sent (retries included) by reason.
 	Probes [probeReasons]uint64
 	// ByType counts sent messages per overlay message type, indexed by
 	// wire type minus wire.TypeRoute.
-	ByType [wire.TypeDirect - wire.TypeRoute + 1]uint64
+	ByType [wire.TypeRelay - wire.TypeRoute + 1]uint64
 }
 
 // peer is what a node knows about a node it talks to.
@@ -108,12 +113,14 @@ type inflight struct {
 	exclude []id.ID
 	sent    env.Time
 	timer   env.Timer
+	relayed bool // this attempt went through a helper
 }
 
 // held is a message waiting until this node may deliver it.
 type held struct {
 	m       wire.Route
 	exclude []id.ID
+	wait    id.ID // held while a probe or search about this node runs
 	until   env.Time
 }
 
@@ -123,6 +130,15 @@ type Overlay struct {
 	env  env.Env
 	self NodeHandle
 	app  App
+
+	// Bootstraps are addresses to try when looking for the other side of a
+	// partition; Join adds its bootstrap.
+	Bootstraps []env.Addr
+
+	// OnDeclaredDead, when set, is told of every node this node declares
+	// dead and whether it was in the leaf set (the simulator's oracle uses
+	// it to count false deaths).
+	OnDeclaredDead func(h NodeHandle, inLeaf bool)
 
 	// Authenticate, when set, confirms that the transport sender from is
 	// the node claiming id; the real runtime checks it against the peer's
@@ -143,9 +159,25 @@ type Overlay struct {
 	table  *RoutingTable
 	peers  map[id.ID]*peer
 	probe  map[id.ID]*probe
-	dead   map[id.ID]env.Time
+	dead   map[id.ID]deadNode
 	hops   map[uint64]*inflight
 	held   []held
+	// holdArmed is set while an expireHeld timer is pending.
+	holdArmed bool
+
+	// via holds nodes reachable only through another node (a routing
+	// anomaly): messages to them are relayed through the helper.
+	via map[id.ID]NodeHandle
+	// help holds requests from other nodes to probe a target for them.
+	help map[id.ID][]helpRequest
+	// finds holds searches for an indirect route to a silent node.
+	finds map[id.ID]*search
+	// relayedFrom is set while a relayed message is processed: the helper
+	// it came through.
+	relayedFrom *NodeHandle
+
+	lastTick env.Time // monotonic time of the last heartbeat tick
+	lastWall int64    // wall time of the last heartbeat tick
 
 	nextHop     uint64
 	tableCursor int
@@ -166,7 +198,10 @@ func New(cfg Config, e env.Env, self NodeHandle, app App) *Overlay {
 		peers: map[id.ID]*peer{},
 		probe: map[id.ID]*probe{},
 		acked: map[id.ID]bool{},
-		dead:  map[id.ID]env.Time{},
+		dead:  map[id.ID]deadNode{},
+		via:   map[id.ID]NodeHandle{},
+		help:  map[id.ID][]helpRequest{},
+		finds: map[id.ID]*search{},
 		hops:  map[uint64]*inflight{},
 	}
 }
@@ -290,6 +325,25 @@ func (o *Overlay) Receive(from env.Addr, msg []byte) {
 		if o.decode(from, e, &m, &m.From) {
 			o.onRowReply(m)
 		}
+	case wire.TypeProbeVia:
+		var m wire.ProbeVia
+		if o.decode(from, e, &m, &m.From) {
+			o.onProbeVia(m)
+		}
+	case wire.TypeViaReply:
+		var m wire.ViaReply
+		if o.decode(from, e, &m, &m.From) {
+			o.onViaReply(m)
+		}
+	case wire.TypeRelay:
+		var m wire.Relay
+		sender := &m.From
+		if err := wire.Unmarshal(e.Body, &m); err == nil && !m.Via.ID.IsZero() {
+			sender = &m.Via // second leg: the helper is the transport-level sender
+		}
+		if o.decode(from, e, &m, sender) {
+			o.onRelay(from, m)
+		}
 	case wire.TypeDirect:
 		var m wire.Direct
 		if o.decode(from, e, &m, &m.From) {
@@ -332,6 +386,12 @@ func (o *Overlay) malformed(from env.Addr, err error) {
 func (o *Overlay) heard(h NodeHandle) {
 	now := o.env.Clock.Now()
 	delete(o.dead, h.ID.ID)
+	if o.relayedFrom == nil {
+		delete(o.via, h.ID.ID) // a direct message: the link works again
+	} else if _, ok := o.via[h.ID.ID]; !ok {
+		o.via[h.ID.ID] = *o.relayedFrom // answer the way it came
+	}
+	o.answerHelp(h.ID.ID, true)
 	p := o.peer(h)
 	p.lastHeard = now
 	if p.h.Addr != h.Addr {
@@ -349,11 +409,16 @@ func (o *Overlay) heard(h NodeHandle) {
 		// probe sent while the node was down could still declare it dead
 		// after it came back. (A joining node waits for the reply itself:
 		// only that shows the member has learnt of the joiner.)
-		o.resolveProbe(pr)
-		if pr.candidate {
+		o.probeAnswered(pr, h)
+	}
+	if s, ok := o.finds[h.ID.ID]; ok && o.relayedFrom == nil {
+		// It reached us directly after all.
+		delete(o.finds, h.ID.ID)
+		s.timer.Stop()
+		if s.candidate {
 			o.addLeaf(h)
-			o.releaseHeld()
 		}
+		o.releaseHeld()
 	}
 	if o.leaf.WouldAccept(h.ID.ID) {
 		o.addLeaf(h)
@@ -464,7 +529,7 @@ func (o *Overlay) sendTo(to NodeHandle, t wire.Type, body any) {
 		o.env.Log.Error("encode failed", "type", t, "err", err)
 		return
 	}
-	if t >= wire.TypeRoute && t <= wire.TypeDirect {
+	if t >= wire.TypeRoute && t <= wire.TypeRelay {
 		o.stats.ByType[t-wire.TypeRoute]++
 	}
 	switch t {
@@ -480,6 +545,11 @@ func (o *Overlay) sendTo(to NodeHandle, t wire.Type, body any) {
 	}
 	if p, ok := o.peers[to.ID.ID]; ok && !to.ID.IsZero() {
 		p.lastSent = o.env.Clock.Now()
+	}
+	if helper, ok := o.via[to.ID.ID]; ok && t != wire.TypeRelay {
+		// Source routing around a broken link (DESIGN.md section 4).
+		o.relayBytes(helper, to, b)
+		return
 	}
 	o.env.Net.Send(env.Addr(to.Addr), b)
 }

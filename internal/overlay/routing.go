@@ -82,6 +82,23 @@ func (o *Overlay) hopTimeout(hop uint64) {
 	}
 	delete(o.hops, hop)
 	o.suspect(f.next)
+	if _, indirect := o.via[f.next.ID.ID]; o.cfg.IndirectHelpers > 0 && !f.relayed && !indirect && o.leaf.Contains(f.next.ID.ID) {
+		// The silent hop may be the key's root behind a broken link: try
+		// once through a helper next to it before routing around it, so the
+		// message is not delivered at the wrong node. The probe started
+		// above finds out for the messages that follow.
+		if helper, ok := o.helperFor(f.next.ID.ID); ok {
+			o.stats.Rerouted++
+			m := f.m
+			m.Hop = o.newHop()
+			g := &inflight{m: m, next: f.next, exclude: f.exclude, sent: o.env.Clock.Now(), relayed: true}
+			h := m.Hop
+			g.timer = o.env.Clock.AfterFunc(o.timeout(helper)+o.timeout(f.next), func() { o.hopTimeout(h) })
+			o.hops[h] = g
+			o.relayVia(helper, f.next, wire.TypeRoute, m)
+			return
+		}
+	}
 	if len(f.exclude) >= o.cfg.MaxReroutes {
 		o.stats.DroppedRoutes++
 		o.env.Log.Debug("route given up", "key", f.m.Key.Short(), "tries", len(f.exclude)+1)
@@ -164,14 +181,34 @@ func (o *Overlay) unconfirmedCloser(key id.ID) bool {
 			return true
 		}
 	}
+	for x, s := range o.finds {
+		if s.candidate && id.Closer(key, x, o.self.ID.ID) {
+			return true
+		}
+	}
 	return false
 }
 
-func (o *Overlay) hold(m wire.Route, exclude []id.ID) {
-	o.held = append(o.held, held{m: m, exclude: exclude, until: o.env.Clock.Now().Add(o.cfg.HoldTimeout)})
-	if len(o.held) == 1 {
+func (o *Overlay) hold(m wire.Route, exclude []id.ID) { o.holdFor(m, exclude, id.ID{}) }
+
+// holdFor holds m; if wait is not zero, m stays held while a probe or a
+// search about that node is under way.
+func (o *Overlay) holdFor(m wire.Route, exclude []id.ID, wait id.ID) {
+	o.held = append(o.held, held{m: m, exclude: exclude, wait: wait, until: o.env.Clock.Now().Add(o.cfg.HoldTimeout)})
+	if !o.holdArmed {
+		o.holdArmed = true
 		o.env.Clock.AfterFunc(o.cfg.HoldTimeout, o.expireHeld)
 	}
+}
+
+// settling reports whether a probe or search about x is under way.
+func (o *Overlay) settling(x id.ID) bool {
+	if x.IsZero() {
+		return false
+	}
+	_, probing := o.probe[x]
+	_, searching := o.finds[x]
+	return probing || searching
 }
 
 // releaseHeld re-routes every held message; those still not deliverable
@@ -184,15 +221,19 @@ func (o *Overlay) releaseHeld() {
 	o.held = nil
 	now := o.env.Clock.Now()
 	for _, h := range hs {
-		if now > h.until {
+		switch {
+		case now > h.until:
 			o.stats.DroppedRoutes++
-			continue
+		case o.settling(h.wait):
+			o.held = append(o.held, h)
+		default:
+			o.forward(h.m, h.exclude)
 		}
-		o.forward(h.m, h.exclude)
 	}
 }
 
 func (o *Overlay) expireHeld() {
+	o.holdArmed = false
 	now := o.env.Clock.Now()
 	kept := o.held[:0]
 	for _, h := range o.held {
@@ -204,7 +245,14 @@ func (o *Overlay) expireHeld() {
 	}
 	o.held = kept
 	if len(o.held) > 0 {
-		o.env.Clock.AfterFunc(o.held[0].until.Sub(now), o.expireHeld)
+		o.holdArmed = true
+		next := o.held[0].until
+		for _, h := range o.held {
+			if h.until < next {
+				next = h.until
+			}
+		}
+		o.env.Clock.AfterFunc(next.Sub(now), o.expireHeld)
 	}
 }
 
@@ -222,9 +270,11 @@ func (o *Overlay) deliverHere(m wire.Route) {
 // onJoinReply starts the second phase of a join: probe every node that
 // belongs in the new leaf set; activation waits for all their answers.
 func (o *Overlay) onJoinReply(r wire.JoinReply) {
-	if o.active || !o.joining {
+	if !o.active && !o.joining {
 		return
 	}
+	// An active node gets a reply to a join it sent to merge partitions:
+	// the same knowledge, used the same way.
 	for _, h := range r.Rows {
 		if h.ID.ID != o.self.ID.ID && !h.ID.IsZero() {
 			if _, ok := o.table.Lookup(h.ID.ID); !ok {

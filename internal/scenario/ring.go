@@ -296,6 +296,11 @@ func addStats(a, b overlay.Stats) overlay.Stats {
 	a.Unauthenticated += b.Unauthenticated
 	a.DeclaredDead += b.DeclaredDead
 	a.Joins += b.Joins
+	a.Reintegrations += b.Reintegrations
+	a.Stalls += b.Stalls
+	a.Searches += b.Searches
+	a.IndirectFound += b.IndirectFound
+	a.Relayed += b.Relayed
 	for i := range a.Probes {
 		a.Probes[i] += b.Probes[i]
 	}

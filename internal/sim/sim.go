@@ -105,6 +105,7 @@ type host struct {
 	boot     env.Time     // global time of the current boot
 	wallSkew env.Duration // wall clock offset from true time
 	ratePPM  int32        // monotonic clock rate error, parts per million
+	paused   env.Time     // events for the host wait until this global time
 	addr     env.Addr
 	start    StartFunc
 	proc     Process
@@ -259,6 +260,24 @@ func (s *Sim) SetClock(h HostID, skew env.Duration, ratePPM int32) {
 	s.hosts[h].ratePPM = ratePPM
 }
 
+// Pause stops host h's process for d without crashing it, as SIGSTOP or a
+// stalled event loop would: messages still arrive and timers still come
+// due, but nothing runs until d has passed; then everything that waited
+// runs in its original order. The host's monotonic clock keeps counting.
+func (s *Sim) Pause(h HostID, d env.Duration) {
+	if until := s.now.Add(d); until > s.hosts[h].paused {
+		s.hosts[h].paused = until
+	}
+}
+
+// Suspend is Pause for a machine that sleeps (a closed laptop): its
+// monotonic clock stops while its wall clock goes on, so on waking the
+// wall clock has jumped by d relative to the monotonic one.
+func (s *Sim) Suspend(h HostID, d env.Duration) {
+	s.Pause(h, d)
+	s.hosts[h].boot += env.Time(d)
+}
+
 // Partition splits the hosts: each listed set becomes a group whose members
 // reach each other only; hosts not listed form one more group together.
 func (s *Sim) Partition(sets ...[]HostID) {
@@ -395,6 +414,13 @@ func (s *Sim) RunWhile(cond func() bool, limit env.Time) (bool, error) {
 }
 
 func (s *Sim) dispatch(ev *event) {
+	if ev.host != None && s.now < s.hosts[ev.host].paused {
+		// The host is paused: the event waits. Re-queued in pop order, so
+		// events keep their relative order.
+		ev.at = s.hosts[ev.host].paused
+		s.push(*ev)
+		return
+	}
 	switch ev.kind {
 	case evFunc:
 		ev.fn()

@@ -345,3 +345,28 @@ func BenchmarkPing(b *testing.B) {
 		})
 	}
 }
+
+func TestPauseDefersEverythingInOrderAndSuspendStopsTheMonotonicClock(t *testing.T) {
+	s := sim.New(sim.DefaultConfig(21))
+	xs := echoes(s, 2)
+	var order []string
+	xs[0].e.Clock.AfterFunc(env.Second, func() { order = append(order, "timer") })
+	s.Pause(0, 5*env.Second)
+	xs[1].e.Net.Send(sim.AddrOf(0), []byte("during"))
+	s.RunFor(4 * env.Second)
+	if len(order) != 0 || len(xs[0].got) != 0 {
+		t.Fatal("a paused host ran something")
+	}
+	s.RunFor(2 * env.Second)
+	if fmt.Sprint(order) != "[timer]" || len(xs[0].got) != 1 {
+		t.Fatalf("after the pause: order %v, got %v", order, xs[0].got)
+	}
+	mono0, wall0 := xs[1].e.Clock.Now(), xs[1].e.Clock.Wall()
+	s.Suspend(1, time10s)
+	s.RunFor(time10s + env.Second)
+	if dm, dw := xs[1].e.Clock.Now().Sub(mono0), xs[1].e.Clock.Wall()-wall0; dm != env.Second || dw != int64(time10s+env.Second) {
+		t.Fatalf("suspend: monotonic +%d, wall +%d", dm, dw)
+	}
+}
+
+const time10s = 10 * env.Second

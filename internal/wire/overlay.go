@@ -13,6 +13,9 @@ const (
 	TypeRowRequest Type = 22
 	TypeRowReply   Type = 23
 	TypeDirect     Type = 24
+	TypeProbeVia   Type = 25
+	TypeViaReply   Type = 26
+	TypeRelay      Type = 27
 )
 
 // NodeHandle names an overlay node: its ring id and transport address.
@@ -116,5 +119,36 @@ type RowReply struct {
 type Direct struct {
 	_       struct{} `cbor:",toarray"`
 	From    NodeHandle
+	Payload []byte
+}
+
+// ProbeVia asks a node to probe Target on the sender's behalf: the
+// sender's own probes went unanswered, and the link may be broken while
+// the target is alive (a routing anomaly).
+type ProbeVia struct {
+	_      struct{} `cbor:",toarray"`
+	From   NodeHandle
+	Target NodeHandle
+	Nonce  uint64
+}
+
+// ViaReply answers a ProbeVia: whether the helper reaches the target.
+type ViaReply struct {
+	_         struct{} `cbor:",toarray"`
+	From      NodeHandle
+	Target    id.NodeID
+	Nonce     uint64
+	Reachable bool
+}
+
+// Relay carries a message from From to To through a helper, for a pair of
+// nodes whose direct link is broken. The sender leaves Via empty; the
+// helper fills it in with itself and forwards. Payload is the complete
+// encoded message, which the receiver handles as if it came from From.
+type Relay struct {
+	_       struct{} `cbor:",toarray"`
+	From    NodeHandle
+	To      NodeHandle
+	Via     NodeHandle
 	Payload []byte
 }
