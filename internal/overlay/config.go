@@ -37,9 +37,12 @@ type Config struct {
 	// HoldTimeout bounds how long a message waits at a node that is not yet
 	// allowed to deliver it (joining, or a closer node being confirmed).
 	HoldTimeout env.Duration
-	// DeadMemory is how long a node declared dead is kept out of the leaf
-	// set when others still mention it second-hand.
+	// DeadMemory is how long a node declared dead is remembered as a
+	// candidate for partition reintegration.
 	DeadMemory env.Duration
+	// HearsayMemory is how long a node declared dead is ignored when
+	// others mention it second-hand (their leaf sets lag behind).
+	HearsayMemory env.Duration
 	// DeadMemoryCount bounds how many remembered dead nodes are candidates
 	// for partition reintegration (the most recent ones).
 	DeadMemoryCount int
@@ -91,6 +94,7 @@ func DefaultConfig() Config {
 		DeadMemory:         90 * env.Minute, // ePOST remembered the dead for 90 min
 		RecentDeath:        2 * env.Minute,  // a few heartbeat periods: long enough to reach refills
 		MaxHops:            40,
+		HearsayMemory:      10 * env.Minute, // stale leaf sets catch up by then; fresh join replies bypass it
 		DeadMemoryCount:    20,              // ePOST
 		ReintegratePeriod:  5 * env.Minute,  // ePOST
 		StallLimit:         40 * env.Second, // about when neighbours start to declare us dead

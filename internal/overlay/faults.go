@@ -18,6 +18,9 @@ import (
 type deadNode struct {
 	h  NodeHandle
 	at env.Time
+	// confirmed: a leaf-set member or candidate that no route reached, as
+	// opposed to a routing-table entry that only we could not reach.
+	confirmed bool
 }
 
 // graveyard returns the most recently declared dead nodes, up to
@@ -146,6 +149,9 @@ type search struct {
 // only if none of them reaches it.
 func (o *Overlay) startSearch(p *probe) {
 	x := p.target.ID.ID
+	if _, ok := o.finds[x]; ok {
+		return // one search at a time per node
+	}
 	var helpers []NodeHandle
 	for _, m := range o.leaf.Members() {
 		if m.ID.ID != x {
@@ -156,14 +162,14 @@ func (o *Overlay) startSearch(p *probe) {
 	}
 	sort.Slice(helpers, func(i, j int) bool { return id.Closer(x, helpers[i].ID.ID, helpers[j].ID.ID) })
 	n := o.cfg.IndirectHelpers
-	if p.candidate && !o.leaf.Contains(x) && n > 3 {
-		n = 3 // a candidate heard of second-hand is usually just dead
+	if (p.candidate && !o.leaf.Contains(x) || p.reason == ProbeCheck) && n > 3 {
+		n = 3 // second-hand doubt: the node is usually just dead
 	}
 	if len(helpers) > n {
 		helpers = helpers[:n]
 	}
 	if len(helpers) == 0 {
-		o.declareDead(p.target, !p.verify)
+		o.declareDead(p.target, !p.verify, "no helpers")
 		return
 	}
 	o.stats.Searches++
@@ -183,7 +189,7 @@ func (o *Overlay) startSearch(p *probe) {
 func (o *Overlay) searchFailed(s *search) {
 	delete(o.finds, s.target.ID.ID)
 	s.timer.Stop()
-	o.declareDead(s.target, s.announce)
+	o.declareDead(s.target, s.announce, "search failed")
 	o.releaseHeld()
 	o.checkJoined()
 }

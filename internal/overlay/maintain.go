@@ -80,8 +80,11 @@ const (
 	ProbeRepair                         // asking a member for its leaf set to fill a gap
 	ProbeReintegrate                    // a remembered dead node: is it back, across a partition?
 	ProbeHelp                           // on behalf of a node that cannot reach the target
+	ProbeCheck                          // a neighbour's leaf set lacks a member of ours
 	probeReasons
 )
+
+var probeReasonNames = [probeReasons]string{"suspect", "verify", "candidate", "table", "repair", "reintegrate", "help", "check"}
 
 // suspect starts probing h unless a probe is already out.
 func (o *Overlay) suspect(h NodeHandle) { o.startProbe(h, ProbeSuspect, 0) }
@@ -98,7 +101,7 @@ func (o *Overlay) startProbe(h NodeHandle, why ProbeReason, flags uint8) {
 	}
 	p, ok := o.probe[h.ID.ID]
 	if !ok {
-		p = &probe{target: h, nonce: o.env.Rand.Uint64(), reason: why, verify: why == ProbeVerify}
+		p = &probe{target: h, nonce: o.env.Rand.Uint64(), reason: why, verify: why == ProbeVerify || why == ProbeCheck}
 		o.probe[h.ID.ID] = p
 	}
 	p.flags |= flags
@@ -106,7 +109,7 @@ func (o *Overlay) startProbe(h NodeHandle, why ProbeReason, flags uint8) {
 	p.forTable = p.forTable || why == ProbeTable
 	// A death this node found itself is announced even if someone else
 	// reported it too.
-	p.verify = p.verify && why == ProbeVerify
+	p.verify = p.verify && (why == ProbeVerify || why == ProbeCheck)
 	if !ok {
 		o.sendProbe(p)
 	}
@@ -138,7 +141,9 @@ func (o *Overlay) probeTimeout(x id.ID, nonce uint64) {
 	if !ok || p.nonce != nonce {
 		return
 	}
-	searchable := o.cfg.IndirectHelpers > 0 && !p.verify && (o.leaf.Contains(x) || p.candidate)
+	// A death another node reported was already searched for by it; one
+	// we merely inferred from a neighbour's leaf set was not.
+	searchable := o.cfg.IndirectHelpers > 0 && (!p.verify || p.reason == ProbeCheck) && (o.leaf.Contains(x) || p.candidate)
 	attempts := o.cfg.ProbeAttempts
 	if p.reason == ProbeHelp || p.reason == ProbeReintegrate || searchable {
 		// Someone else is waiting, nothing depends on it, or the helpers'
@@ -161,7 +166,7 @@ func (o *Overlay) probeTimeout(x id.ID, nonce uint64) {
 		o.startSearch(p)
 		return
 	default:
-		o.declareDead(p.target, !p.verify)
+		o.declareDead(p.target, !p.verify, probeReasonNames[p.reason])
 	}
 	o.releaseHeld()
 	o.checkJoined()
@@ -194,10 +199,21 @@ func (o *Overlay) resolveProbe(p *probe) {
 // declareDead removes h everywhere. If it was in the leaf set, the repair
 // is announced to the leaf set: members still holding h probe it
 // themselves, and members that know nodes we now lack offer them.
-func (o *Overlay) declareDead(h NodeHandle, announce bool) {
+func (o *Overlay) declareDead(h NodeHandle, announce bool, why string) {
 	x := h.ID.ID
 	o.stats.DeclaredDead++
-	o.dead[x] = deadNode{h: h, at: o.env.Clock.Now()}
+	// Only a leaf-set member's death is passed on and silences hearsay: a
+	// routing-table entry that does not answer us may just sit behind a
+	// broken link (a member gets a search for a detour before this).
+	_, searched := o.finds[x]
+	if p, ok := o.probe[x]; ok {
+		o.resolveProbe(p) // settled: no second verdict later
+	}
+	if s, ok := o.finds[x]; ok {
+		delete(o.finds, x)
+		s.timer.Stop()
+	}
+	o.dead[x] = deadNode{h: h, at: o.env.Clock.Now(), confirmed: o.leaf.Contains(x) || searched || why == "search failed" || why == probeReasonNames[ProbeCandidate]}
 	o.pruneDead()
 	delete(o.via, x)
 	if o.OnDeclaredDead != nil {
@@ -206,7 +222,7 @@ func (o *Overlay) declareDead(h NodeHandle, announce bool) {
 	inLeaf := o.leaf.Remove(x)
 	o.table.Remove(x)
 	delete(o.peers, x)
-	o.env.Log.Debug("declared dead", "peer", h.ID.Short(), "leaf", inLeaf)
+	o.env.Log.Debug("declared dead", "peer", h.ID.Short(), "leaf", inLeaf, "why", why)
 	if !inLeaf {
 		return
 	}
@@ -260,9 +276,9 @@ func (o *Overlay) crossCheck(from NodeHandle, theirs []NodeHandle) {
 	view.Add(o.self)
 	for _, m := range o.leaf.Members() {
 		if m.ID != from.ID && view.WouldAccept(m.ID.ID) {
-			// The neighbour dropped it, most likely as dead: check, as for
-			// a reported death.
-			o.verifyDeath(m)
+			// The neighbour dropped it, most likely as dead: check, without
+			// announcing (the neighbour knows).
+			o.startProbe(m, ProbeCheck, 0)
 		}
 	}
 }
@@ -293,7 +309,7 @@ func (o *Overlay) recentDeaths() []id.NodeID {
 	}
 	var ds []death
 	for x, d := range o.dead {
-		if now.Sub(d.at) <= o.cfg.RecentDeath {
+		if d.confirmed && now.Sub(d.at) <= o.cfg.RecentDeath {
 			ds = append(ds, death{x, d.at})
 		}
 	}
@@ -313,6 +329,19 @@ func (o *Overlay) recentDeaths() []id.NodeID {
 	return out
 }
 
+// knownDead returns the nodes of hs that this node recently confirmed
+// dead.
+func (o *Overlay) knownDead(hs []NodeHandle) []id.NodeID {
+	var out []id.NodeID
+	now := o.env.Clock.Now()
+	for _, h := range hs {
+		if d, ok := o.dead[h.ID.ID]; ok && d.confirmed && now.Sub(d.at) <= o.cfg.RecentDeath && len(out) < maxRecentDeaths {
+			out = append(out, h.ID)
+		}
+	}
+	return out
+}
+
 // maxRecentDeaths bounds the deaths carried on one probe.
 const maxRecentDeaths = 8
 
@@ -328,7 +357,7 @@ func (o *Overlay) pruneDead() {
 
 func (o *Overlay) recentlyDead(x id.ID) bool {
 	d, ok := o.dead[x]
-	return ok && o.env.Clock.Now().Sub(d.at) <= o.cfg.DeadMemory
+	return ok && d.confirmed && o.env.Clock.Now().Sub(d.at) <= o.cfg.HearsayMemory
 }
 
 func (o *Overlay) onProbe(m wire.Probe) {
@@ -399,7 +428,12 @@ func (o *Overlay) onProbeReply(r wire.ProbeReply) {
 // being probed count as members, and nearer candidates go first, so a
 // batch only probes as many nodes as it could place: a side holding a
 // stray far member does not turn every rumour into a probe.
-func (o *Overlay) learnCandidates(hs []NodeHandle) {
+func (o *Overlay) learnCandidates(hs []NodeHandle) { o.learn(hs, false) }
+
+// learn is learnCandidates; fresh lists (a join reply, just sent by a node
+// that answered us) are used even if they name nodes we declared dead:
+// after a partition heals, that is exactly the news.
+func (o *Overlay) learn(hs []NodeHandle, fresh bool) {
 	if len(hs) == 0 {
 		return
 	}
@@ -411,7 +445,7 @@ func (o *Overlay) learnCandidates(hs []NodeHandle) {
 	var view *LeafSet
 	for _, h := range hs {
 		x := h.ID.ID
-		if x == self || h.ID.IsZero() || o.recentlyDead(x) {
+		if x == self || h.ID.IsZero() || (!fresh && o.recentlyDead(x)) {
 			continue
 		}
 		if !o.leaf.WouldAccept(x) {

@@ -218,6 +218,10 @@ func (o *Overlay) Leaf() *LeafSet { return o.leaf }
 // Table returns the routing table (read-only for callers).
 func (o *Overlay) Table() *RoutingTable { return o.table }
 
+// IndirectLinks is the number of nodes this node reaches only through a
+// helper.
+func (o *Overlay) IndirectLinks() int { return len(o.via) }
+
 // Stats returns the counters.
 func (o *Overlay) Stats() Stats { return o.stats }
 
@@ -309,6 +313,10 @@ func (o *Overlay) Receive(from env.Addr, msg []byte) {
 		if o.decode(from, e, &m, &m.From) {
 			o.learnCandidates(m.Leaf)
 			o.crossCheck(m.From, m.Leaf)
+			if stale := o.knownDead(m.Leaf); len(stale) > 0 {
+				// The sender still lists nodes we found dead: tell it.
+				o.sendTo(m.From, wire.TypeProbe, wire.Probe{From: o.self, Dead: stale})
+			}
 			if o.active && o.knowsMissing(m.From, m.Leaf) {
 				// Heartbeats flow leftwards; answer only when the sender
 				// lacks nodes we know, so knowledge also flows rightwards.

@@ -282,7 +282,7 @@ func (o *Overlay) onJoinReply(r wire.JoinReply) {
 			}
 		}
 	}
-	o.learnCandidates(r.Leaf)
+	o.learn(r.Leaf, true)
 	o.checkJoined()
 }
 

@@ -24,6 +24,12 @@ type Ring struct {
 	looks  map[uint64]*lookup
 	nextLk uint64
 
+	// Bootstraps, if set, are given to every node for partition
+	// reintegration.
+	Bootstraps []env.Addr
+	// FalseDead counts leaf-set removals of nodes that were up at the time.
+	FalseDead int
+
 	// Lookups counts the lookup outcomes so far.
 	Lookups LookupStats
 }
@@ -91,6 +97,12 @@ func (r *Ring) start(h sim.HostID) sim.StartFunc {
 	return func(e env.Env) sim.Process {
 		self := overlay.NodeHandle{ID: r.ids[h], Addr: string(e.Self)}
 		o := overlay.New(r.Cfg, e, self, ringApp{r, h})
+		o.Bootstraps = r.Bootstraps
+		o.OnDeclaredDead = func(d overlay.NodeHandle, inLeaf bool) {
+			if dh, ok := r.S.Host(env.Addr(d.Addr)); ok && inLeaf && r.S.Up(dh) {
+				r.FalseDead++
+			}
+		}
 		boot, ok := r.randomActive(h)
 		r.nodes[h] = o
 		if ok {
@@ -361,4 +373,98 @@ func (r *Ring) WrongLeafSets() (int, string) {
 		}
 	}
 	return wrong, first
+}
+
+// Rings counts the distinct rings among live, active nodes: connected
+// components of the graph whose edges are leaf-set memberships.
+func (r *Ring) Rings() int {
+	parent := map[sim.HostID]sim.HostID{}
+	var find func(sim.HostID) sim.HostID
+	find = func(x sim.HostID) sim.HostID {
+		for parent[x] != x {
+			parent[x] = parent[parent[x]]
+			x = parent[x]
+		}
+		return x
+	}
+	for h, o := range r.nodes {
+		if o != nil && o.Active() {
+			parent[sim.HostID(h)] = sim.HostID(h)
+		}
+	}
+	for h, o := range r.nodes {
+		if o == nil || !o.Active() {
+			continue
+		}
+		for _, m := range o.Leaf().Members() {
+			mh, ok := r.S.Host(env.Addr(m.Addr))
+			if _, live := parent[mh]; !ok || !live {
+				continue
+			}
+			a, b := find(sim.HostID(h)), find(mh)
+			if a != b {
+				parent[a] = b
+			}
+		}
+	}
+	roots := map[sim.HostID]bool{}
+	for h := range parent {
+		roots[find(h)] = true
+	}
+	return len(roots)
+}
+
+// IndirectLinks sums, over live nodes, the nodes each reaches only through
+// a helper.
+func (r *Ring) IndirectLinks() int {
+	n := 0
+	for _, o := range r.nodes {
+		if o != nil {
+			n += o.IndirectLinks()
+		}
+	}
+	return n
+}
+
+// Build adds n nodes, one every interval, then lets the ring settle.
+func (r *Ring) Build(n int, interval, settle env.Duration) ([]sim.HostID, error) {
+	var hosts []sim.HostID
+	start := r.S.Now()
+	for i := 0; i < n; i++ {
+		r.S.At(start.Add(env.Duration(i)*interval), func() { hosts = append(hosts, r.AddNode()) })
+	}
+	if err := r.S.RunUntil(start.Add(env.Duration(n)*interval + settle)); err != nil {
+		return nil, err
+	}
+	return hosts, nil
+}
+
+// RunLookups issues k random lookups, 10 ms apart, waits for the last to
+// land or time out, and returns their statistics alone.
+func (r *Ring) RunLookups(k int) (LookupStats, error) {
+	saved := r.Lookups
+	r.Lookups = LookupStats{}
+	for i := 0; i < k; i++ {
+		r.S.After(env.Duration(i)*10*env.Millisecond, func() { r.RandomLookup(true) })
+	}
+	err := r.S.RunFor(env.Duration(k)*10*env.Millisecond + 2*LookupDeadline)
+	st := r.Lookups
+	r.Lookups = addLookups(saved, st)
+	return st, err
+}
+
+func addLookups(a, b LookupStats) LookupStats {
+	a.Issued += b.Issued
+	a.Delivered += b.Delivered
+	a.Correct += b.Correct
+	a.Late += b.Late
+	a.Duplicates += b.Duplicates
+	a.DualRoots += b.DualRoots
+	a.HopsSum += b.HopsSum
+	if b.MaxHops > a.MaxHops {
+		a.MaxHops = b.MaxHops
+	}
+	a.StretchSum += b.StretchSum
+	a.Stretches += b.Stretches
+	return a
 }

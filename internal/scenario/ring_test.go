@@ -117,7 +117,9 @@ func TestLeafSetRepairAfterOneFailure(t *testing.T) {
 		t.Fatal("victim was in no leaf set")
 	}
 	cfg := overlay.SimConfig()
-	deadline := r.S.Now().Add(cfg.SuspectAfter + cfg.HeartbeatPeriod + 30*env.Second)
+	// Detection by the left neighbour (silence, probes, a search for a
+	// detour), then verification by every other holder.
+	deadline := r.S.Now().Add(cfg.SuspectAfter + 2*cfg.HeartbeatPeriod + cfg.SearchTimeout + 30*env.Second)
 	if done, err := r.S.RunWhile(func() bool { return held() > 0 }, deadline); err != nil || !done {
 		t.Fatalf("victim still in %d leaf sets after %s", held(), sim.FormatTime(deadline))
 	}

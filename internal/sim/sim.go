@@ -106,6 +106,7 @@ type host struct {
 	wallSkew env.Duration // wall clock offset from true time
 	ratePPM  int32        // monotonic clock rate error, parts per million
 	paused   env.Time     // events for the host wait until this global time
+	extra    env.Duration // added to every one-way latency to and from the host
 	addr     env.Addr
 	start    StartFunc
 	proc     Process
@@ -322,14 +323,18 @@ func (s *Sim) Reachable(a, b HostID) bool {
 // Latency is the one-way latency between a and b, computed from their
 // positions: MinLatency for co-located hosts, MaxLatency across the square.
 func (s *Sim) Latency(a, b HostID) env.Duration {
-	if a == b {
-		return s.cfg.MinLatency
-	}
 	ha, hb := &s.hosts[a], &s.hosts[b]
+	if a == b {
+		return s.cfg.MinLatency + 2*ha.extra
+	}
 	dx, dy := float64(ha.x-hb.x), float64(ha.y-hb.y)
 	frac := math.Sqrt(dx*dx+dy*dy) / math.Sqrt2
-	return s.cfg.MinLatency + env.Duration(frac*float64(s.cfg.MaxLatency-s.cfg.MinLatency))
+	return s.cfg.MinLatency + env.Duration(frac*float64(s.cfg.MaxLatency-s.cfg.MinLatency)) + ha.extra + hb.extra
 }
+
+// SetExtraLatency makes host h slow or its access link congested: d is
+// added to the one-way latency of every message to or from it.
+func (s *Sim) SetExtraLatency(h HostID, d env.Duration) { s.hosts[h].extra = d }
 
 // AddInvariant registers a check run after events (Config.InvariantEvery).
 // The first violation stops the run; Run* return it.
