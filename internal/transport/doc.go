@@ -6,10 +6,19 @@
 // Wire protocol. One libp2p protocol, ProtocolID, carries a sequence of
 // frames on a long-lived stream per destination: each frame is its length
 // as an unsigned varint followed by that many bytes, at most
-// wire.MaxMessage. The stream's opener writes; the acceptor only reads,
-// so each direction between two nodes has its own stream, opened by the
+// wire.MaxMessage. The stream's opener writes; the acceptor reads, so
+// each direction between two nodes has its own stream, opened by the
 // sender. The first frame on every stream is a hello: the sender's node
-// certificate and its canonical address.
+// certificate and its canonical address. The acceptor answers a hello it
+// accepts with the single byte 0x01 and then never writes again; it
+// refuses one by resetting the stream and closing the connection. The
+// opener does not wait for the answer (a round trip on every first
+// contact would eat into the overlay's per-hop timeouts): it writes
+// messages right behind the hello, counts them as sent only once the
+// answer comes, and fails them (SendReliable) or counts them dropped
+// (Send) if the stream is refused. A watcher goroutine per outbound stream
+// reads the answer and then notices the stream's end, so a dead stream is
+// dropped before the next write.
 //
 // Addresses. An env.Addr here is a full multiaddr ending in /p2p/<peer ID>,
 // in its canonical string form, e.g.
@@ -37,10 +46,13 @@
 //     queue is full. Messages to one destination leave in the order sent.
 //   - Malformed input (a bad hello, an empty, oversized or truncated frame)
 //     is dropped and counted; nothing a peer sends can panic the process.
+//   - A message counts as sent (Stats.MsgsSent) only once it was flushed to
+//     a stream whose hello the peer accepted.
 //   - Close stops every goroutine the transport started before returning.
 //
-// Unlike the protocol cores, this package starts goroutines: one writer
-// per destination with queued traffic, and one reader per inbound stream
-// (started by libp2p). It keeps its own counters (Stats); libp2p's own
-// Prometheus metrics are turned off, so many hosts can share a process.
+// Unlike the protocol cores, this package starts goroutines: a writer and
+// a stream watcher per destination while it has an open stream or queued
+// messages, and a reader per inbound stream (started by libp2p). It keeps
+// its own counters (Stats); libp2p's own Prometheus metrics are turned
+// off, so many hosts can share a process.
 package transport

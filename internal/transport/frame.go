@@ -21,6 +21,14 @@ import (
 // helloVersion is the version of the hello this build writes and reads.
 const helloVersion = 1
 
+// helloAccepted is the one byte an acceptor writes back once a stream's
+// hello passed its checks; it never writes anything else.
+const helloAccepted = 0x01
+
+// errRefusedByPeer: the peer closed the stream instead of accepting our
+// hello (it does not accept our certificate, or is shutting down).
+var errRefusedByPeer = errors.New("hello not accepted by peer")
+
 // maxHello bounds the hello frame: a certificate is a few hundred bytes.
 const maxHello = 16 << 10
 
@@ -29,10 +37,13 @@ const maxHello = 16 << 10
 // 64 MiB and stalls pins no more than this.
 const readChunk = 64 << 10
 
-// Frame errors, wrapped with context by the readers.
+// errBadFrame marks input that breaks the framing: an oversized or
+// overlong length, or a stream that ends inside a frame. errEmptyFrame is
+// a zero-length frame, which carries nothing but does not break framing.
+// Errors that wrap neither come from the stream itself (reset, closed).
 var (
+	errBadFrame   = errors.New("bad frame")
 	errEmptyFrame = errors.New("empty frame")
-	errOversized  = errors.New("frame longer than allowed")
 )
 
 // hello is the first frame on every stream: who the sender is (its
@@ -112,42 +123,65 @@ func writeFrame(w *bufio.Writer, msg []byte) error {
 }
 
 // readFrame reads one length-prefixed frame of at most max bytes. It
-// returns io.EOF only for a clean end between frames. errEmptyFrame
-// leaves the reader at the next frame; every other error leaves the
-// stream unusable (a bad length cannot be skipped reliably).
+// returns io.EOF only for a clean end between frames. After errEmptyFrame
+// the reader is at the next frame; after any other error the stream is
+// unusable (a bad length cannot be skipped reliably).
 func readFrame(r *bufio.Reader, max int) ([]byte, error) {
-	n, err := binary.ReadUvarint(r)
+	n, err := readUvarint(r)
 	if err != nil {
-		if err == io.EOF {
-			return nil, io.EOF
-		}
-		return nil, fmt.Errorf("frame length: %w", err)
+		return nil, err
 	}
 	if n == 0 {
 		return nil, errEmptyFrame
 	}
 	if n > uint64(max) {
-		return nil, fmt.Errorf("%w: %d > %d bytes", errOversized, n, max)
+		return nil, fmt.Errorf("%w: length %d > %d bytes", errBadFrame, n, max)
 	}
 	if n <= readChunk {
 		b := make([]byte, n)
 		if _, err := io.ReadFull(r, b); err != nil {
-			return nil, fmt.Errorf("frame body: %w", truncated(err))
+			return nil, truncated(err)
 		}
 		return b, nil
 	}
 	var buf bytes.Buffer
 	buf.Grow(readChunk)
 	if _, err := io.CopyN(&buf, r, int64(n)); err != nil {
-		return nil, fmt.Errorf("frame body: %w", truncated(err))
+		return nil, truncated(err)
 	}
 	return buf.Bytes(), nil
 }
 
-// truncated turns an EOF inside a frame into ErrUnexpectedEOF.
+// readUvarint reads a frame length. Unlike binary.ReadUvarint it tells a
+// length that overflows (errBadFrame) from the stream's own errors.
+func readUvarint(r io.ByteReader) (uint64, error) {
+	var x uint64
+	var s uint
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		b, err := r.ReadByte()
+		if err != nil {
+			if i > 0 {
+				return 0, truncated(err)
+			}
+			return 0, err // io.EOF here is a clean end between frames
+		}
+		if b < 0x80 {
+			if i == binary.MaxVarintLen64-1 && b > 1 {
+				break
+			}
+			return x | uint64(b)<<s, nil
+		}
+		x |= uint64(b&0x7f) << s
+		s += 7
+	}
+	return 0, fmt.Errorf("%w: length overflows 64 bits", errBadFrame)
+}
+
+// truncated classifies an error met inside a frame: the stream ending
+// there is a framing error; anything else is the stream's own.
 func truncated(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("%w: stream ends inside a frame", errBadFrame)
 	}
 	return err
 }

@@ -58,8 +58,8 @@ type Tuning struct {
 	// HelloTimeout bounds how long an inbound stream may take to present
 	// its hello.
 	HelloTimeout time.Duration
-	// IdleTimeout closes an outbound stream (and stops its writer
-	// goroutine) after this long without traffic.
+	// IdleTimeout closes an outbound stream (and stops its writer and
+	// watcher goroutines) after this long without traffic.
 	IdleTimeout time.Duration
 	// QueueLen is the number of messages that may wait for one
 	// destination's writer.
@@ -76,9 +76,14 @@ func DefaultTuning() Tuning {
 		DialTimeout:  10 * time.Second, // the overlay's probes retry on their own
 		WriteTimeout: 10 * time.Second, // far above a sane RTT; only a stuck peer hits it
 		HelloTimeout: 10 * time.Second,
-		IdleTimeout:  2 * time.Minute, // heartbeats (30 s) keep leaf-set streams open
-		QueueLen:     1024,            // bursts of routed messages to one next hop
-		MaxInflight:  4096,
+		// Longer than the overlay's routing-table probe period (15 min), so
+		// the streams to table entries stay open between probes: reopening
+		// costs the first message a round trip or, with the connection
+		// gone too, a dial, and the overlay's per-hop timeouts are derived
+		// from round trips measured on open streams.
+		IdleTimeout: 20 * time.Minute,
+		QueueLen:    1024, // bursts of routed messages to one next hop
+		MaxInflight: 4096,
 	}
 }
 
@@ -142,11 +147,12 @@ type Config struct {
 
 // Stats counts the transport's work. Hellos are not counted as messages.
 type Stats struct {
-	MsgsSent      uint64 // messages written to a stream and flushed
+	MsgsSent      uint64 // messages flushed to a stream the peer accepted
 	BytesSent     uint64 // payload bytes of MsgsSent
 	MsgsReceived  uint64 // messages read from authenticated streams
 	BytesReceived uint64 // payload bytes of MsgsReceived
-	DialFailures  uint64 // streams that could not be opened (dial, security, protocol)
+	StreamsOpened uint64 // outbound streams opened (one per destination while in use)
+	DialFailures  uint64 // streams that could not be opened (dial, security, protocol) or whose hello the peer refused
 	WriteFailures uint64 // flushes that failed on an open stream
 	Dropped       uint64 // messages not sent: queue full, bad address, dial or write failure, closed
 	Refused       uint64 // inbound streams refused: bad hello or certificate, key or address mismatch
@@ -155,9 +161,9 @@ type Stats struct {
 
 // counters are the live Stats, updated from many goroutines.
 type counters struct {
-	msgsSent, bytesSent, msgsReceived, bytesReceived atomic.Uint64
-	dialFailures, writeFailures, dropped             atomic.Uint64
-	refused, malformed                               atomic.Uint64
+	msgsSent, bytesSent, msgsReceived, bytesReceived    atomic.Uint64
+	streamsOpened, dialFailures, writeFailures, dropped atomic.Uint64
+	refused, malformed                                  atomic.Uint64
 }
 
 // authEntry is what a verified hello established about a peer.
@@ -443,9 +449,10 @@ func parseAddr(a env.Addr) (peer.ID, ma.Multiaddr, error) {
 func (t *Transport) Send(to env.Addr, msg []byte) { t.enqueue(to, msg, nil) }
 
 // SendReliable queues msg for to, in order with other messages to to;
-// if the stream cannot be opened or written, failed (if not nil) runs on
-// the event loop with the reason. Messages that were written before a
-// stream broke may still be lost unreported: the protocol above
+// if the stream cannot be opened or written, or the peer refuses this
+// node's hello, failed (if not nil) runs on the event loop with the
+// reason. Messages written to a stream the peer had accepted, before the
+// stream broke, may still be lost unreported: the protocol above
 // acknowledges what it needs.
 func (t *Transport) SendReliable(to env.Addr, msg []byte, failed func(error)) {
 	if failed == nil {
@@ -523,6 +530,7 @@ func (t *Transport) Stats() Stats {
 		BytesSent:     s.bytesSent.Load(),
 		MsgsReceived:  s.msgsReceived.Load(),
 		BytesReceived: s.bytesReceived.Load(),
+		StreamsOpened: s.streamsOpened.Load(),
 		DialFailures:  s.dialFailures.Load(),
 		WriteFailures: s.writeFailures.Load(),
 		Dropped:       s.dropped.Load(),
