@@ -85,6 +85,9 @@ func TestExchange(t *testing.T) {
 		t.Error("b authenticates a's NodeID at an address a never claimed")
 	}
 
+	// A message counts as sent once the peer's answer to the hello is in,
+	// which may come just after the message itself was delivered.
+	waitFor(t, "send counters", waitLong, func() bool { return a.Stats().MsgsSent == n && b.Stats().MsgsSent == 1 })
 	sa, sb := a.Stats(), b.Stats()
 	if sa.MsgsSent != n || sb.MsgsReceived != n || sb.MsgsSent != 1 || sa.MsgsReceived != 1 {
 		t.Errorf("counts: a %+v, b %+v", sa, sb)
