@@ -104,6 +104,12 @@ func (o *Overlay) startProbe(h NodeHandle, why ProbeReason, flags uint8) {
 		p = &probe{target: h, nonce: o.env.Rand.Uint64(), reason: why, verify: why == ProbeVerify || why == ProbeCheck}
 		o.probe[h.ID.ID] = p
 	}
+	if ok && (p.reason == ProbeHelp || p.reason == ProbeReintegrate) && why != ProbeHelp && why != ProbeReintegrate {
+		// A probe that would end with "nothing to declare" now also stands
+		// for one of our own doubts: let its failure count as ours.
+		p.reason = why
+		p.verify = why == ProbeVerify || why == ProbeCheck
+	}
 	p.flags |= flags
 	p.candidate = p.candidate || why == ProbeCandidate
 	p.forTable = p.forTable || why == ProbeTable
