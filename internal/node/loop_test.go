@@ -74,7 +74,15 @@ func TestLoopTimers(t *testing.T) {
 	var late bool
 	if err := l.Do(func() {
 		tm := l.AfterFunc(0, func() { ran.Store(true) })
-		time.Sleep(20 * time.Millisecond) // let it fire and queue while we hold the loop
+		// Wait until it has fired and queued itself behind us.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			l.mu.Lock()
+			queued := len(l.queue) > 0
+			l.mu.Unlock()
+			if queued {
+				break
+			}
+		}
 		late = tm.Stop()
 	}); err != nil {
 		t.Fatal(err)
@@ -129,8 +137,9 @@ func TestLoopStop(t *testing.T) {
 	if err := l.Do(func() { t.Error("Do ran after Stop") }); !errors.Is(err, ErrStopped) {
 		t.Fatalf("Do after Stop: %v", err)
 	}
-	l.AfterFunc(0, func() { t.Error("timer ran after Stop") })
-	time.Sleep(10 * time.Millisecond) // nothing to wait for: checking that nothing happens
+	if l.Post(func() { t.Error("func ran after Stop") }) {
+		t.Fatal("Post after Stop accepted the func")
+	}
 }
 
 func TestLoopClockIsMonotonicMicroseconds(t *testing.T) {
