@@ -153,6 +153,13 @@ func (k NodeKey) Public() NodePublicKey { return NodePublicKey{k.public()} }
 // the transport's handshake.
 func (k NodeKey) Ed25519() ed25519.PrivateKey { return append(ed25519.PrivateKey(nil), k.k...) }
 
+// Sign signs label || msg: storage receipts and other statements a node
+// makes about itself.
+func (k NodeKey) Sign(label string, msg []byte) []byte { return k.sign(label, msg) }
+
+// Verify checks a signature made by NodeKey.Sign with the same label.
+func (p NodePublicKey) Verify(label string, msg, sig []byte) bool { return p.verify(label, msg, sig) }
+
 // String hides the key from logs and %v.
 func (k NodeKey) String() string { return "NodeKey" + redacted }
 

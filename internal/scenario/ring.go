@@ -32,6 +32,12 @@ type Ring struct {
 
 	// Lookups counts the lookup outcomes so far.
 	Lookups LookupStats
+
+	// MakeApp, if set, builds the application each incarnation of a node
+	// runs over the overlay (PAST, for storage experiments), given the
+	// lookup recorder as the layer above it; attach is called with the
+	// new overlay before it joins.
+	MakeApp func(h sim.HostID, e env.Env, upper overlay.App) (app overlay.App, attach func(*overlay.Overlay))
 }
 
 // LookupStats summarises lookups.
@@ -81,6 +87,11 @@ func (a ringApp) LeafSetChanged(overlay.NodeHandle, bool)           {}
 func (r *Ring) AddNode() sim.HostID {
 	var x id.NodeID
 	x.ID = id.FromUint64(r.S.Rand().Uint64(), r.S.Rand().Uint64())
+	return r.AddNodeWithID(x)
+}
+
+// AddNodeWithID is AddNode for a given id (one a CA issued).
+func (r *Ring) AddNodeWithID(x id.NodeID) sim.HostID {
 	h := sim.HostID(len(r.ids))
 	r.ids = append(r.ids, x)
 	r.nodes = append(r.nodes, nil)
@@ -96,7 +107,15 @@ func (r *Ring) AddNode() sim.HostID {
 func (r *Ring) start(h sim.HostID) sim.StartFunc {
 	return func(e env.Env) sim.Process {
 		self := overlay.NodeHandle{ID: r.ids[h], Addr: string(e.Self)}
-		o := overlay.New(r.Cfg, e, self, ringApp{r, h})
+		var app overlay.App = ringApp{r, h}
+		var attach func(*overlay.Overlay)
+		if r.MakeApp != nil {
+			app, attach = r.MakeApp(h, e, app)
+		}
+		o := overlay.New(r.Cfg, e, self, app)
+		if attach != nil {
+			attach(o)
+		}
 		o.Bootstraps = r.Bootstraps
 		o.OnDeclaredDead = func(d overlay.NodeHandle, inLeaf bool) {
 			if dh, ok := r.S.Host(env.Addr(d.Addr)); ok && inLeaf && r.S.Up(dh) {

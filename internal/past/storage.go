@@ -1,0 +1,196 @@
+package past
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"sort"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/store"
+)
+
+// Storage is the local store as PAST sees it. Its methods mirror
+// store.Store's; a real node adapts a store.Store so that write
+// completions run on the node's event loop, and simulations use
+// MemStorage. Completions (done) must never run inline on the caller's
+// stack before the write is durable.
+type Storage interface {
+	Get(kind store.Kind, key store.Key) ([]byte, error)
+	Has(kind store.Kind, key store.Key) (bool, error)
+	Lease(kind store.Kind, key store.Key) (env.Time, error)
+	Ticks() env.Time
+	SetTicks(t env.Time) error
+	PutAsync(kind store.Kind, key store.Key, data []byte, expiry env.Time, done func(error))
+	ExtendLeaseAsync(kind store.Kind, key store.Key, expiry env.Time, done func(error))
+	Keys(kind store.Kind, r store.Range, after *store.Key, limit int) ([]store.Key, bool, error)
+	Sweep(limit int) (store.SweepReport, error)
+}
+
+// MemStorage is an in-memory Storage for simulations and tests: it
+// outlives a simulated crash (a disk survives its process) and completes
+// writes after SyncDelay on the clock given by SetClock, as a disk's
+// fsync would.
+type MemStorage struct {
+	objs      map[store.Entry]*memObj
+	ticks     env.Time
+	clock     env.Clock
+	SyncDelay env.Duration
+	bytes     int64
+}
+
+type memObj struct {
+	data   []byte
+	expiry env.Time
+}
+
+// NewMemStorage returns an empty store.
+func NewMemStorage() *MemStorage {
+	return &MemStorage{objs: map[store.Entry]*memObj{}, SyncDelay: env.Millisecond}
+}
+
+// SetClock sets the clock completions are scheduled on (a new one for
+// each incarnation of a simulated node); nil completes writes inline.
+func (m *MemStorage) SetClock(c env.Clock) { m.clock = c }
+
+// Len is the number of objects held; Bytes their total size.
+func (m *MemStorage) Len() int     { return len(m.objs) }
+func (m *MemStorage) Bytes() int64 { return m.bytes }
+
+// Wipe loses everything, as a replaced disk does.
+func (m *MemStorage) Wipe() {
+	m.objs = map[store.Entry]*memObj{}
+	m.bytes = 0
+}
+
+func (m *MemStorage) later(f func()) {
+	if m.clock == nil {
+		f()
+		return
+	}
+	m.clock.AfterFunc(m.SyncDelay, f)
+}
+
+// Get implements Storage; it verifies an immutable object's hash as the
+// real store does.
+func (m *MemStorage) Get(kind store.Kind, key store.Key) ([]byte, error) {
+	o, ok := m.objs[store.Entry{Kind: kind, Key: key}]
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	if kind == store.KindImmutable && sha256.Sum256(o.data) != key {
+		return nil, fmt.Errorf("past: mem %s: %w", key.Short(), store.ErrCorrupt)
+	}
+	return bytes.Clone(o.data), nil
+}
+
+// Has implements Storage.
+func (m *MemStorage) Has(kind store.Kind, key store.Key) (bool, error) {
+	_, ok := m.objs[store.Entry{Kind: kind, Key: key}]
+	return ok, nil
+}
+
+// Lease implements Storage.
+func (m *MemStorage) Lease(kind store.Kind, key store.Key) (env.Time, error) {
+	o, ok := m.objs[store.Entry{Kind: kind, Key: key}]
+	if !ok {
+		return 0, store.ErrNotFound
+	}
+	return o.expiry, nil
+}
+
+// Ticks implements Storage.
+func (m *MemStorage) Ticks() env.Time { return m.ticks }
+
+// SetTicks implements Storage.
+func (m *MemStorage) SetTicks(t env.Time) error {
+	if t < m.ticks {
+		return fmt.Errorf("past: mem set ticks %d < %d: %w", t, m.ticks, store.ErrInvalid)
+	}
+	m.ticks = t
+	return nil
+}
+
+// PutAsync implements Storage. The object is visible at once and
+// reported durable after SyncDelay.
+func (m *MemStorage) PutAsync(kind store.Kind, key store.Key, data []byte, expiry env.Time, done func(error)) {
+	if kind == store.KindImmutable && sha256.Sum256(data) != key {
+		m.later(func() { done(store.ErrInvalid) })
+		return
+	}
+	e := store.Entry{Kind: kind, Key: key}
+	if o, ok := m.objs[e]; ok {
+		m.bytes -= int64(len(o.data))
+		o.data = bytes.Clone(data)
+		o.expiry = max(o.expiry, expiry)
+	} else {
+		m.objs[e] = &memObj{data: bytes.Clone(data), expiry: expiry}
+	}
+	m.bytes += int64(len(data))
+	m.later(func() { done(nil) })
+}
+
+// ExtendLeaseAsync implements Storage.
+func (m *MemStorage) ExtendLeaseAsync(kind store.Kind, key store.Key, expiry env.Time, done func(error)) {
+	o, ok := m.objs[store.Entry{Kind: kind, Key: key}]
+	if !ok {
+		m.later(func() { done(store.ErrNotFound) })
+		return
+	}
+	o.expiry = max(o.expiry, expiry)
+	m.later(func() { done(nil) })
+}
+
+// Keys implements Storage.
+func (m *MemStorage) Keys(kind store.Kind, r store.Range, after *store.Key, limit int) ([]store.Key, bool, error) {
+	var all []store.Key
+	for e := range m.objs {
+		if e.Kind == kind && r.Contains(e.Key) {
+			all = append(all, e.Key)
+		}
+	}
+	// Clockwise from r.From: keys at or past From first, then the wrap.
+	from := r.From
+	less := func(a, b store.Key) bool {
+		ai, bi := a.Ring().Cmp(from) >= 0, b.Ring().Cmp(from) >= 0
+		if ai != bi {
+			return ai
+		}
+		return bytes.Compare(a[:], b[:]) < 0
+	}
+	sort.Slice(all, func(i, j int) bool { return less(all[i], all[j]) })
+	if after != nil {
+		all = all[sort.Search(len(all), func(i int) bool { return less(*after, all[i]) }):]
+	}
+	if len(all) > limit {
+		return all[:limit], true, nil
+	}
+	return all, false, nil
+}
+
+// Sweep implements Storage.
+func (m *MemStorage) Sweep(limit int) (store.SweepReport, error) {
+	var rep store.SweepReport
+	var gone []store.Removed
+	for e, o := range m.objs {
+		if m.ticks >= o.expiry {
+			gone = append(gone, store.Removed{Entry: e, Size: int64(len(o.data)), Expiry: o.expiry})
+		}
+	}
+	sort.Slice(gone, func(i, j int) bool {
+		if gone[i].Expiry != gone[j].Expiry {
+			return gone[i].Expiry < gone[j].Expiry
+		}
+		return bytes.Compare(gone[i].Key[:], gone[j].Key[:]) < 0
+	})
+	if len(gone) > limit {
+		gone, rep.More = gone[:limit], true
+	}
+	for _, g := range gone {
+		delete(m.objs, g.Entry)
+		m.bytes -= g.Size
+		rep.Bytes += g.Size
+	}
+	rep.Removed = gone
+	return rep, nil
+}
