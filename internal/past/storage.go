@@ -63,6 +63,13 @@ func (m *MemStorage) Wipe() {
 	m.bytes = 0
 }
 
+// Corrupt flips a bit of a stored object, as a failing disk would.
+func (m *MemStorage) Corrupt(kind store.Kind, key store.Key) {
+	if o, ok := m.objs[store.Entry{Kind: kind, Key: key}]; ok && len(o.data) > 0 {
+		o.data[0] ^= 1
+	}
+}
+
 func (m *MemStorage) later(f func()) {
 	if m.clock == nil {
 		f()
@@ -79,7 +86,11 @@ func (m *MemStorage) Get(kind store.Kind, key store.Key) ([]byte, error) {
 		return nil, store.ErrNotFound
 	}
 	if kind == store.KindImmutable && sha256.Sum256(o.data) != key {
-		return nil, fmt.Errorf("past: mem %s: %w", key.Short(), store.ErrCorrupt)
+		// As the real store does: a corrupt entry is dropped and reported
+		// lost, so maintenance restores it.
+		delete(m.objs, store.Entry{Kind: kind, Key: key})
+		m.bytes -= int64(len(o.data))
+		return nil, fmt.Errorf("past: mem %s: %w (entry dropped): %w", key.Short(), store.ErrCorrupt, store.ErrNotFound)
 	}
 	return bytes.Clone(o.data), nil
 }

@@ -5,7 +5,10 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 
+	"sort"
+
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/overlay"
 	"github.com/epost-mail/epost/internal/past"
@@ -352,4 +355,21 @@ func RunStorage(c StorageConfig) (*Result, error) {
 	res.Set("bad_receipts", during.BadReceipts)
 	m.Report(res)
 	return res, nil
+}
+
+// ReplicaHosts is the oracle's replica set: the n live, active hosts
+// whose ids are closest to key.
+func (s *Storage) ReplicaHosts(key store.Key, n int) []sim.HostID {
+	var live []sim.HostID
+	for h := range s.ids {
+		if o := s.nodes[h]; o != nil && o.Active() {
+			live = append(live, sim.HostID(h))
+		}
+	}
+	k := key.Ring()
+	sort.Slice(live, func(i, j int) bool { return id.Closer(k, s.ids[live[i]].ID, s.ids[live[j]].ID) })
+	if len(live) > n {
+		live = live[:n]
+	}
+	return live
 }
