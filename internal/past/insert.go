@@ -168,6 +168,13 @@ func (p *Past) onReceipt(m wire.PastReceipt) {
 // each from a node that is among the k closest to the key of every node
 // this node knows of.
 func (p *Past) accepted(r *insertReq) bool {
+	good, need, _ := p.tally(r)
+	return good >= need
+}
+
+// tally counts the receipts that count, and how many are needed out of
+// how many replicas this node believes there are.
+func (p *Past) tally(r *insertReq) (good, need, size int) {
 	known := append(p.ov.Leaf().Members(), p.self)
 	known = append(known, p.ov.Table().All()...)
 	known = append(known, r.claimed...)
@@ -175,19 +182,18 @@ func (p *Past) accepted(r *insertReq) bool {
 		known = append(known, rc.Node)
 	}
 	k := p.cfg.Replicas
-	need := p.cfg.majority()
+	need = p.cfg.majority()
 	set := closest(store.Key(r.msg.Key).Ring(), known, k)
 	if len(set) < k {
 		// A ring smaller than k: a majority of all of it.
 		need = len(set)/2 + 1
 	}
-	good := 0
 	for _, h := range set {
 		if _, ok := r.receipts[h.ID.ID]; ok {
 			good++
 		}
 	}
-	return good >= need
+	return good, need, len(set)
 }
 
 func (p *Past) onRefuse(from NodeHandle, m wire.PastRefuse) {
@@ -202,7 +208,8 @@ func (p *Past) onRefuse(from NodeHandle, m wire.PastRefuse) {
 // checkRefusals fails an insert once enough replicas refused that a
 // majority of receipts can no longer come.
 func (p *Past) checkRefusals(r *insertReq) {
-	if len(r.refusals) < p.cfg.majority() {
+	_, need, size := p.tally(r)
+	if len(r.refusals) < size-need+1 {
 		return
 	}
 	var reason string
