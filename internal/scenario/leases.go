@@ -52,15 +52,15 @@ func RunLeases(c LeasesConfig) (*Result, error) {
 		return nil, err
 	}
 	m := StartMeter(s.S, env.Minute)
-	hosts, err := s.BuildStorage(c.Nodes, 100*env.Millisecond, env.Minute)
-	if err != nil {
-		return nil, err
-	}
+	// A third of the nodes run with their wall clock off from the start.
 	skew := env.Duration(c.ClockSkewDays * float64(past.Day))
-	for i, h := range hosts {
+	_, err = s.BuildStorage(c.Nodes, 100*env.Millisecond, env.Minute, func(i int, h sim.HostID) {
 		if i%3 == 0 {
 			s.S.SetClock(h, skew, 0)
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	lease := env.Duration(c.LeaseHours * float64(env.Hour))
 	rng := s.S.Rand()

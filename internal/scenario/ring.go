@@ -91,7 +91,9 @@ func (r *Ring) AddNode() sim.HostID {
 }
 
 // AddNodeWithID is AddNode for a given id (one a CA issued).
-func (r *Ring) AddNodeWithID(x id.NodeID) sim.HostID {
+// before, if given, runs after the host exists and before its process
+// first starts (to set its clock, say).
+func (r *Ring) AddNodeWithID(x id.NodeID, before ...func(sim.HostID)) sim.HostID {
 	h := sim.HostID(len(r.ids))
 	r.ids = append(r.ids, x)
 	r.nodes = append(r.nodes, nil)
@@ -100,7 +102,11 @@ func (r *Ring) AddNodeWithID(x id.NodeID) sim.HostID {
 	r.order = append(r.order, 0)
 	copy(r.order[i+1:], r.order[i:])
 	r.order[i] = h
-	r.S.Add(r.start(h))
+	sh := r.S.AddDown(r.start(h))
+	for _, f := range before {
+		f(sh)
+	}
+	r.S.Restart(sh)
 	return h
 }
 

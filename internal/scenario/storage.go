@@ -54,8 +54,9 @@ func NewStorage(simCfg sim.Config, ovCfg overlay.Config, cfg past.Config) (*Stor
 	return s, nil
 }
 
-// AddNode issues a certificate for a new node and adds it to the ring.
-func (s *Storage) AddNode() (sim.HostID, error) {
+// AddNode issues a certificate for a new node and adds it to the ring;
+// before, if given, runs before the node's process starts.
+func (s *Storage) AddNode(before ...func(sim.HostID)) (sim.HostID, error) {
 	rr := randReader{s.S.Rand()}
 	key, err := identity.GenerateNodeKey(rr)
 	if err != nil {
@@ -70,7 +71,7 @@ func (s *Storage) AddNode() (sim.HostID, error) {
 	s.disks = append(s.disks, past.NewMemStorage())
 	s.pasts = append(s.pasts, nil)
 	s.retired = append(s.retired, past.Stats{})
-	return s.AddNodeWithID(cert.NodeID), nil
+	return s.AddNodeWithID(cert.NodeID, before...), nil
 }
 
 func (s *Storage) makeApp(h sim.HostID, e env.Env, upper overlay.App) (overlay.App, func(*overlay.Overlay)) {
@@ -157,12 +158,17 @@ func addPastStats(a, b past.Stats) past.Stats {
 }
 
 // BuildStorage adds n nodes, one every interval, and runs settle more.
-func (s *Storage) BuildStorage(n int, interval, settle env.Duration) ([]sim.HostID, error) {
+// setup, if not nil, runs for each new host before it first runs.
+func (s *Storage) BuildStorage(n int, interval, settle env.Duration, setup func(i int, h sim.HostID)) ([]sim.HostID, error) {
 	hosts := make([]sim.HostID, 0, n)
 	var err error
 	for i := 0; i < n; i++ {
 		s.S.At(s.S.Now().Add(env.Duration(i)*interval), func() {
-			h, e := s.AddNode()
+			h, e := s.AddNode(func(h sim.HostID) {
+				if setup != nil {
+					setup(i, h)
+				}
+			})
 			if e != nil && err == nil {
 				err = e
 			}
@@ -232,7 +238,7 @@ func RunStorage(c StorageConfig) (*Result, error) {
 		return nil, err
 	}
 	m := StartMeter(s.S, env.Minute)
-	hosts, err := s.BuildStorage(c.Nodes, 100*env.Millisecond, env.Minute)
+	hosts, err := s.BuildStorage(c.Nodes, 100*env.Millisecond, env.Minute, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,7 @@ func newStorage(t *testing.T, seed uint64, n int, cfg past.Config) (*Storage, []
 	if err != nil {
 		t.Fatal(err)
 	}
-	hosts, err := s.BuildStorage(n, 200*env.Millisecond, 2*env.Minute)
+	hosts, err := s.BuildStorage(n, 200*env.Millisecond, 2*env.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,7 +369,7 @@ func TestLeasesIgnoreWallClockSkew(t *testing.T) {
 		return res
 	}
 	a, b := run(0), run(730)
-	for _, f := range []string{"live_lost", "garbage_reclaimed_fraction", "storage_bytes_before", "storage_bytes_after", "renewals", "swept"} {
+	for _, f := range []string{"live_lost", "garbage_reclaimed_fraction", "storage_bytes_before", "storage_bytes_after", "renewals", "swept", "events"} {
 		if a.Get(f) != b.Get(f) {
 			t.Errorf("%s: %v with a right clock, %v with a clock 730 days off", f, a.Get(f), b.Get(f))
 		}
