@@ -1,28 +1,165 @@
 package main
 
 import (
-	"flag"
+	"context"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
 
-	"github.com/epost-mail/epost/internal/scenario"
+	"github.com/epost-mail/epost/internal/demo"
+	"github.com/epost-mail/epost/internal/node"
 )
 
-// cmdDemo starts a demo community. Until the networked node exists it
-// shows the part that runs today: a simulated overlay of --nodes nodes.
+// demoReadyTimeout is how long the demo waits for settled leaf sets,
+// once every node has joined, before it warns. A clean join already tells
+// each leaf-set member about the joiner, so this is normally well under a
+// second.
+const demoReadyTimeout = 2 * time.Minute
+
+// cmdDemo runs `epost demo` until SIGINT or SIGTERM.
 func cmdDemo(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("epost demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	nodes := fs.Int("nodes", 8, "number of nodes")
-	if err := fs.Parse(args); err != nil {
-		return err
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		var first time.Time
+		for {
+			select {
+			case <-done:
+				return
+			case <-sigs:
+			}
+			if first.IsZero() {
+				first = time.Now()
+				cancel()
+				continue
+			}
+			// A second signal ends a shutdown that hangs. One within a
+			// second counts as the first again: `timeout` and some
+			// supervisors signal both the process and its group.
+			if time.Since(first) > time.Second {
+				fmt.Fprintln(stderr, "epost demo: second signal: exiting without stopping the nodes")
+				os.Exit(1)
+			}
+		}
+	}()
+	return runDemo(ctx, args, stdout, stderr)
+}
+
+// runDemo is `epost demo` until ctx ends: it starts a community of real
+// nodes on loopback, prints them and the status page's address, prints
+// "ready" once the ring has settled, and then a view of the nodes every
+// --refresh. When ctx ends it closes every node and returns nil.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("demo", "[--nodes N] [--http ADDR] [--refresh DURATION] [--log LEVEL]", stderr)
+	usage := flags.Usage
+	flags.Usage = func() {
+		usage()
+		fmt.Fprintln(flags.Output(), `
+Starts a throwaway community on this machine: a fresh CA, N real nodes on
+loopback libp2p forming one Pastry ring, and a status page drawing the ring.
+Nothing is written to disk. Ctrl-C (or SIGTERM) stops every node.`)
 	}
-	fmt.Fprintf(stdout, "epost demo: %d nodes form a Pastry ring in the simulator.\n", *nodes)
-	fmt.Fprintln(stdout, "(The networked demo with IMAP and SMTP per user comes with the node runtime.)")
-	fmt.Fprintln(stdout)
-	res, err := scenario.RunRouting(scenario.RoutingConfig{Nodes: *nodes, Seed: 1, Lookups: 100 * *nodes, JoinInterval: 100e3, SettleMinutes: 1})
+	def := demo.DefaultConfig()
+	nodes := flags.Int("nodes", def.Nodes, fmt.Sprintf("number of nodes (1..%d)", demo.MaxNodes))
+	httpAddr := flags.String("http", def.HTTP, "status page address, host:port (port 0 picks a free port; empty: no page)")
+	refresh := flags.Duration("refresh", 3*time.Second, "how often the terminal view is printed")
+	logLevel := flags.String("log", "warn", "node log level on stderr: debug, info, warn or error")
+	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
 	}
-	return res.WriteTable(stdout)
+	if len(pos) != 0 {
+		flags.Usage()
+		return fmt.Errorf("%w: demo: unexpected argument %q", errUsage, pos[0])
+	}
+	if *nodes < 1 || *nodes > demo.MaxNodes {
+		return fmt.Errorf("%w: demo: --nodes %d outside 1..%d", errUsage, *nodes, demo.MaxNodes)
+	}
+	if *refresh <= 0 {
+		return fmt.Errorf("%w: demo: --refresh %v must be positive", errUsage, *refresh)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("%w: demo: --log %q: want debug, info, warn or error", errUsage, *logLevel)
+	}
+
+	cfg := def
+	cfg.Nodes = *nodes
+	cfg.HTTP = *httpAddr
+	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.OnNode = func(i int, nd *node.Node) {
+		fmt.Fprintf(stdout, "node %-3d %s  %s\n", i+1, nd.ID().Short(), nd.Addr())
+	}
+	fmt.Fprintf(stdout, "epost demo: starting %d nodes on loopback (Ctrl-C stops them)\n", cfg.Nodes)
+	c, err := demo.Start(ctx, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			fmt.Fprintln(stdout, "stopped before every node had joined")
+			return nil // the user asked to stop; Start closed what it started
+		}
+		return err
+	}
+	if u := c.StatusURL(); u != "" {
+		fmt.Fprintf(stdout, "status page: %s\n", u)
+	}
+	err = watchDemo(ctx, c, *refresh, stdout)
+	fmt.Fprintln(stdout, "stopping every node")
+	if cerr := c.Close(); cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "stopped")
+	return nil
+}
+
+// watchDemo prints "ready" once the ring has settled, and the terminal
+// view every refresh, until ctx ends. A ring that has not settled within
+// demoReadyTimeout gets a warning naming the node that lags, and the
+// demo keeps running so the status page can show what is wrong.
+func watchDemo(ctx context.Context, c *demo.Community, refresh time.Duration, stdout io.Writer) error {
+	check := time.NewTicker(50 * time.Millisecond)
+	defer check.Stop()
+	view := time.NewTicker(refresh)
+	defer view.Stop()
+	readyBy := time.Now().Add(demoReadyTimeout)
+	warned := false
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-check.C:
+			ok, why := c.Ready()
+			if !ok {
+				if !warned && time.Now().After(readyBy) {
+					warned = true
+					fmt.Fprintf(stdout, "warning: the ring has not settled after %v: %s\n", demoReadyTimeout, why)
+				}
+				continue
+			}
+			check.Stop() // ready is printed once
+			fmt.Fprintln(stdout, "ready")
+			fmt.Fprintln(stdout)
+			if err := demo.WriteView(stdout, c.Report()); err != nil {
+				return err
+			}
+			view.Reset(refresh)
+		case <-view.C:
+			fmt.Fprintln(stdout)
+			if err := demo.WriteView(stdout, c.Report()); err != nil {
+				return err
+			}
+		}
+	}
 }

@@ -25,7 +25,7 @@ func commands() []command {
 	cs := []command{
 		{"ca", "community CA: `ca init`, `ca issue-node --name NAME`", cmdCA},
 		{"user", "users: `user new ADDRESS` (prints a recovery code once), `user recover`", cmdUser},
-		{"demo", "start a demo community on this machine", cmdDemo},
+		{"demo", "run a community of real nodes on this machine, with a status page: `demo [--nodes N]`", cmdDemo},
 		{"sim", "run a simulator experiment: `sim SCENARIO [--nodes N] [--seed S] [--json]`", scenario.Main},
 		{"version", "print the version", cmdVersion},
 	}
@@ -52,7 +52,7 @@ func help(w io.Writer) {
 	}
 	fmt.Fprintln(w, "  help     show this list")
 	fmt.Fprintln(w)
-	fmt.Fprintln(w, "`epost COMMAND --help` shows a command's flags.")
+	fmt.Fprintln(w, "`epost help COMMAND` or `epost COMMAND --help` shows a command's flags.")
 }
 
 // errUsage marks a bad command line: exit status 2, like flag.
@@ -66,6 +66,14 @@ func run(args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "help", "-h", "--help":
+		if len(args) > 1 {
+			// `epost help COMMAND` is `epost COMMAND --help`, on stdout.
+			for _, c := range commands() {
+				if c.name == args[1] {
+					return c.run([]string{"--help"}, stdout, stdout)
+				}
+			}
+		}
 		help(stdout)
 		return nil
 	}

@@ -2,12 +2,16 @@ package node
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	mrand "math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -70,14 +74,16 @@ func testOverlayConfig(leafSetSize int) overlay.Config {
 	c.SuspectAfter = 2 * env.Second
 	c.JoinTimeout = 3 * env.Second
 	// No indirect-route search (DESIGN.md section 4, routing anomalies):
-	// loopback has no broken links, and with real timers the search
-	// currently keeps dead nodes alive. The detector's next suspicion
-	// starts a new search that replaces a pending one just before the
-	// helpers' answers to it arrive (both take two probe timeouts), so
-	// they are ignored, round after round; and a member whose help probe
-	// is still out when the death is announced folds its check into that
-	// probe, which ends without declaring anything. Both reported with
-	// this test; set DefaultConfig's IndirectHelpers to reproduce.
+	// loopback has no broken links, and with the search on, repairing the
+	// two failures in TestRingOnLoopback takes about 26 s under the race
+	// detector (10 s without it), against a 30 s deadline; 2 of 10 runs
+	// failed. With one probe attempt configured, a searchable probe still
+	// makes two (4 s + 8 s with back-off); the search then times out
+	// (SearchTimeout, 4 s) before any helper answers, since their help
+	// probes also make two attempts (12 s); and a member whose help probe
+	// had already timed out once when the death was announced folds its
+	// check into the second attempt and waits out its 8 s. Reported to
+	// the overlay; delete this line to reproduce.
 	c.IndirectHelpers = 0
 	c.MinTimeout = 1 * env.Second
 	if raceEnabled {
@@ -579,5 +585,82 @@ func TestNodeLifecycle(t *testing.T) {
 	}
 	if nd.Active() {
 		t.Fatal("a closed node reports active")
+	}
+}
+
+// TestStatus: a node's snapshot is read on its loop, never blocks on a
+// node that is not running, and the status page serves it as HTML and
+// JSON.
+func TestStatus(t *testing.T) {
+	src := &seq{}
+	ca, err := identity.NewCA(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := identity.GenerateNodeKey(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueNode(src, key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, err := New(Config{
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		Key:         key,
+		Cert:        cert,
+		CA:          ca.Public(),
+		Overlay:     testOverlayConfig(overlay.DefaultConfig().LeafSetSize),
+		Log:         testLog(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = nd.Close() })
+
+	// Before Start the loop does not run: Status must not wait for it.
+	if s := nd.Status(); s.Running || s.Active || s.ID != nd.ID().String() || s.Addr != string(nd.Addr()) {
+		t.Fatalf("status before Start: %+v", s)
+	}
+	if err := nd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := nd.Status()
+	if !s.Running || !s.Active || s.LeafSet != 0 || s.TableEntries != 0 || s.LeafSetSize != overlay.DefaultConfig().LeafSetSize {
+		t.Fatalf("status of a lone node: %+v", s)
+	}
+
+	h := StatusHandler("test <ring>", func() []*Node { return []*Node{nd} })
+	get := func(path string) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, path, nil))
+		return w
+	}
+	w := get("/status.json")
+	var rep StatusReport
+	if err := json.Unmarshal(w.Body.Bytes(), &rep); err != nil || w.Code != http.StatusOK {
+		t.Fatalf("status.json: %d %v\n%s", w.Code, err, w.Body)
+	}
+	if len(rep.Nodes) != 1 || rep.Nodes[0].ID != s.ID || !rep.Nodes[0].Active || rep.Title != "test <ring>" {
+		t.Fatalf("status.json: %+v", rep)
+	}
+	w = get("/")
+	page := w.Body.String()
+	if w.Code != http.StatusOK || !strings.Contains(page, "<svg") || !strings.Contains(page, s.Short) ||
+		!strings.Contains(page, "test &lt;ring&gt;") || strings.Contains(page, "test <ring>") {
+		t.Fatalf("page: %d\n%s", w.Code, page)
+	}
+	if w = get("/other"); w.Code != http.StatusNotFound {
+		t.Fatalf("unknown path: %d", w.Code)
+	}
+
+	if err := nd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s := nd.Status(); s.Running || s.Active {
+		t.Fatalf("status after Close: %+v", s)
+	}
+	if w = get("/status.json"); w.Code != http.StatusOK || !strings.Contains(w.Body.String(), `"running": false`) {
+		t.Fatalf("status.json of a closed node: %d\n%s", w.Code, w.Body)
 	}
 }

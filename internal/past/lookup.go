@@ -5,7 +5,7 @@ import (
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/id"
-	"github.com/epost-mail/epost/internal/store"
+	store "github.com/epost-mail/epost/internal/store/object"
 	"github.com/epost-mail/epost/internal/wire"
 )
 

@@ -3,7 +3,7 @@ package past
 import (
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/id"
-	"github.com/epost-mail/epost/internal/store"
+	store "github.com/epost-mail/epost/internal/store/object"
 	"github.com/epost-mail/epost/internal/wire"
 )
 

@@ -11,7 +11,7 @@ import (
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/overlay"
 	"github.com/epost-mail/epost/internal/sim"
-	"github.com/epost-mail/epost/internal/store"
+	store "github.com/epost-mail/epost/internal/store/object"
 	"github.com/epost-mail/epost/internal/wire"
 )
 

@@ -7,7 +7,7 @@ import (
 	"sort"
 
 	"github.com/epost-mail/epost/internal/env"
-	"github.com/epost-mail/epost/internal/store"
+	store "github.com/epost-mail/epost/internal/store/object"
 )
 
 // Storage is the local store as PAST sees it. Its methods mirror

@@ -98,14 +98,14 @@ func (s *Store) observe(ev Event) {
 // leases; a mutable object's bytes are replaced. Writes are applied in the
 // order they were submitted.
 func (s *Store) PutAsync(kind Kind, key Key, data []byte, expiry env.Time, done func(error)) {
-	e := Entry{kind, key}
+	e := Entry{Kind: kind, Key: key}
 	fail := func(err error) {
 		if done != nil {
 			done(fmt.Errorf("store: put %v: %w", e, err))
 		}
 	}
 	switch {
-	case !kind.valid():
+	case !kind.Valid():
 		fail(fmt.Errorf("%w: kind", ErrInvalid))
 		return
 	case len(data) > s.cfg.MaxObjectSize:
@@ -143,7 +143,7 @@ func (s *Store) Put(kind Kind, key Key, data []byte, expiry env.Time) error {
 // lease never shrinks) and calls done once that is on stable storage, with
 // the same rules as PutAsync. A missing object fails with ErrNotFound.
 func (s *Store) ExtendLeaseAsync(kind Kind, key Key, expiry env.Time, done func(error)) {
-	e := Entry{kind, key}
+	e := Entry{Kind: kind, Key: key}
 	wrap := func(err error) {
 		if done == nil {
 			return
@@ -153,7 +153,7 @@ func (s *Store) ExtendLeaseAsync(kind Kind, key Key, expiry env.Time, done func(
 		}
 		done(err)
 	}
-	if !kind.valid() || expiry < 0 {
+	if !kind.Valid() || expiry < 0 {
 		wrap(fmt.Errorf("%w: kind %v, expiry %d", ErrInvalid, kind, expiry))
 		return
 	}
@@ -171,8 +171,8 @@ func (s *Store) ExtendLease(kind Kind, key Key, expiry env.Time) error {
 // Deleting a missing object succeeds. (The network has no delete
 // operation; this is local eviction.)
 func (s *Store) Delete(kind Kind, key Key) error {
-	e := Entry{kind, key}
-	if !kind.valid() {
+	e := Entry{Kind: kind, Key: key}
+	if !kind.Valid() {
 		return fmt.Errorf("store: delete %v: %w: kind", e, ErrInvalid)
 	}
 	if err := s.wait(&deleteOp{entry: e}, Entry{}, nominalBytes); err != nil {

@@ -141,7 +141,7 @@ func checkOrdering(log []logEvent) error {
 }
 
 func TestOrderingCheckerCatchesEarlyAcks(t *testing.T) {
-	e := Entry{KindImmutable, Key{1}}
+	e := Entry{Kind: KindImmutable, Key: Key{1}}
 	sub := logEvent{Event: Event{Type: EventSubmitted, Write: 1, Entry: e}}
 	start := logEvent{Event: Event{Type: EventSyncStarted, Batch: 1, Writes: []uint64{1}}}
 	done := logEvent{Event: Event{Type: EventSyncDone, Batch: 1}}
@@ -200,9 +200,9 @@ func TestAckFollowsSync(t *testing.T) {
 					for i := range each {
 						n := uint64(w*1000 + i)
 						d := payload(n, 100+i*37)
-						e := Entry{KindImmutable, ImmutableKey(d)}
+						e := Entry{Kind: KindImmutable, Key: ImmutableKey(d)}
 						if i%3 == 0 {
-							e = Entry{KindMutable, ringKey(n, n, n)}
+							e = Entry{Kind: KindMutable, Key: ringKey(n, n, n)}
 						}
 						entries = append(entries, e)
 						mine.Add(1)

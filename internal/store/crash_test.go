@@ -37,9 +37,9 @@ const crashSlots = 64
 func crashWrite(i uint64) (Entry, []byte) {
 	d := payload(i, 200+int(i*7919%12000))
 	if i%2 == 0 {
-		return Entry{KindImmutable, ImmutableKey(d)}, d
+		return Entry{Kind: KindImmutable, Key: ImmutableKey(d)}, d
 	}
-	return Entry{KindMutable, ringKey(i%crashSlots, 0, 0xc0ffee)}, d
+	return Entry{Kind: KindMutable, Key: ringKey(i%crashSlots, 0, 0xc0ffee)}, d
 }
 
 // TestHelperProcess is the child side of the crash test. It does nothing

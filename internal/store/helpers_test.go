@@ -61,7 +61,7 @@ func ringKey(hi, lo uint64, suffix uint64) Key {
 func mustPut(t testing.TB, s *Store, kind Kind, key Key, data []byte, exp env.Time) {
 	t.Helper()
 	if err := s.Put(kind, key, data, exp); err != nil {
-		t.Fatalf("put %v: %v", Entry{kind, key}, err)
+		t.Fatalf("put %v: %v", Entry{Kind: kind, Key: key}, err)
 	}
 }
 
@@ -69,10 +69,10 @@ func mustGet(t testing.TB, s *Store, kind Kind, key Key, want []byte) {
 	t.Helper()
 	got, err := s.Get(kind, key)
 	if err != nil {
-		t.Fatalf("get %v: %v", Entry{kind, key}, err)
+		t.Fatalf("get %v: %v", Entry{Kind: kind, Key: key}, err)
 	}
 	if !bytes.Equal(got, want) {
-		t.Fatalf("get %v: %d bytes differ from the %d stored", Entry{kind, key}, len(got), len(want))
+		t.Fatalf("get %v: %d bytes differ from the %d stored", Entry{Kind: kind, Key: key}, len(got), len(want))
 	}
 }
 
@@ -104,7 +104,7 @@ func checkInvariants(t testing.TB, s *Store) {
 		lb := tx.Bucket([]byte(bucketLease))
 		for _, k := range allKinds() {
 			err := tx.Bucket(objectBucket(k)).ForEach(func(key, v []byte) error {
-				e := Entry{k, Key(key)}
+				e := Entry{Kind: k, Key: Key(key)}
 				if err := verifyEntry(e, v, lb.Get(leaseKey(k, e.Key))); err != nil {
 					return fmt.Errorf("%v: %w", e, err)
 				}

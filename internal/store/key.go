@@ -3,110 +3,53 @@ package store
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
-	"fmt"
 
 	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/store/object"
+)
+
+// The object vocabulary lives in package object, so that protocol cores
+// can use it without importing the disk; these are the same types.
+type (
+	// Key names a stored object: 32 bytes; its first 16 are its ring
+	// position.
+	Key = object.Key
+	// Kind says how the store verifies an object and which bucket holds it.
+	Kind = object.Kind
+	// Entry names one stored object: its kind and key.
+	Entry = object.Entry
+	// Range is an arc [From, To) of the ring; From == To is all of it.
+	Range = object.Range
+	// Removed is an entry Sweep took out.
+	Removed = object.Removed
+	// SweepReport is the outcome of one Sweep call.
+	SweepReport = object.SweepReport
 )
 
 // KeySize is the length of an object key in bytes.
-const KeySize = 32
+const KeySize = object.KeySize
 
-// Key names a stored object: 32 bytes. For an immutable object it is the
-// SHA-256 of the object's bytes; for a mutable object the layer above
-// derives it (for example from the writer's key and a name). Its first 16
-// bytes are its position on the ring (see Key.Ring).
-type Key [KeySize]byte
+// Object kinds (see package object).
+const (
+	KindInvalid   = object.KindInvalid
+	KindImmutable = object.KindImmutable
+	KindMutable   = object.KindMutable
+)
 
 // ImmutableKey returns the key of an immutable object: SHA-256 of data.
 func ImmutableKey(data []byte) Key { return Key(sha256.Sum256(data)) }
-
-// Ring returns the key's position on the 128-bit ring: its first 16
-// bytes, as PAST places replicas (DESIGN.md section 5).
-func (k Key) Ring() id.ID {
-	var x id.ID
-	copy(x[:], k[:id.Bytes])
-	return x
-}
-
-// String is the full 64-digit hex form.
-func (k Key) String() string { return hex.EncodeToString(k[:]) }
-
-// Short is the first 8 hex digits, for logs.
-func (k Key) Short() string { return hex.EncodeToString(k[:4]) }
-
-// Kind says how the store verifies an object and which bucket holds it.
-// Append-only: a number once assigned is never reused or renumbered,
-// because it is written into every stored record.
-type Kind uint8
-
-// Object kinds.
-const (
-	// KindInvalid is the zero Kind; the store refuses it.
-	KindInvalid Kind = 0
-	// KindImmutable objects are content-addressed: the key is SHA-256 of
-	// the bytes, checked when written and on every read.
-	KindImmutable Kind = 1
-	// KindMutable objects (signed log heads, certificates) carry their own
-	// version and signature, which the layer above checks; the store keeps
-	// a SHA-256 checksum beside the bytes and checks it on every read.
-	KindMutable Kind = 2
-)
 
 // allKinds lists the valid kinds in scan order (scrub visits them in
 // this order). A new kind (Glacier fragments) is appended here and gets its
 // own bucket; nothing else in the layout changes.
 func allKinds() []Kind { return []Kind{KindImmutable, KindMutable} }
 
-// String names the kind.
-func (k Kind) String() string {
-	switch k {
-	case KindImmutable:
-		return "immutable"
-	case KindMutable:
-		return "mutable"
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
-}
-
-// valid reports whether the store knows k.
-func (k Kind) valid() bool { return k == KindImmutable || k == KindMutable }
-
-// Entry names one stored object: its kind and key.
-type Entry struct {
-	Kind Kind // how it is verified, which bucket holds it
-	Key  Key  // its key within the kind
-}
-
-// String is "kind/key-prefix", for logs and errors.
-func (e Entry) String() string { return e.Kind.String() + "/" + e.Key.Short() }
-
-// Range is the arc [From, To) of the 128-bit ring, walked clockwise
-// (towards larger ids) from From and wrapping past the top of the ring
-// when From > To. From == To denotes the whole ring. A key is in the range
-// when its Ring position is.
-type Range struct {
-	From, To id.ID // the arc's start (inclusive) and end (exclusive)
-}
-
-// Contains reports whether key k lies in r.
-func (r Range) Contains(k Key) bool {
-	x := k.Ring()
-	switch c := r.From.Cmp(r.To); {
-	case c < 0:
-		return x.Cmp(r.From) >= 0 && x.Cmp(r.To) < 0
-	case c > 0:
-		return x.Cmp(r.From) >= 0 || x.Cmp(r.To) < 0
-	}
-	return true
-}
-
 // segments returns the range as one or two half-open intervals of full
 // 32-byte keys, in clockwise order from From. A nil hi means "to the end
 // of the key space". Keys are ordered bytewise, which is numeric order on
 // the ring position first, so ring(k) >= From iff k >= From||0...0 and
 // ring(k) < To iff k < To||0...0.
-func (r Range) segments() [][2][]byte {
+func segments(r Range) [][2][]byte {
 	from, to := padRing(r.From), padRing(r.To)
 	if r.From.Cmp(r.To) < 0 {
 		return [][2][]byte{{from, to}}

@@ -184,7 +184,7 @@ func decodeStats(b []byte) (counts, error) {
 	last := -1
 	for _, kc := range r.Kinds {
 		k := Kind(kc.Kind)
-		if !k.valid() || int(kc.Kind) <= last {
+		if !k.Valid() || int(kc.Kind) <= last {
 			return counts{}, fmt.Errorf("%w: stats record: kind %d out of order or unknown", ErrCorrupt, kc.Kind)
 		}
 		if kc.Objects > math.MaxInt64 || kc.Bytes > math.MaxInt64 {
@@ -227,7 +227,7 @@ func decodeExpiryKey(b []byte) (env.Time, Entry, error) {
 		return 0, Entry{}, fmt.Errorf("%w: expiry index tick %d out of range", ErrCorrupt, t)
 	}
 	e := Entry{Kind: Kind(b[8])}
-	if !e.Kind.valid() {
+	if !e.Kind.Valid() {
 		return 0, Entry{}, fmt.Errorf("%w: expiry index kind %d", ErrCorrupt, b[8])
 	}
 	copy(e.Key[:], b[9:])

@@ -16,10 +16,10 @@ import (
 // snapshot: keys written or removed between calls may be missed or
 // reported, but no key is reported twice in one walk.
 func (s *Store) Keys(kind Kind, r Range, after *Key, limit int) (keys []Key, more bool, err error) {
-	if !kind.valid() || limit <= 0 {
+	if !kind.Valid() || limit <= 0 {
 		return nil, false, fmt.Errorf("store: keys %v: %w: kind or limit %d", kind, ErrInvalid, limit)
 	}
-	segs := r.segments()
+	segs := segments(r)
 	first := 0
 	if after != nil {
 		if !r.Contains(*after) {
@@ -115,7 +115,7 @@ func (s *Store) Scrub(c ScrubCursor, n int) (ScrubReport, error) {
 					drop.raw = append(drop.raw, rawKey{kind: k, key: bytes.Clone(key)})
 					continue
 				}
-				e := Entry{k, Key(key)}
+				e := Entry{Kind: k, Key: Key(key)}
 				if verifyEntry(e, v, lb.Get(leaseKey(k, e.Key))) != nil {
 					drop.entries = append(drop.entries, e)
 				}
@@ -150,20 +150,6 @@ func padKey(b []byte) Key {
 type rawKey struct {
 	kind Kind
 	key  []byte
-}
-
-// Removed is an entry Sweep took out.
-type Removed struct {
-	Entry
-	Size   int64    // object bytes freed
-	Expiry env.Time // the lease that ran out
-}
-
-// SweepReport is the outcome of one Sweep call.
-type SweepReport struct {
-	Removed []Removed // in expiry order
-	Bytes   int64     // total object bytes freed
-	More    bool      // more expired entries remain; call again
 }
 
 // Sweep durably removes up to limit objects whose lease has run out: an

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/epost-mail/epost/internal/store/object"
 	"math"
 	"runtime/debug"
 	"sync"
@@ -23,24 +24,24 @@ var (
 	// ErrNotFound: no such object, lease or metadata entry. Reads of a
 	// corrupted object return an error that matches both ErrNotFound and
 	// ErrCorrupt.
-	ErrNotFound = errors.New("store: not found")
+	ErrNotFound = object.ErrNotFound
 	// ErrCorrupt: stored bytes failed verification (content hash,
 	// checksum, or record format).
-	ErrCorrupt = errors.New("store: corrupt")
+	ErrCorrupt = object.ErrCorrupt
 	// ErrTooLarge: an object or metadata value exceeds Config.MaxObjectSize.
-	ErrTooLarge = errors.New("store: too large")
+	ErrTooLarge = object.ErrTooLarge
 	// ErrClosed: the store has been closed.
-	ErrClosed = errors.New("store: closed")
+	ErrClosed = object.ErrClosed
 	// ErrFull: the disk, or the store's Config.MaxDiskBytes quota, has no
 	// room for the write. The store stays usable; the write may succeed
 	// once space is freed (Sweep, Delete) or the disk has room again.
-	ErrFull = errors.New("store: full")
+	ErrFull = object.ErrFull
 	// ErrBusy: more than Config.MaxQueueBytes of writes are waiting for
 	// the disk; the write was refused without being queued.
-	ErrBusy = errors.New("store: write queue full")
+	ErrBusy = object.ErrBusy
 	// ErrInvalid: a malformed request (unknown kind, immutable data that
 	// does not hash to its key, ticks going backwards, bad arguments).
-	ErrInvalid = errors.New("store: invalid request")
+	ErrInvalid = object.ErrInvalid
 )
 
 // Forever is a lease expiry that no tick count reaches: the object stays
@@ -307,8 +308,8 @@ func unreadable(p any) error {
 // error matching both ErrNotFound and ErrCorrupt. Get does not consult the
 // lease: an expired object is served until Sweep removes it.
 func (s *Store) Get(kind Kind, key Key) ([]byte, error) {
-	e := Entry{kind, key}
-	if !kind.valid() {
+	e := Entry{Kind: kind, Key: key}
+	if !kind.Valid() {
 		return nil, fmt.Errorf("store: get %v: %w: kind", e, ErrInvalid)
 	}
 	var data []byte
@@ -342,8 +343,8 @@ func (s *Store) Get(kind Kind, key Key) ([]byte, error) {
 // Has reports whether an object is stored, without reading or verifying
 // its bytes (replica maintenance uses it on whole key summaries).
 func (s *Store) Has(kind Kind, key Key) (bool, error) {
-	if !kind.valid() {
-		return false, fmt.Errorf("store: has %v: %w: kind", Entry{kind, key}, ErrInvalid)
+	if !kind.Valid() {
+		return false, fmt.Errorf("store: has %v: %w: kind", Entry{Kind: kind, Key: key}, ErrInvalid)
 	}
 	var ok bool
 	err := s.view(func(tx *bolt.Tx) error {
@@ -351,7 +352,7 @@ func (s *Store) Has(kind Kind, key Key) (bool, error) {
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("store: has %v: %w", Entry{kind, key}, err)
+		return false, fmt.Errorf("store: has %v: %w", Entry{Kind: kind, Key: key}, err)
 	}
 	return ok, nil
 }
@@ -361,8 +362,8 @@ func (s *Store) Has(kind Kind, key Key) (bool, error) {
 // corrupted object: the entry is dropped and the error matches ErrNotFound
 // and ErrCorrupt.
 func (s *Store) Lease(kind Kind, key Key) (env.Time, error) {
-	e := Entry{kind, key}
-	if !kind.valid() {
+	e := Entry{Kind: kind, Key: key}
+	if !kind.Valid() {
 		return 0, fmt.Errorf("store: lease %v: %w: kind", e, ErrInvalid)
 	}
 	var exp env.Time

@@ -50,7 +50,7 @@ func TestPutGetSurvivesReopen(t *testing.T) {
 	for _, o := range objs {
 		mustGet(t, s, o.kind, o.key, o.data)
 		if ok, err := s.Has(o.kind, o.key); !ok || err != nil {
-			t.Fatalf("has %v: %v %v", Entry{o.kind, o.key}, ok, err)
+			t.Fatalf("has %v: %v %v", Entry{Kind: o.kind, Key: o.key}, ok, err)
 		}
 	}
 	if got := s.Stats(); got.Objects != st.Objects || got.Bytes != st.Bytes {
@@ -181,9 +181,9 @@ func TestSweepRemovesExpiredByTicks(t *testing.T) {
 	var objs []obj
 	for i := range 40 {
 		d := payload(uint64(i), 10+i)
-		e := Entry{KindImmutable, ImmutableKey(d)}
+		e := Entry{Kind: KindImmutable, Key: ImmutableKey(d)}
 		if i%2 == 1 {
-			e = Entry{KindMutable, ringKey(uint64(i), 0, 0)}
+			e = Entry{Kind: KindMutable, Key: ringKey(uint64(i), 0, 0)}
 		}
 		exp := env.Time(10 * (i % 8)) // 0, 10, ..., 70
 		if i == 39 {
@@ -346,7 +346,7 @@ func TestCorruptEntryDroppedOnRead(t *testing.T) {
 				s, _ := openTemp(t, DefaultConfig())
 				data := payload(1, 200)
 				good := payload(2, 50)
-				e := Entry{kind, ImmutableKey(data)}
+				e := Entry{Kind: kind, Key: ImmutableKey(data)}
 				mustPut(t, s, kind, e.Key, data, 100)
 				mustPut(t, s, KindImmutable, ImmutableKey(good), good, 100)
 				rawUpdate(t, s, func(tx *bolt.Tx) error { return d.fn(tx, e) })
@@ -389,7 +389,7 @@ func TestPutOverDamagedEntryRepairsIt(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/%v", d.name, kind), func(t *testing.T) {
 				s, _ := openTemp(t, DefaultConfig())
 				data := payload(1, 500)
-				e := Entry{kind, ImmutableKey(data)}
+				e := Entry{Kind: kind, Key: ImmutableKey(data)}
 				mustPut(t, s, kind, e.Key, data, 10)
 				rawUpdate(t, s, func(tx *bolt.Tx) error { return d.fn(tx, e) })
 				mustPut(t, s, kind, e.Key, data, 20)
@@ -408,9 +408,9 @@ func TestScrubFindsAndDropsDamage(t *testing.T) {
 	var all []Entry
 	for i := range 60 {
 		d := payload(uint64(i), 100+i)
-		e := Entry{KindImmutable, ImmutableKey(d)}
+		e := Entry{Kind: KindImmutable, Key: ImmutableKey(d)}
 		if i%3 == 0 {
-			e = Entry{KindMutable, ImmutableKey(append(d, 'm'))}
+			e = Entry{Kind: KindMutable, Key: ImmutableKey(append(d, 'm'))}
 		}
 		mustPut(t, s, e.Kind, e.Key, d, 100)
 		all = append(all, e)
@@ -513,15 +513,15 @@ func TestKeysInRingRange(t *testing.T) {
 		return id.FromUint64(r.Uint64(), r.Uint64())
 	}
 	ranges := []Range{
-		{id.ID{}, id.ID{}},
-		{id.FromUint64(1<<62, 0), id.FromUint64(1<<62, 0)},
-		{id.FromUint64(3<<62, 0), id.FromUint64(1<<62, 0)},
-		{id.FromUint64(1<<62, 0), id.FromUint64(3<<62, 0)},
-		{id.FromUint64(1, 0), id.ID{}},
-		{keys[0].Ring(), keys[0].Ring()},
+		{From: id.ID{}, To: id.ID{}},
+		{From: id.FromUint64(1<<62, 0), To: id.FromUint64(1<<62, 0)},
+		{From: id.FromUint64(3<<62, 0), To: id.FromUint64(1<<62, 0)},
+		{From: id.FromUint64(1<<62, 0), To: id.FromUint64(3<<62, 0)},
+		{From: id.FromUint64(1, 0), To: id.ID{}},
+		{From: keys[0].Ring(), To: keys[0].Ring()},
 	}
 	for range 40 {
-		ranges = append(ranges, Range{pick(), pick()})
+		ranges = append(ranges, Range{From: pick(), To: pick()})
 	}
 	for _, rg := range ranges {
 		var want []Key
@@ -561,7 +561,7 @@ func TestKeysInRingRange(t *testing.T) {
 			}
 		}
 	}
-	outside := Range{id.FromUint64(1, 0), id.FromUint64(2, 0)}
+	outside := Range{From: id.FromUint64(1, 0), To: id.FromUint64(2, 0)}
 	k := ringKey(5, 0, 0)
 	if _, _, err := s.Keys(KindMutable, outside, &k, 5); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("cursor outside range: %v", err)
@@ -591,9 +591,9 @@ func TestModelRandomOps(t *testing.T) {
 		switch op := r.IntN(10); {
 		case op < 4:
 			d := payload(r.Uint64()%40, r.IntN(3000))
-			e := Entry{KindImmutable, ImmutableKey(d)}
+			e := Entry{Kind: KindImmutable, Key: ImmutableKey(d)}
 			if op < 2 {
-				e = Entry{KindMutable, mkeys[r.IntN(len(mkeys))]}
+				e = Entry{Kind: KindMutable, Key: mkeys[r.IntN(len(mkeys))]}
 			}
 			exp := now + env.Time(r.IntN(200))
 			mustPut(t, s, e.Kind, e.Key, d, exp)
