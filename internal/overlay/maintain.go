@@ -153,8 +153,9 @@ func (o *Overlay) probeTimeout(x id.ID, nonce uint64) {
 	attempts := o.cfg.ProbeAttempts
 	if p.reason == ProbeHelp || p.reason == ProbeReintegrate || searchable {
 		// Someone else is waiting, nothing depends on it, or the helpers'
-		// probes add the redundancy a third attempt would.
-		attempts = 2
+		// probes add the redundancy a third attempt would. Never more
+		// than configured, though: that would slow the search down.
+		attempts = min(2, attempts)
 	}
 	if p.attempts < attempts {
 		o.sendProbe(p)
