@@ -228,7 +228,7 @@ func (o *Overlay) onProbeVia(m wire.ProbeVia) {
 	case x == o.self.ID.ID:
 		reply(true)
 		return
-	case o.recentlyDead(x):
+	case o.recentlyDead(m.Target):
 		reply(false)
 		return
 	}

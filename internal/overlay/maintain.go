@@ -362,9 +362,12 @@ func (o *Overlay) pruneDead() {
 	}
 }
 
-func (o *Overlay) recentlyDead(x id.ID) bool {
-	d, ok := o.dead[x]
-	return ok && d.confirmed && o.env.Clock.Now().Sub(d.at) <= o.cfg.HearsayMemory
+// recentlyDead reports whether h, at that address, was found dead
+// recently. A node that restarted at another address is news, not
+// hearsay: its new address was never probed.
+func (o *Overlay) recentlyDead(h NodeHandle) bool {
+	d, ok := o.dead[h.ID.ID]
+	return ok && d.confirmed && d.h.Addr == h.Addr && o.env.Clock.Now().Sub(d.at) <= o.cfg.HearsayMemory
 }
 
 func (o *Overlay) onProbe(m wire.Probe) {
@@ -452,7 +455,7 @@ func (o *Overlay) learn(hs []NodeHandle, fresh bool) {
 	var view *LeafSet
 	for _, h := range hs {
 		x := h.ID.ID
-		if x == self || h.ID.IsZero() || (!fresh && o.recentlyDead(x)) {
+		if x == self || h.ID.IsZero() || (!fresh && o.recentlyDead(h)) {
 			continue
 		}
 		if !o.leaf.WouldAccept(x) {
@@ -555,7 +558,7 @@ func (o *Overlay) onRowRequest(m wire.RowRequest) {
 func (o *Overlay) onRowReply(m wire.RowReply) {
 	for _, h := range m.Entries {
 		x := h.ID.ID
-		if x == o.self.ID.ID || h.ID.IsZero() || o.recentlyDead(x) {
+		if x == o.self.ID.ID || h.ID.IsZero() || o.recentlyDead(h) {
 			continue
 		}
 		cur, ok := o.table.Lookup(x)
