@@ -29,6 +29,8 @@ import (
 	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/overlay"
+	"github.com/epost-mail/epost/internal/past"
+	"github.com/epost-mail/epost/internal/store"
 	"github.com/epost-mail/epost/internal/transport"
 )
 
@@ -62,6 +64,17 @@ type Config struct {
 	// Log is the base logger; the node adds its id to every record. Nil
 	// uses slog.Default().
 	Log *slog.Logger
+	// Faults, when set, cuts the node's links to chosen peers: for tests
+	// and fault drills only (see transport.Faults).
+	Faults *transport.Faults
+	// DataDir, when set, is where the node keeps its store (DataDir/
+	// store.db) and runs PAST over it, with App above PAST. Empty runs the
+	// overlay alone.
+	DataDir string
+	// Store tunes the store; zero uses store.DefaultConfig.
+	Store store.Config
+	// Past tunes PAST; zero uses past.DefaultConfig.
+	Past past.Config
 }
 
 // DefaultConfig listens on every interface, TCP and QUIC, on port 4001,
@@ -84,6 +97,8 @@ type Node struct {
 	ov   *overlay.Overlay // owned by the loop
 	app  overlay.App
 	rec  *Recorder // app, when it is the default Recorder
+	st   *store.Store
+	past *past.Past // owned by the loop; nil without DataDir
 
 	mu      sync.Mutex
 	started bool
@@ -118,6 +133,7 @@ func New(cfg Config) (*Node, error) {
 		Log:     log,
 		Tuning:  cfg.Transport,
 		Options: cfg.Libp2p,
+		Faults:  cfg.Faults,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", cfg.Cert.NodeID.Short(), err)
@@ -130,8 +146,19 @@ func New(cfg Config) (*Node, error) {
 		Net:   tr,
 		Log:   log,
 	}
-	n.ov = overlay.New(cfg.Overlay, e, overlay.NodeHandle{ID: cfg.Cert.NodeID, Addr: string(tr.Addr())}, n.app)
+	app := n.app
+	if cfg.DataDir != "" {
+		if err := n.openPast(e); err != nil {
+			tr.Close()
+			return nil, fmt.Errorf("node %s: %w", cfg.Cert.NodeID.Short(), err)
+		}
+		app = n.past
+	}
+	n.ov = overlay.New(cfg.Overlay, e, overlay.NodeHandle{ID: cfg.Cert.NodeID, Addr: string(tr.Addr())}, app)
 	n.ov.Authenticate = tr.Authenticate
+	if n.past != nil {
+		n.past.Attach(n.ov)
+	}
 	return n, nil
 }
 
@@ -196,7 +223,13 @@ func (n *Node) Close() error {
 	n.closed = true
 	n.mu.Unlock()
 	n.loop.Stop()
-	if err := n.tr.Close(); err != nil {
+	err := n.tr.Close()
+	if n.st != nil {
+		// After the loop: nothing submits writes any more; Close waits
+		// for the queued ones.
+		err = errors.Join(err, n.st.Close())
+	}
+	if err != nil {
 		return fmt.Errorf("node %s: %w", n.cfg.Cert.NodeID.Short(), err)
 	}
 	return nil
@@ -234,6 +267,14 @@ func (n *Node) Overlay() *overlay.Overlay { return n.ov }
 // Recorder returns the default application, or nil when Config.App was
 // set. Read it only inside Do; set its hooks before Start.
 func (n *Node) Recorder() *Recorder { return n.rec }
+
+// Past returns the node's PAST instance, nil without a DataDir. Use it
+// only inside Do or Post: it belongs to the loop goroutine.
+func (n *Node) Past() *past.Past { return n.past }
+
+// Store returns the node's store, nil without a DataDir (its methods are
+// thread-safe).
+func (n *Node) Store() *store.Store { return n.st }
 
 // Transport returns the node's transport (its methods are thread-safe).
 func (n *Node) Transport() *transport.Transport { return n.tr }

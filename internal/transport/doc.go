@@ -49,6 +49,9 @@
 //   - A message counts as sent (Stats.MsgsSent) only once it was flushed to
 //     a stream whose hello the peer accepted.
 //   - Close stops every goroutine the transport started before returning.
+//   - Config.Faults (tests and fault drills only) discards traffic to and
+//     from the peers it blocks, in both directions; a blocked reliable send
+//     fails through Post like any other.
 //
 // Unlike the protocol cores, this package starts goroutines: a writer and
 // a stream watcher per destination while it has an open stream or queued

@@ -101,6 +101,12 @@ func (t *Transport) handleStream(s network.Stream) {
 			_ = s.Reset()
 			return
 		}
+		if t.cfg.Faults.drop(from) {
+			// Read and discarded, so the sender's stream keeps flowing
+			// as it would into a link that loses everything.
+			t.stats.blocked.Add(1)
+			continue
+		}
 		t.stats.msgsReceived.Add(1)
 		t.stats.bytesReceived.Add(uint64(len(msg)))
 		select {

@@ -143,6 +143,9 @@ type Config struct {
 	// Options are extra libp2p options appended after the transport's own
 	// (for example libp2p.NATPortMap(), libp2p.EnableHolePunching()).
 	Options []libp2p.Option
+	// Faults, when set, cuts links to chosen peers: for tests and fault
+	// drills only, never on a production node.
+	Faults *Faults
 }
 
 // Stats counts the transport's work. Hellos are not counted as messages.
@@ -157,13 +160,14 @@ type Stats struct {
 	Dropped       uint64 // messages not sent: queue full, bad address, dial or write failure, closed
 	Refused       uint64 // inbound streams refused: bad hello or certificate, key or address mismatch
 	Malformed     uint64 // inbound frames dropped: empty, oversized or truncated
+	Blocked       uint64 // messages to or from a peer Config.Faults blocks, discarded (not in Dropped)
 }
 
 // counters are the live Stats, updated from many goroutines.
 type counters struct {
 	msgsSent, bytesSent, msgsReceived, bytesReceived    atomic.Uint64
 	streamsOpened, dialFailures, writeFailures, dropped atomic.Uint64
-	refused, malformed                                  atomic.Uint64
+	refused, malformed, blocked                         atomic.Uint64
 }
 
 // authEntry is what a verified hello established about a peer.
@@ -482,6 +486,16 @@ func (t *Transport) enqueue(to env.Addr, msg []byte, failed func(error)) {
 		t.cfg.Post(func() { t.cfg.Deliver(self, msg) })
 		return
 	}
+	if t.cfg.Faults.drop(to) {
+		t.stats.blocked.Add(1)
+		if failed != nil {
+			// Through Post, as a real unreachable peer's failure arrives:
+			// never on the caller's stack.
+			err := fmt.Errorf("%w: to %s", ErrBlocked, to)
+			t.cfg.Post(func() { failed(err) })
+		}
+		return
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -536,6 +550,7 @@ func (t *Transport) Stats() Stats {
 		Dropped:       s.dropped.Load(),
 		Refused:       s.refused.Load(),
 		Malformed:     s.malformed.Load(),
+		Blocked:       s.blocked.Load(),
 	}
 }
 

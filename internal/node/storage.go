@@ -1,0 +1,77 @@
+package node
+
+import (
+	"os"
+	"path/filepath"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/past"
+	"github.com/epost-mail/epost/internal/store"
+)
+
+// loopStorage adapts a store.Store to past.Storage: the store completes
+// writes on its committer goroutine, and PAST must see completions on the
+// node's event loop, so each one is posted there. Reads and the periodic
+// SetTicks and Sweep run on the loop directly (a sweep's fsync, once a
+// minute, briefly holds the loop; nothing acknowledged waits on it).
+type loopStorage struct {
+	st   *store.Store
+	loop *Loop
+}
+
+var _ past.Storage = loopStorage{}
+
+func (s loopStorage) onLoop(done func(error)) func(error) {
+	return func(err error) {
+		// After Close the loop is gone and so is the request waiting for
+		// this completion; dropping it is right.
+		s.loop.Post(func() { done(err) })
+	}
+}
+
+func (s loopStorage) Get(kind store.Kind, key store.Key) ([]byte, error) { return s.st.Get(kind, key) }
+func (s loopStorage) Has(kind store.Kind, key store.Key) (bool, error)   { return s.st.Has(kind, key) }
+func (s loopStorage) Lease(kind store.Kind, key store.Key) (env.Time, error) {
+	return s.st.Lease(kind, key)
+}
+func (s loopStorage) Ticks() env.Time           { return s.st.Ticks() }
+func (s loopStorage) SetTicks(t env.Time) error { return s.st.SetTicks(t) }
+func (s loopStorage) PutAsync(kind store.Kind, key store.Key, data []byte, expiry env.Time, done func(error)) {
+	s.st.PutAsync(kind, key, data, expiry, s.onLoop(done))
+}
+func (s loopStorage) ExtendLeaseAsync(kind store.Kind, key store.Key, expiry env.Time, done func(error)) {
+	s.st.ExtendLeaseAsync(kind, key, expiry, s.onLoop(done))
+}
+func (s loopStorage) Keys(kind store.Kind, r store.Range, after *store.Key, limit int) ([]store.Key, bool, error) {
+	return s.st.Keys(kind, r, after, limit)
+}
+func (s loopStorage) Sweep(limit int) (store.SweepReport, error) { return s.st.Sweep(limit) }
+
+// openPast opens the store under DataDir and makes PAST over it, with the
+// node's application above.
+func (n *Node) openPast(e env.Env) error {
+	if err := os.MkdirAll(n.cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	scfg := n.cfg.Store
+	if scfg == (store.Config{}) {
+		scfg = store.DefaultConfig()
+	}
+	st, err := store.Open(filepath.Join(n.cfg.DataDir, "store.db"), scfg)
+	if err != nil {
+		return err
+	}
+	pcfg := n.cfg.Past
+	if pcfg.Replicas == 0 {
+		pcfg = past.DefaultConfig()
+	}
+	ident := past.Identity{Key: n.cfg.Key, Cert: n.cfg.Cert, Verifier: identity.NewVerifier(n.cfg.CA)}
+	p, err := past.New(pcfg, e, loopStorage{st: st, loop: n.loop}, ident, n.app)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	n.st, n.past = st, p
+	return nil
+}
