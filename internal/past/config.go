@@ -52,6 +52,9 @@ type Config struct {
 	MaxOfferEntries int
 	// MaxForks bounds the versions kept for one forked mutable object.
 	MaxForks int
+	// MaxSetMembers caps a set (a recipient's queue of pending
+	// notifications); adds beyond it are refused.
+	MaxSetMembers int
 }
 
 // DefaultConfig is what a node runs with: ePOST's k = 3.
@@ -71,6 +74,7 @@ func DefaultConfig() Config {
 		TickPeriod:      env.Minute,
 		MaxOfferEntries: 2000,
 		MaxForks:        4,
+		MaxSetMembers:   10000,
 	}
 }
 

@@ -78,7 +78,7 @@ func (p *Past) startInsert(kind store.Kind, key store.Key, data []byte, lease en
 	case lease <= 0 || lease > p.cfg.MaxLease:
 		fail(fmt.Errorf("%w: lease %v", ErrInput, lease))
 		return
-	case kind != store.KindImmutable && kind != store.KindMutable:
+	case !kind.Valid():
 		fail(fmt.Errorf("%w: kind %d", ErrInput, kind))
 		return
 	}
@@ -270,6 +270,21 @@ func (p *Past) onReplicaStore(s wire.PastStore, set []NodeHandle) {
 		})
 		return
 	}
+	if kind == store.KindSet {
+		rec, reason, err := p.verifySet(key, s.Data, true)
+		if err != nil {
+			refuse(reason, err)
+			return
+		}
+		p.mergeSet(key, rec, expiry, func(version uint64, reason int, err error) {
+			if err != nil {
+				refuse(reason, err)
+				return
+			}
+			receipt(version)(nil)
+		})
+		return
+	}
 	sl, reason, err := p.verifyObject(kind, key, s.Data, true)
 	if err != nil {
 		refuse(reason, err)
@@ -291,18 +306,17 @@ func (p *Past) onReplicaStore(s wire.PastStore, set []NodeHandle) {
 // renewLocal extends a held object's lease; done gets the version held.
 func (p *Past) renewLocal(kind store.Kind, key store.Key, expiry env.Time, done func(uint64, error)) {
 	var version uint64
-	if kind == store.KindMutable {
+	if kind != store.KindImmutable {
 		b, err := p.st.Get(kind, key)
 		if err != nil {
 			done(0, err)
 			return
 		}
-		sl, err := decodeSlot(b)
+		version, err = p.heldVersion(kind, b)
 		if err != nil {
 			done(0, err)
 			return
 		}
-		version = sl.version()
 	} else if ok, err := p.st.Has(kind, key); err != nil || !ok {
 		done(0, store.ErrNotFound)
 		return
@@ -363,4 +377,24 @@ func (p *Past) sendReceipt(s wire.PastStore, version uint64, set []NodeHandle) {
 		Req: s.Req, Kind: s.Kind, Key: s.Key, Version: version, Renew: s.Renew, Node: p.self,
 		Cert: p.ident.Cert.Bytes(), Sig: p.ident.Key.Sign(labelReceipt, body), Replicas: set,
 	})
+}
+
+// heldVersion is the version a holder reports for stored bytes: a mutable
+// object's version, a set's digest, 0 for an immutable object.
+func (p *Past) heldVersion(kind store.Kind, b []byte) (uint64, error) {
+	switch kind {
+	case store.KindMutable:
+		sl, err := decodeSlot(b)
+		if err != nil {
+			return 0, err
+		}
+		return sl.version(), nil
+	case store.KindSet:
+		r, err := decodeSetRecord(b)
+		if err != nil {
+			return 0, err
+		}
+		return r.digest(), nil
+	}
+	return 0, nil
 }

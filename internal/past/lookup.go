@@ -29,10 +29,12 @@ type lookupReq struct {
 	pending int // fetches awaiting an answer (mutable)
 	queue   []NodeHandle
 	timer   env.Timer
-	best    slot // mutable: the highest verified version seen
+	best    slot       // mutable: the highest verified version seen
+	set     *setRecord // set: the union seen
 	found   bool
 	doneImm func([]byte, error)
 	doneMut func(MutableResult, error)
+	doneSet func([][]byte, error)
 }
 
 // Lookup reads an immutable object. The bytes are verified against key
@@ -95,7 +97,7 @@ func (p *Past) arm(r *lookupReq, d env.Duration) {
 // next moves a lookup on: the next replica to ask, another routed
 // attempt, or the end.
 func (p *Past) next(r *lookupReq) {
-	if r.kind == store.KindMutable {
+	if r.kind != store.KindImmutable {
 		// Ask every replica not yet asked at once; finish when all
 		// answered or the timer fires.
 		for _, h := range r.queue {
@@ -158,6 +160,16 @@ func (p *Past) finishLookup(r *lookupReq, err error) {
 		}
 		return
 	}
+	if r.kind == store.KindSet {
+		// An empty or unknown set is a valid answer: nothing pending.
+		p.stats.LookupsOK++
+		var members [][]byte
+		if r.set != nil {
+			members = r.set.Members
+		}
+		r.doneSet(members, nil)
+		return
+	}
 	if !r.found {
 		p.stats.LookupsFailed++
 		r.doneMut(MutableResult{}, fmt.Errorf("%w: %s (asked %d replicas)", ErrNotFound, r.key.Short(), len(r.asked)))
@@ -175,7 +187,7 @@ func (p *Past) finishLookup(r *lookupReq, err error) {
 func (p *Past) answer(l wire.PastLookup, root bool) bool {
 	kind := store.Kind(l.Kind)
 	o := wire.PastObject{Req: l.Req, Kind: l.Kind, Key: l.Key, Node: p.self}
-	if kind == store.KindImmutable || kind == store.KindMutable {
+	if kind.Valid() {
 		if b, err := p.st.Get(kind, l.Key); err == nil {
 			o.Found, o.Data = true, b
 		}
@@ -202,7 +214,15 @@ func (p *Past) onObject(from NodeHandle, o wire.PastObject) {
 	if r.pending > 0 {
 		r.pending--
 	}
-	if o.Found {
+	if o.Found && r.kind == store.KindSet {
+		if rec, _, err := p.verifySet(r.key, o.Data, false); err != nil {
+			p.stats.BadObjects++
+			p.env.Log.Warn("past: bad set", "key", r.key.Short(), "from", from.ID.ID.Short(), "err", err)
+		} else {
+			r.set, _, _ = r.set.merge(rec, p.cfg.MaxSetMembers)
+			r.found = true
+		}
+	} else if o.Found {
 		sl, _, err := p.verifyObject(r.kind, r.key, o.Data, false)
 		if err != nil {
 			p.stats.BadObjects++
@@ -217,7 +237,7 @@ func (p *Past) onObject(from NodeHandle, o wire.PastObject) {
 			r.merge(sl, p.cfg.MaxForks)
 		}
 	}
-	if r.kind == store.KindMutable && r.pending > 0 {
+	if r.kind != store.KindImmutable && r.pending > 0 {
 		return
 	}
 	p.next(r)

@@ -10,10 +10,10 @@ import (
 // maintState is replica maintenance's memory. It is soft state: lost on
 // restart and rebuilt by the next rounds.
 type maintState struct {
-	since   map[id.ID]env.Time                 // when each leaf-set member arrived (this stay)
-	holders map[store.Entry]map[id.ID]struct{} // nodes known to hold an entry
-	deficit map[store.Entry]env.Time           // since when fewer than k holders were reachable
-	offers  map[uint64]sentOffer               // offers awaiting a Want
+	since   map[id.ID]env.Time               // when each leaf-set member arrived (this stay)
+	holders map[store.Entry]map[id.ID]uint64 // nodes known to hold an entry, at what version
+	deficit map[store.Entry]env.Time         // since when fewer than k holders were reachable
+	offers  map[uint64]sentOffer             // offers awaiting a Want
 	seq     uint64
 	round   uint64
 	timer   env.Timer
@@ -28,7 +28,7 @@ type sentOffer struct {
 func newMaintState() maintState {
 	return maintState{
 		since:   map[id.ID]env.Time{},
-		holders: map[store.Entry]map[id.ID]struct{}{},
+		holders: map[store.Entry]map[id.ID]uint64{},
 		deficit: map[store.Entry]env.Time{},
 		offers:  map[uint64]sentOffer{},
 	}
@@ -39,13 +39,13 @@ func (m *maintState) forget(e store.Entry) {
 	delete(m.deficit, e)
 }
 
-func (m *maintState) hold(e store.Entry, n id.ID) {
+func (m *maintState) hold(e store.Entry, n id.ID, version uint64) {
 	h := m.holders[e]
 	if h == nil {
-		h = map[id.ID]struct{}{}
+		h = map[id.ID]uint64{}
 		m.holders[e] = h
 	}
-	h[n] = struct{}{}
+	h[n] = version
 }
 
 // scheduleMaintain runs a round after d, unless one is due sooner.
@@ -82,7 +82,7 @@ func (p *Past) maintain() {
 	ticks := p.ticks()
 	batches := map[id.ID]*sentOffer{}
 	var order []id.ID // deterministic send order
-	for _, kind := range []store.Kind{store.KindImmutable, store.KindMutable} {
+	for _, kind := range []store.Kind{store.KindImmutable, store.KindMutable, store.KindSet} {
 		var after *store.Key
 		for {
 			keys, more, err := p.st.Keys(kind, store.Range{}, after, 1024)
@@ -97,23 +97,21 @@ func (p *Past) maintain() {
 					continue
 				}
 				var version uint64
-				if kind == store.KindMutable {
+				if kind != store.KindImmutable {
 					b, err := p.st.Get(kind, key)
 					if err != nil {
 						continue
 					}
-					sl, err := decodeSlot(b)
-					if err != nil {
+					if version, err = p.heldVersion(kind, b); err != nil {
 						continue
 					}
-					version = sl.version()
 				}
 				p.checkDeficit(e)
 				for _, h := range p.replicaSet(key, p.cfg.Replicas) {
 					if h.ID == p.self.ID {
 						continue
 					}
-					if _, known := p.m.holders[e][h.ID.ID]; known && !full {
+					if v, known := p.m.holders[e][h.ID.ID]; known && v == version && !full {
 						continue
 					}
 					b := batches[h.ID.ID]
@@ -193,21 +191,26 @@ func (p *Past) onOffer(from NodeHandle, o wire.PastOffer) {
 	var want []wire.PastOfferEntry
 	for _, x := range o.Entries {
 		kind, key := store.Kind(x.Kind), store.Key(x.Key)
-		if (kind != store.KindImmutable && kind != store.KindMutable) || x.Remaining <= 0 {
+		if !kind.Valid() || x.Remaining <= 0 {
 			continue
 		}
 		e := store.Entry{Kind: kind, Key: key}
-		p.m.hold(e, from.ID.ID)
+		p.m.hold(e, from.ID.ID, x.Version)
 		exp, err := p.st.Lease(kind, key)
 		if err != nil {
 			want = append(want, x)
 			continue
 		}
-		if kind == store.KindMutable {
-			if b, err := p.st.Get(kind, key); err != nil {
+		if kind != store.KindImmutable {
+			b, err := p.st.Get(kind, key)
+			if err != nil {
 				want = append(want, x)
 				continue
-			} else if sl, err := decodeSlot(b); err != nil || sl.version() < x.Version {
+			}
+			v, err := p.heldVersion(kind, b)
+			// A mutable object is wanted if newer; a set if different at
+			// all (the push is merged by union).
+			if err != nil || (kind == store.KindMutable && v < x.Version) || (kind == store.KindSet && v != x.Version) {
 				want = append(want, x)
 				continue
 			}
@@ -242,7 +245,7 @@ func (p *Past) onWant(from NodeHandle, w wire.PastWant) {
 	for _, x := range o.entries {
 		e := store.Entry{Kind: store.Kind(x.Kind), Key: x.Key}
 		if !wanted[e] {
-			p.m.hold(e, from.ID.ID)
+			p.m.hold(e, from.ID.ID, x.Version)
 			continue
 		}
 		if h := p.m.holders[e]; h != nil {
@@ -262,7 +265,7 @@ func (p *Past) onWant(from NodeHandle, w wire.PastWant) {
 		}
 		p.stats.Pushes++
 		p.stats.MaintenanceBytes += uint64(p.send(from, wire.TypePastPush, wire.PastPush{From: p.self, Kind: x.Kind, Key: x.Key, Data: data, Remaining: int64(exp - ticks)}))
-		p.m.hold(e, from.ID.ID)
+		p.m.hold(e, from.ID.ID, x.Version)
 	}
 }
 
@@ -273,16 +276,30 @@ func (p *Past) onPush(from NodeHandle, x wire.PastPush) {
 		p.stats.Refused[RefusedLease]++
 		return
 	}
-	sl, reason, err := p.verifyObject(kind, key, x.Data, false)
-	if err != nil {
+	bad := func(reason int, err error) {
 		p.stats.Refused[reason]++
 		p.stats.BadObjects++
 		p.env.Log.Warn("past: bad push", "key", key.Short(), "from", from.ID.ID.Short(), "err", err)
-		return
 	}
 	expiry := p.ticks().Add(env.Duration(x.Remaining))
-	e := store.Entry{Kind: kind, Key: key}
-	p.m.hold(e, from.ID.ID)
+	if kind == store.KindSet {
+		rec, reason, err := p.verifySet(key, x.Data, false)
+		if err != nil {
+			bad(reason, err)
+			return
+		}
+		p.mergeSet(key, rec, expiry, func(_ uint64, _ int, err error) {
+			if err == nil {
+				p.stats.Stored++
+			}
+		})
+		return
+	}
+	sl, reason, err := p.verifyObject(kind, key, x.Data, false)
+	if err != nil {
+		bad(reason, err)
+		return
+	}
 	if kind == store.KindImmutable {
 		p.st.PutAsync(kind, key, x.Data, expiry, func(err error) {
 			if err != nil {

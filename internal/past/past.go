@@ -95,6 +95,12 @@ type Past struct {
 	// Mutable writes to one key are applied one at a time.
 	busy map[store.Entry][]func()
 
+	sets     SetPolicy
+	watchers map[store.Key][]watcher
+	// OnSetMember, if set, hears members pushed for sets this node
+	// watches (after the policy checked them). It runs on the loop.
+	OnSetMember func(set store.Key, member []byte)
+
 	m maintState
 
 	stats Stats
@@ -103,7 +109,7 @@ type Past struct {
 // New makes a PAST instance over st. Call Attach with the overlay before
 // use.
 func New(cfg Config, e env.Env, st Storage, ident Identity, upper overlay.App) (*Past, error) {
-	if cfg.Replicas < 1 || cfg.MaxObjectSize < 1 || cfg.InsertAttempts < 1 || cfg.MaxForks < 1 || cfg.MaxOfferEntries < 1 {
+	if cfg.Replicas < 1 || cfg.MaxObjectSize < 1 || cfg.InsertAttempts < 1 || cfg.MaxForks < 1 || cfg.MaxOfferEntries < 1 || cfg.MaxSetMembers < 1 {
 		return nil, fmt.Errorf("%w: config %+v", ErrInput, cfg)
 	}
 	if ident.Cert == nil || ident.Verifier == nil || !ident.Cert.Matches(ident.Key) {
@@ -111,11 +117,12 @@ func New(cfg Config, e env.Env, st Storage, ident Identity, upper overlay.App) (
 	}
 	return &Past{
 		cfg: cfg, env: e, st: st, ident: ident, upper: upper,
-		inserts: map[uint64]*insertReq{},
-		lookups: map[uint64]*lookupReq{},
-		certs:   map[id.NodeID]identity.NodePublicKey{ident.Cert.NodeID: ident.Key.Public()},
-		busy:    map[store.Entry][]func(){},
-		m:       newMaintState(),
+		inserts:  map[uint64]*insertReq{},
+		lookups:  map[uint64]*lookupReq{},
+		certs:    map[id.NodeID]identity.NodePublicKey{ident.Cert.NodeID: ident.Key.Public()},
+		busy:     map[store.Entry][]func(){},
+		watchers: map[store.Key][]watcher{},
+		m:        newMaintState(),
 	}, nil
 }
 
@@ -188,6 +195,11 @@ func (p *Past) Deliver(m overlay.Message) {
 		var l wire.PastLookup
 		if p.decode(e, &l) {
 			p.answer(l, true)
+		}
+	case wire.TypePastWatch:
+		var w wire.PastWatch
+		if p.decode(e, &w) && w.Fanout {
+			p.onWatch(w)
 		}
 	default:
 		p.stats.Malformed++
@@ -272,6 +284,16 @@ func (p *Past) Direct(from NodeHandle, payload []byte) {
 		var x wire.PastPush
 		if p.decode(e, &x) {
 			p.onPush(from, x)
+		}
+	case wire.TypePastWatch:
+		var w wire.PastWatch
+		if p.decode(e, &w) && !w.Fanout {
+			p.onWatch(w)
+		}
+	case wire.TypePastNotify:
+		var n wire.PastNotify
+		if p.decode(e, &n) {
+			p.onNotify(from, n)
 		}
 	default:
 		p.stats.Malformed++

@@ -22,6 +22,11 @@ import (
 type Storage struct {
 	*Ring
 	PastCfg  past.Config
+	// Sets, if set, is every node's set policy (POST's, for mail).
+	Sets past.SetPolicy
+	// OnStart, if set, runs for every new incarnation's PAST instance, to
+	// attach the layer above.
+	OnStart func(h sim.HostID, p *past.Past)
 	CA       *identity.CA
 	Verifier *identity.Verifier
 	keys     []identity.NodeKey
@@ -85,6 +90,12 @@ func (s *Storage) makeApp(h sim.HostID, e env.Env, upper overlay.App) (overlay.A
 		panic(err) // the harness's own configuration: a programming error
 	}
 	s.pasts[h] = p
+	if s.Sets != nil {
+		p.SetPolicy(s.Sets)
+	}
+	if s.OnStart != nil {
+		s.OnStart(h, p)
+	}
 	return p, func(o *overlay.Overlay) { p.Attach(o) }
 }
 

@@ -3,6 +3,7 @@ package scenario
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -389,5 +390,123 @@ func TestStorageSmoke(t *testing.T) {
 	}
 	if res.Get("acknowledged").(int) == 0 || res.Get("lost_objects").(int) != 0 || res.Get("bad_receipts").(uint64) != 0 {
 		t.Fatalf("storage under churn: %v", res.vals)
+	}
+}
+
+// testSets admits members that start with "ok" and releases whose proof
+// names the member.
+type testSets struct{}
+
+func (testSets) CheckMember(_ store.Key, m []byte) error {
+	if !bytes.HasPrefix(m, []byte("ok")) {
+		return errors.New("not ok")
+	}
+	return nil
+}
+
+func (testSets) CheckRelease(_ store.Key, member store.Key, proof []byte) error {
+	if !bytes.Equal(proof, append([]byte("release:"), member[:]...)) {
+		return errors.New("bad proof")
+	}
+	return nil
+}
+
+func TestSetsMergeByUnionReleaseAndPushToWatchers(t *testing.T) {
+	cfg := testPastConfig()
+	cfg.MaxSetMembers = 50
+	s, hosts := newStorage(t, 7, 20, cfg)
+	s.Sets = testSets{}
+	for _, h := range hosts {
+		s.Past(h).SetPolicy(testSets{}) // the nodes already running
+	}
+	set := store.ImmutableKey([]byte("alice's pending set"))
+	watcherHost := hosts[13]
+	var pushed [][]byte
+	s.Past(watcherHost).OnSetMember = func(k store.Key, m []byte) {
+		if k == set {
+			pushed = append(pushed, m)
+		}
+	}
+	s.Past(watcherHost).Watch(set, 5*env.Minute)
+	if err := s.S.RunFor(5 * env.Second); err != nil {
+		t.Fatal(err)
+	}
+	add := func(h sim.HostID, m string) error {
+		var err error
+		done := false
+		s.Past(h).SetAdd(set, []byte(m), past.LeaseNotification, func(_ past.InsertResult, e error) { err, done = e, true })
+		await(t, s, "set add", time1m, func() bool { return done })
+		return err
+	}
+	// Many writers, at once and one by one.
+	for i := 0; i < 10; i++ {
+		if err := add(hosts[i], fmt.Sprintf("ok %d", i)); err != nil {
+			t.Fatalf("add %d: %v", i, err)
+		}
+	}
+	if err := add(hosts[2], "evil"); !errors.Is(err, past.ErrRefused) {
+		t.Fatalf("a member the policy refuses: %v, want ErrRefused", err)
+	}
+	members := func(h sim.HostID) map[string]bool {
+		var got [][]byte
+		var err error
+		done := false
+		s.Past(h).LookupSet(set, func(m [][]byte, e error) { got, err, done = m, e, true })
+		await(t, s, "set lookup", time1m, func() bool { return done })
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, m := range got {
+			out[string(m)] = true
+		}
+		return out
+	}
+	if got := members(hosts[19]); len(got) != 10 {
+		t.Fatalf("union of 10 adds: %d members", len(got))
+	}
+	if err := s.S.RunFor(5 * env.Second); err != nil {
+		t.Fatal(err)
+	}
+	if len(pushed) < 10 {
+		t.Fatalf("watcher heard %d of 10 new members", len(pushed))
+	}
+	// A release with a bad proof is refused; a good one removes the member
+	// everywhere, and maintenance does not bring it back.
+	victim := []byte("ok 3")
+	vk := past.MemberKey(victim)
+	rel := func(proof []byte) error {
+		var err error
+		done := false
+		s.Past(hosts[5]).SetRelease(set, vk, proof, past.LeaseNotification, func(_ past.InsertResult, e error) { err, done = e, true })
+		await(t, s, "set release", time1m, func() bool { return done })
+		return err
+	}
+	if err := rel([]byte("forged")); !errors.Is(err, past.ErrRefused) {
+		t.Fatalf("release with a forged proof: %v", err)
+	}
+	if err := rel(append([]byte("release:"), vk[:]...)); err != nil {
+		t.Fatal(err)
+	}
+	// A replica that missed everything is refilled by maintenance, by
+	// union, without the released member.
+	rep := s.ReplicaHosts(set, 3)[1]
+	s.Disk(rep).Wipe()
+	if err := s.S.RunFor(20 * env.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got := members(hosts[0])
+	if len(got) != 9 || got["ok 3"] {
+		t.Fatalf("after release and repair: %v", got)
+	}
+	if ok, _ := s.Disk(rep).Has(store.KindSet, set); !ok {
+		t.Fatal("wiped replica not refilled")
+	}
+	// The queue cap holds.
+	for i := 10; i < 60; i++ {
+		_ = add(hosts[i%20], fmt.Sprintf("ok %d", i))
+	}
+	if n := len(members(hosts[1])); n > 50 {
+		t.Fatalf("%d members, cap 50", n)
 	}
 }

@@ -11,6 +11,8 @@ const (
 	TypePastOffer   Type = 70 // replica maintenance: the keys a holder offers a replica
 	TypePastWant    Type = 71 // replica maintenance: the offered keys the replica lacks
 	TypePastPush    Type = 72 // replica maintenance: one object with its remaining lease
+	TypePastWatch   Type = 73 // asks a set's replicas to push new members to a node
+	TypePastNotify  Type = 74 // a new set member, pushed to a watcher
 )
 
 // PastStore asks the root of Key, and then each replica, to store an
@@ -120,4 +122,21 @@ type PastPush struct {
 	Key       [32]byte
 	Data      []byte
 	Remaining int64
+}
+
+// PastWatch asks the replicas of the set at Key to push new members to
+// Watcher for TTL ticks. Routed to the key's root, which sends it on.
+type PastWatch struct {
+	_       struct{} `cbor:",toarray"`
+	Key     [32]byte
+	Watcher NodeHandle
+	TTL     int64
+	Fanout  bool
+}
+
+// PastNotify pushes one new member of a watched set.
+type PastNotify struct {
+	_      struct{} `cbor:",toarray"`
+	Key    [32]byte
+	Member []byte
 }

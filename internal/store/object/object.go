@@ -56,6 +56,10 @@ const (
 	// version and signature, which the layer above checks; the store keeps
 	// a SHA-256 checksum beside the bytes and checks it on every read.
 	KindMutable Kind = 2
+	// KindSet objects are sets with many writers (a user's pending
+	// notifications): the layer above merges them by union and checks
+	// their members; the store treats them like mutable objects.
+	KindSet Kind = 3
 )
 
 // String names the kind.
@@ -65,12 +69,14 @@ func (k Kind) String() string {
 		return "immutable"
 	case KindMutable:
 		return "mutable"
+	case KindSet:
+		return "set"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
 // Valid reports whether k is a kind the store knows.
-func (k Kind) Valid() bool { return k == KindImmutable || k == KindMutable }
+func (k Kind) Valid() bool { return k == KindImmutable || k == KindMutable || k == KindSet }
 
 // Entry names one stored object: its kind and key.
 type Entry struct {
