@@ -2,6 +2,8 @@ package identity
 
 import (
 	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
@@ -298,4 +300,18 @@ func (u UserKeys) Equal(o UserKeys) bool {
 		return false
 	}
 	return subtle.ConstantTimeCompare(u.Signing.seed(), o.Signing.seed()) == 1 && u.Sealing.equal(o.Sealing)
+}
+
+// DeriveSecret derives a 32-byte secret named by label from the user's
+// keys: HKDF-SHA256 (RFC 5869) over the signing key's seed, salted with
+// the address, with label as the info. Secrets derived this way (such as
+// a folder log's key) need no backup of their own: the key backup, which
+// holds UserKeys, restores them. Distinct labels give independent
+// secrets, and none reveals the signing key. It panics on zero keys.
+func (u UserKeys) DeriveSecret(label string) [32]byte {
+	k, err := hkdf.Key(sha256.New, u.Signing.seed(), []byte(u.Address), label, 32)
+	if err != nil {
+		panic("identity: HKDF-SHA256 of 32 bytes: " + err.Error()) // only for lengths over 255*32
+	}
+	return [32]byte(k)
 }

@@ -140,6 +140,9 @@ func (p *Past) Attach(ov Overlay) {
 // Stats returns the counters.
 func (p *Past) Stats() Stats { return p.stats }
 
+// Env is the environment PAST runs in, for the layer above to share.
+func (p *Past) Env() env.Env { return p.env }
+
 // ticks is the store's uptime counter now.
 func (p *Past) ticks() env.Time { return p.tickBase + env.Time(p.env.Clock.Now()-p.clockBase) }
 

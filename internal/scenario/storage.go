@@ -21,12 +21,12 @@ import (
 // issued every node's certificate.
 type Storage struct {
 	*Ring
-	PastCfg  past.Config
+	PastCfg past.Config
 	// Sets, if set, is every node's set policy (POST's, for mail).
 	Sets past.SetPolicy
 	// OnStart, if set, runs for every new incarnation's PAST instance, to
 	// attach the layer above.
-	OnStart func(h sim.HostID, p *past.Past)
+	OnStart  func(h sim.HostID, p *past.Past)
 	CA       *identity.CA
 	Verifier *identity.Verifier
 	keys     []identity.NodeKey

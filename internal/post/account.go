@@ -1,0 +1,209 @@
+package post
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/epost-mail/epost/internal/past"
+	"github.com/epost-mail/epost/internal/store/object"
+	"github.com/epost-mail/epost/internal/wire"
+)
+
+func (a *Account) rootName() string { return "root" }
+
+func (a *Account) localRootName() string {
+	return "post/root/" + hex.EncodeToString(a.cert.UserID.ID[:])
+}
+
+// localRoot is the root record this node last wrote: version and sealed
+// bytes.
+type localRoot struct {
+	_       struct{} `cbor:",toarray"`
+	Version uint64
+	Sealed  []byte
+}
+
+// loadRoot reads the user's root record and every folder, or creates the
+// default mailbox for a new user.
+func (a *Account) loadRoot() {
+	x := a.x
+	var local localRoot
+	if b, err := x.local.GetMeta(a.localRootName()); err == nil {
+		if wire.Unmarshal(b, &local) != nil {
+			local = localRoot{}
+		}
+	}
+	x.past.LookupMutable(past.MutableKey(a.cert.UserID, a.rootName()), func(res past.MutableResult, err error) {
+		if local.Version > 0 && (err != nil || local.Version > res.Versions[0].Version) {
+			// The network lags behind what this node wrote: ours holds.
+			if r, err := a.openRoot(local.Sealed); err == nil {
+				a.root, a.rootVer = r, local.Version-1
+				a.writeRoot(func(error) {})
+				a.loadFolders()
+				return
+			}
+		}
+		if errors.Is(err, past.ErrNotFound) {
+			a.createRoot()
+			return
+		}
+		if err != nil {
+			a.retryLoad(err)
+			return
+		}
+		// A forked root (two nodes wrote it) merges by union of folders.
+		var root *rootRecord
+		for _, m := range res.Versions {
+			r, err := a.openRoot(m.Data)
+			if err != nil {
+				continue
+			}
+			if root == nil {
+				root = r
+				continue
+			}
+			root = mergeRoots(root, r)
+		}
+		if root == nil {
+			a.retryLoad(fmt.Errorf("post: %s: root record unreadable", a.keys.Address))
+			return
+		}
+		a.root, a.rootVer = root, res.Versions[0].Version
+		if res.Forked() {
+			x.stats.ForksMerged++
+			a.writeRoot(func(error) {})
+		}
+		a.loadFolders()
+	})
+}
+
+func (a *Account) retryLoad(err error) {
+	a.x.env.Log.Warn("post: loading mailbox failed; retrying", "user", a.keys.Address, "err", err)
+	a.x.env.Clock.AfterFunc(a.x.cfg.WatchPeriod/4, a.loadRoot)
+}
+
+func (a *Account) openRoot(sealed []byte) (*rootRecord, error) {
+	pt, err := OpenEntry(a.logKey, sealed)
+	if err != nil {
+		return nil, err
+	}
+	var r rootRecord
+	if err := wire.Unmarshal(pt, &r); err != nil {
+		return nil, fmt.Errorf("%w: root record: %w", ErrTampered, err)
+	}
+	return &r, nil
+}
+
+func mergeRoots(a, b *rootRecord) *rootRecord {
+	out := *a
+	have := map[[16]byte]bool{}
+	for _, f := range a.Folders {
+		have[f.ID] = true
+	}
+	for _, f := range b.Folders {
+		if !have[f.ID] {
+			out.Folders = append(out.Folders, f)
+		}
+	}
+	sort.Slice(out.Folders, func(i, j int) bool { return out.Folders[i].Name < out.Folders[j].Name })
+	return &out
+}
+
+func (a *Account) createRoot() {
+	r := &rootRecord{Writer: a.x.node.Cert.NodeID.ID}
+	for _, name := range DefaultFolders {
+		r.Folders = append(r.Folders, a.newFolderInfo(name))
+	}
+	a.root, a.rootVer = r, 0
+	a.writeRoot(func(err error) {
+		if err != nil {
+			// Most likely a root exists that we could not read: read again.
+			a.retryLoad(err)
+			return
+		}
+		a.loadFolders()
+	})
+}
+
+func (a *Account) newFolderInfo(name string) folderInfo {
+	var fid [16]byte
+	a.x.env.Rand.Read(fid[:])
+	return folderInfo{Name: name, ID: fid, UIDValidity: uidValidity(fid)}
+}
+
+// writeRoot stores the next version of the root record.
+func (a *Account) writeRoot(done func(error)) {
+	sort.Slice(a.root.Folders, func(i, j int) bool { return a.root.Folders[i].Name < a.root.Folders[j].Name })
+	a.rootVer++
+	sealed := SealEntry(randReader{a.x.env.Rand}, a.logKey, wire.MustMarshal(a.root))
+	m, err := past.SignMutable(a.keys, a.cert, a.rootName(), a.rootVer, sealed)
+	if err != nil {
+		done(err)
+		return
+	}
+	if err := a.x.local.SetMeta(a.localRootName(), wire.MustMarshal(localRoot{Version: a.rootVer, Sealed: sealed})); err != nil {
+		done(err)
+		return
+	}
+	a.x.past.InsertMutable(m, a.x.cfg.MailLease, func(_ past.InsertResult, err error) { done(err) })
+}
+
+// loadFolders rebuilds every folder from its log, then the account is
+// ready.
+func (a *Account) loadFolders() {
+	n := len(a.root.Folders)
+	if n == 0 {
+		a.becomeReady(nil)
+		return
+	}
+	var firstErr error
+	for _, info := range a.root.Folders {
+		f := a.folders[info.Name]
+		if f == nil {
+			f = a.newFolder(info)
+			a.folders[info.Name] = f
+		}
+		f.load(func(err error) {
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			n--
+			if n > 0 {
+				return
+			}
+			if firstErr != nil {
+				a.folders = map[string]*Folder{}
+				a.delivered = map[[16]byte]bool{}
+				a.retryLoad(firstErr)
+				return
+			}
+			a.becomeReady(nil)
+		})
+	}
+}
+
+// renew extends the leases of everything the account references:
+// bodies, log entries, heads, root and certificate. Unreferenced objects
+// (expunged mail, superseded entries) are left to expire.
+func (a *Account) renew() {
+	x := a.x
+	lease := x.cfg.MailLease
+	ok := func(past.InsertResult, error) {}
+	for _, name := range sortedNames(a.folders) {
+		f := a.folders[name]
+		for _, m := range f.Messages() {
+			for _, c := range m.Body.Chunks {
+				x.past.Renew(object.KindImmutable, c, lease, ok)
+			}
+		}
+		for _, k := range f.entries {
+			x.past.Renew(object.KindImmutable, k, lease, ok)
+		}
+		x.past.Renew(object.KindMutable, past.MutableKey(a.cert.UserID, f.headName()), lease, ok)
+	}
+	x.past.Renew(object.KindMutable, past.MutableKey(a.cert.UserID, a.rootName()), lease, ok)
+	x.past.Renew(object.KindMutable, CertKey(a.cert.UserID), lease, ok)
+	x.env.Clock.AfterFunc(x.cfg.RenewPeriod, a.renew)
+}

@@ -1,0 +1,218 @@
+package post
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/epost-mail/epost/internal/store/object"
+)
+
+// This file is the API the mail front-end (IMAP, SMTP) uses. Every method
+// runs on the node's event loop; reads answer from memory at once, writes
+// call done once the change is durable in the network.
+
+// Folders lists the account's folder names, sorted.
+func (a *Account) Folders() []string { return sortedNames(a.folders) }
+
+// Folder returns the folder called name.
+func (a *Account) Folder(name string) (*Folder, bool) {
+	f, ok := a.folders[name]
+	return f, ok
+}
+
+// CreateFolder adds an empty folder.
+func (a *Account) CreateFolder(name string, done func(error)) {
+	if !a.ready {
+		a.x.env.Clock.AfterFunc(0, func() { done(ErrNotReady) })
+		return
+	}
+	if _, ok := a.folders[name]; ok || name == "" {
+		a.x.env.Clock.AfterFunc(0, func() { done(fmt.Errorf("%w: %q", ErrFolderExists, name)) })
+		return
+	}
+	info := a.newFolderInfo(name)
+	a.root.Folders = append(a.root.Folders, info)
+	a.folders[name] = a.newFolder(info)
+	a.writeRoot(done)
+}
+
+// DeleteFolder removes a folder from the mailbox (INBOX cannot be
+// deleted). Its messages stay in the network until their leases run out.
+func (a *Account) DeleteFolder(name string, done func(error)) {
+	if _, ok := a.folders[name]; !ok || name == "INBOX" {
+		a.x.env.Clock.AfterFunc(0, func() { done(fmt.Errorf("%w: %q", ErrNoFolder, name)) })
+		return
+	}
+	delete(a.folders, name)
+	a.root.Folders = slices.DeleteFunc(a.root.Folders, func(f folderInfo) bool { return f.Name == name })
+	a.writeRoot(done)
+}
+
+// RenameFolder renames a folder; its log and UIDs are unchanged.
+func (a *Account) RenameFolder(from, to string, done func(error)) {
+	f, ok := a.folders[from]
+	if !ok || from == "INBOX" {
+		a.x.env.Clock.AfterFunc(0, func() { done(fmt.Errorf("%w: %q", ErrNoFolder, from)) })
+		return
+	}
+	if _, taken := a.folders[to]; taken || to == "" {
+		a.x.env.Clock.AfterFunc(0, func() { done(fmt.Errorf("%w: %q", ErrFolderExists, to)) })
+		return
+	}
+	delete(a.folders, from)
+	f.info.Name = to
+	a.folders[to] = f
+	for i := range a.root.Folders {
+		if a.root.Folders[i].Name == from {
+			a.root.Folders[i].Name = to
+		}
+	}
+	a.writeRoot(done)
+}
+
+// Append stores a message the client uploads (IMAP APPEND: drafts, sent
+// copies) and adds it to the folder; done gets its UID.
+func (f *Folder) Append(msg []byte, flags []string, date int64, done func(uint32, error)) {
+	x := f.a.x
+	key, err := NewContentKey(randReader{x.env.Rand})
+	if err != nil {
+		x.env.Clock.AfterFunc(0, func() { done(0, err) })
+		return
+	}
+	chunks, ref := SealBody(key, msg, x.cfg.ChunkSize)
+	var id [16]byte
+	x.env.Rand.Read(id[:])
+	n := len(chunks)
+	var firstErr error
+	for _, c := range chunks {
+		store(x.past, c, x.cfg.MailLease, func(err error) {
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if n--; n > 0 {
+				return
+			}
+			if firstErr != nil {
+				done(0, firstErr)
+				return
+			}
+			uid := f.reserved
+			f.reserved++
+			m := &Message{UID: uid, ID: id, Body: ref, Date: date, Flags: editFlags(nil, flags, true)}
+			f.enqueue(Op{Kind: OpAppend, UID: uid, Msg: m}, func(err error) {
+				if err != nil {
+					done(0, err)
+					return
+				}
+				done(m.UID, nil) // a reload may have moved it
+			})
+		})
+	}
+}
+
+// Fetch reads a message's bytes from the network, verified and decrypted.
+func (f *Folder) Fetch(uid uint32, done func([]byte, error)) {
+	m, ok := f.msgs[uid]
+	if !ok {
+		f.a.x.env.Clock.AfterFunc(0, func() { done(nil, fmt.Errorf("post: %s: no UID %d", f.info.Name, uid)) })
+		return
+	}
+	FetchBody(f.a.x, m.Body, done)
+}
+
+// FetchBody reads and opens a body.
+func FetchBody(x *Post, ref BodyRef, done func([]byte, error)) {
+	chunks := make([][]byte, len(ref.Chunks))
+	n := len(ref.Chunks)
+	if n == 0 {
+		b, err := OpenBody(ref, nil)
+		x.env.Clock.AfterFunc(0, func() { done(b, err) })
+		return
+	}
+	var firstErr error
+	for i, k := range ref.Chunks {
+		x.past.Lookup(object.Key(k), func(b []byte, err error) {
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			chunks[i] = b
+			if n--; n > 0 {
+				return
+			}
+			if firstErr != nil {
+				done(nil, firstErr)
+				return
+			}
+			done(OpenBody(ref, chunks))
+		})
+	}
+}
+
+// SetFlags adds or removes flags on messages.
+func (f *Folder) SetFlags(uids []uint32, flags []string, add bool, done func(error)) {
+	f.batch(uids, func(uid uint32) Op { return Op{Kind: OpFlags, UID: uid, Flags: flags, Add: add} }, done)
+}
+
+// Expunge removes messages from the folder.
+func (f *Folder) Expunge(uids []uint32, done func(error)) {
+	f.batch(uids, func(uid uint32) Op { return Op{Kind: OpExpunge, UID: uid} }, done)
+}
+
+// Copy adds the messages to dst with new UIDs (the bodies are shared, not
+// stored again); done gets the new UIDs in order.
+func (f *Folder) Copy(uids []uint32, dst *Folder, done func([]uint32, error)) {
+	var out []uint32
+	var ops []Op
+	for _, uid := range uids {
+		m, ok := f.msgs[uid]
+		if !ok {
+			continue
+		}
+		c := *m
+		c.UID = dst.reserved
+		dst.reserved++
+		out = append(out, c.UID)
+		ops = append(ops, Op{Kind: OpAppend, UID: c.UID, Msg: &c})
+	}
+	dst.enqueueAll(ops, func(err error) { done(out, err) })
+}
+
+// Move is Copy, then Expunge from this folder once the copy is durable.
+func (f *Folder) Move(uids []uint32, dst *Folder, done func([]uint32, error)) {
+	f.Copy(uids, dst, func(out []uint32, err error) {
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		f.Expunge(uids, func(err error) { done(out, err) })
+	})
+}
+
+func (f *Folder) batch(uids []uint32, mk func(uint32) Op, done func(error)) {
+	var ops []Op
+	for _, uid := range uids {
+		if _, ok := f.msgs[uid]; ok {
+			ops = append(ops, mk(uid))
+		}
+	}
+	f.enqueueAll(ops, done)
+}
+
+func (f *Folder) enqueueAll(ops []Op, done func(error)) {
+	if len(ops) == 0 {
+		f.a.x.env.Clock.AfterFunc(0, func() { done(nil) })
+		return
+	}
+	n := len(ops)
+	var firstErr error
+	for _, op := range ops {
+		f.enqueue(op, func(err error) {
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if n--; n == 0 {
+				done(firstErr)
+			}
+		})
+	}
+}

@@ -1,0 +1,143 @@
+package post
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/store/object"
+	"github.com/epost-mail/epost/internal/wire"
+)
+
+// Fuzz targets for everything that reads bytes from the network or from
+// storage. Each must never panic, and must accept only what the honest
+// side could have produced. Like identity's targets, the notification
+// target also runs each input as the inner plaintext behind a valid
+// node signature and valid encryption, so the decoding behind those
+// checks is fuzzed too.
+
+func FuzzOpenSealed(f *testing.F) {
+	c := testCommunity(f)
+	bk := c.m("bob").keys
+	n := c.mail(f, "alice", bob, carol)
+	s := c.seal(f, n, "bob", "alice")
+	f.Add(s.Encode())
+	f.Add(wire.MustMarshal(n))
+	f.Add(c.seal(f, c.mail(f, "carol", bob), "bob", "carol").Encode())
+	f.Add([]byte{})
+	f.Add([]byte{0x86, 0x01, 0x60, 0x40, 0x40, 0x40, 0x40})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		check := func(s *Sealed) {
+			got, err := s.Open(bk, c.v)
+			if err != nil {
+				return
+			}
+			if s.Recipient != bob || !slices.Contains(got.Recipients, bob) || got.check() != nil {
+				t.Fatalf("opened a notification not for bob: %+v", got)
+			}
+		}
+		if d, err := DecodeSealed(b); err == nil {
+			if !bytes.Equal(d.Encode(), b) {
+				t.Fatal("decoded a non-canonical encoding")
+			}
+			_ = d.VerifyNode(c.v)
+			check(d)
+		}
+		if len(b) <= maxNotification {
+			check(forge(t, env.NewRand(uint64(len(b)), 1), b, bk.Sealing.Recipient(), bob, c.m("alice")))
+		}
+	})
+}
+
+func FuzzDecodeRelease(f *testing.F) {
+	c := testCommunity(f)
+	bm := c.m("bob")
+	s := c.seal(f, c.mail(f, "alice", bob), "bob", "alice")
+	rel := SignRelease(bm.keys, s.Key())
+	f.Add(rel.Encode())
+	f.Add(SignRelease(c.m("carol").keys, s.Key()).Encode())
+	f.Add([]byte{0x84, 0x01, 0x60, 0x40, 0x40})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := DecodeRelease(b)
+		if err != nil {
+			return
+		}
+		if !bytes.Equal(r.Encode(), b) {
+			t.Fatal("decoded a non-canonical encoding")
+		}
+		if r.Verify(bm.cert) == nil && s.VerifyRelease(r, bm.cert.Bytes(), c.v) == nil && !bytes.Equal(b, rel.Encode()) {
+			// Ed25519 signatures are not malleable: only the one release
+			// there is can verify.
+			t.Fatalf("accepted a release bob never signed: %+v", r)
+		}
+	})
+}
+
+// FuzzOpenBody splits the input into chunks (the first byte says how
+// many) and opens them twice: against a genuine ref, where they must
+// fail unless they are the genuine chunks, and against a ref that names
+// them, with a size from the input, so that the AEAD sees them.
+func FuzzOpenBody(f *testing.F) {
+	key := ConvergentKey([]byte("fuzz"))
+	plain := bytes.Repeat([]byte("0123456789"), 10)
+	chunks, ref := SealBody(key, plain, 40)
+	f.Add(append([]byte{byte(len(chunks))}, slices.Concat(chunks...)...), int64(len(plain)))
+	f.Add([]byte{1}, int64(0))
+	f.Add([]byte{0, 1, 2}, int64(-1))
+	f.Fuzz(func(t *testing.T, b []byte, size int64) {
+		if len(b) == 0 {
+			_, _ = OpenBody(BodyRef{Size: size}, nil)
+			return
+		}
+		n, rest := int(b[0])%8, b[1:]
+		cs := make([][]byte, n)
+		for i := range cs {
+			k := len(rest) / (n - i)
+			cs[i], rest = rest[:k], rest[k:]
+		}
+		if got, err := OpenBody(ref, cs); err == nil && !bytes.Equal(got, plain) {
+			t.Fatal("genuine ref opened to something else")
+		}
+		named := BodyRef{Key: key, Size: size}
+		for _, c := range cs {
+			named.Chunks = append(named.Chunks, object.ImmutableKey(c))
+		}
+		if got, err := OpenBody(named, cs); err == nil && (int64(len(got)) != size || !bytes.Equal(got, plain)) {
+			// Only the chunks sealed under key open, and they hold plain.
+			t.Fatalf("opened %d bytes that were never sealed", len(got))
+		}
+	})
+}
+
+func FuzzOpenEntry(f *testing.F) {
+	k := DeriveLogKey(testCommunity(f).m("alice").keys)
+	entry := SealEntry(env.NewRand(1, 1), k, []byte("append INBOX 1"))
+	f.Add(entry)
+	f.Add(entry[:40])
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		got, err := OpenEntry(k, b)
+		if err == nil && !bytes.Equal(b, entry) {
+			t.Fatalf("opened an entry never sealed: %q", got)
+		}
+	})
+}
+
+// FuzzAgeSeal checks the deterministic age encoder against age's decoder
+// for any plaintext and randomness.
+func FuzzAgeSeal(f *testing.F) {
+	bk := testCommunity(f).m("bob").keys
+	f.Add([]byte("hello"), uint64(1))
+	f.Add([]byte{}, uint64(2))
+	f.Fuzz(func(t *testing.T, plain []byte, seed uint64) {
+		payload, err := ageSeal(env.NewRand(seed, 3), bk.Sealing.Recipient(), plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ageOpen(bk.Sealing.AgeIdentity(), payload)
+		if err != nil || !bytes.Equal(got, plain) {
+			t.Fatalf("age does not open our encoding: %v", err)
+		}
+	})
+}

@@ -1,0 +1,291 @@
+package post
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/past"
+	"github.com/epost-mail/epost/internal/store/object"
+	"github.com/epost-mail/epost/internal/wire"
+)
+
+// Errors the front-end sees.
+var (
+	ErrNoUser       = errors.New("post: user not served by this node")
+	ErrNoFolder     = errors.New("post: no such folder")
+	ErrFolderExists = errors.New("post: folder exists")
+	ErrNotReady     = errors.New("post: mailbox not loaded yet")
+	ErrUnknownRcpt  = errors.New("post: unknown recipient")
+)
+
+// Config tunes POST. Start from DefaultConfig.
+type Config struct {
+	// Lease lengths for what POST stores.
+	MailLease, NotifyLease env.Duration
+	// WatchPeriod is how often a user's node renews its watch on the
+	// user's pending set (ePOST announced presence every 60 s); the watch
+	// lasts three periods.
+	WatchPeriod env.Duration
+	// PollPeriod is how often the pending set is read in full, in case a
+	// push was lost.
+	PollPeriod env.Duration
+	// FlushDelay coalesces folder changes into one log entry.
+	FlushDelay env.Duration
+	// CheckpointEvery writes a snapshot of a folder every so many
+	// entries, so that opening it reads a bounded part of the log.
+	CheckpointEvery uint64
+	// ChunkSize splits message bodies.
+	ChunkSize int
+	// RenewPeriod is how often an account renews the leases of what it
+	// still references.
+	RenewPeriod env.Duration
+}
+
+// DefaultConfig is what a node runs with.
+func DefaultConfig() Config {
+	return Config{
+		MailLease:       past.LeaseMailbox,
+		NotifyLease:     past.LeaseNotification,
+		WatchPeriod:     60 * env.Second,
+		PollPeriod:      5 * env.Minute,
+		FlushDelay:      20 * env.Millisecond,
+		CheckpointEvery: 64,
+		ChunkSize:       ChunkSize,
+		RenewPeriod:     30 * past.Day,
+	}
+}
+
+// Local is the node's own small durable state (store metadata): where
+// the owner's node keeps its folder heads and root record, its authority
+// over what the network says. A missing name is an error matching
+// object.ErrNotFound.
+type Local interface {
+	GetMeta(name string) ([]byte, error)
+	SetMeta(name string, value []byte) error
+}
+
+// Node is what POST needs of its node: its signing identity.
+type Node struct {
+	Key      identity.NodeKey
+	Cert     *identity.NodeCert
+	Verifier *identity.Verifier
+}
+
+// Stats counts POST's work on this node.
+type Stats struct {
+	Sent, SendFailed          uint64
+	Delivered                 uint64 // messages appended to an INBOX
+	Duplicates                uint64 // notifications for messages already delivered, released again
+	Forged                    uint64 // notifications that failed verification
+	Released                  uint64
+	Entries, EntryFailures    uint64 // folder log entries written
+	ForksMerged               uint64
+	FolderLoads, LoadFailures uint64
+}
+
+// Post is one node's POST instance: it serves the users whose keys it
+// holds, over the node's PAST.
+type Post struct {
+	cfg   Config
+	env   env.Env
+	past  *past.Past
+	node  Node
+	local Local
+	users map[string]*Account
+	stats Stats
+
+	// OnDelivered, if set, hears of every message appended to an INBOX
+	// from a notification (experiments measure delivery with it).
+	OnDelivered func(user string, id [16]byte)
+}
+
+// New makes POST over p, installs its set policy and takes the pushed
+// members of watched sets.
+func New(cfg Config, e env.Env, p *past.Past, node Node, local Local) *Post {
+	x := &Post{cfg: cfg, env: e, past: p, node: node, local: local, users: map[string]*Account{}}
+	p.SetPolicy(Policy{Verifier: node.Verifier})
+	p.OnSetMember = x.onSetMember
+	return x
+}
+
+// Stats returns the counters.
+func (x *Post) Stats() Stats { return x.stats }
+
+// PendingKey is where notifications for user wait: a set at the replica
+// set of the user's id.
+func PendingKey(user id.UserID) object.Key {
+	var k object.Key
+	copy(k[:16], user.ID[:])
+	h := sha256.Sum256(append([]byte("epost/post-pending/v1\x00"), user.ID[:]...))
+	copy(k[16:], h[:16])
+	return k
+}
+
+// CertKey is where a user's certificate is published (a mutable object
+// the user signs).
+func CertKey(user id.UserID) object.Key { return past.MutableKey(user, "cert") }
+
+// Policy is the set policy for pending sets: a member must be a sealed
+// notification its sending node signed, for the set's user; a release
+// must be signed by that user.
+type Policy struct{ Verifier *identity.Verifier }
+
+// releaseProof is what a release carries: the signed release and the
+// recipient's certificate, so any holder can check it.
+type releaseProof struct {
+	_       struct{} `cbor:",toarray"`
+	Release []byte
+	Cert    []byte
+}
+
+// CheckMember implements past.SetPolicy.
+func (p Policy) CheckMember(set object.Key, member []byte) error {
+	s, err := DecodeSealed(member)
+	if err != nil {
+		return err
+	}
+	if err := s.VerifyNode(p.Verifier); err != nil {
+		return err
+	}
+	if PendingKey(id.ForUser(s.Recipient)) != set {
+		return fmt.Errorf("%w: notification for %s in another user's set", ErrNotForMe, s.Recipient)
+	}
+	return nil
+}
+
+// CheckRelease implements past.SetPolicy.
+func (p Policy) CheckRelease(set object.Key, member object.Key, proof []byte) error {
+	var rp releaseProof
+	if err := wire.Unmarshal(proof, &rp); err != nil {
+		return fmt.Errorf("%w: release proof: %w", ErrMalformed, err)
+	}
+	r, err := DecodeRelease(rp.Release)
+	if err != nil {
+		return err
+	}
+	cert, err := p.Verifier.VerifyUser(rp.Cert, r.Recipient)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrForged, err)
+	}
+	if PendingKey(cert.UserID) != set || r.Entry != member {
+		return fmt.Errorf("%w: release names another set or entry", ErrForged)
+	}
+	return r.Verify(cert)
+}
+
+// Account is one user served by this node.
+type Account struct {
+	x       *Post
+	keys    identity.UserKeys
+	cert    *identity.UserCert
+	logKey  LogKey
+	root    *rootRecord
+	rootVer uint64
+	folders map[string]*Folder // by name
+	ready   bool
+	// delivered holds the ids of every message appended to INBOX, from
+	// the log: a notification is applied exactly once.
+	delivered map[[16]byte]bool
+	inflight  map[object.Key]bool // pending members being delivered
+	onReady   []func(error)
+}
+
+// Address is the account's address.
+func (a *Account) Address() string { return a.keys.Address }
+
+// Ready reports whether the mailbox has been loaded.
+func (a *Account) Ready() bool { return a.ready }
+
+// AddUser starts serving a user whose keys this node holds: it publishes
+// the certificate, loads (or creates) the mailbox from the network, then
+// watches the pending set. ready runs once the mailbox is loaded.
+func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready func(error)) (*Account, error) {
+	if !cert.Matches(keys) {
+		return nil, fmt.Errorf("post: add user %s: certificate does not match keys", keys.Address)
+	}
+	if a := x.users[keys.Address]; a != nil {
+		return a, nil
+	}
+	a := &Account{x: x, keys: keys, cert: cert, logKey: DeriveLogKey(keys), folders: map[string]*Folder{},
+		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}}
+	if ready != nil {
+		a.onReady = append(a.onReady, ready)
+	}
+	x.users[keys.Address] = a
+	a.publishCert()
+	a.loadRoot()
+	return a, nil
+}
+
+// User returns the account for address, nil if not served here.
+func (x *Post) User(address string) *Account { return x.users[address] }
+
+func (a *Account) publishCert() {
+	m, err := past.SignMutable(a.keys, a.cert, "cert", 1, a.cert.Bytes())
+	if err != nil {
+		a.x.env.Log.Error("post: sign certificate", "user", a.keys.Address, "err", err)
+		return
+	}
+	a.x.past.InsertMutable(m, a.x.cfg.MailLease, func(_ past.InsertResult, err error) {
+		if err != nil {
+			a.x.env.Log.Warn("post: publish certificate", "user", a.keys.Address, "err", err)
+			a.x.env.Clock.AfterFunc(a.x.cfg.WatchPeriod, a.publishCert)
+		}
+	})
+}
+
+func (a *Account) becomeReady(err error) {
+	if err == nil {
+		a.ready = true
+		a.watch()
+		a.poll()
+		a.x.env.Clock.AfterFunc(a.x.cfg.RenewPeriod, a.renew)
+	}
+	cbs := a.onReady
+	a.onReady = nil
+	for _, f := range cbs {
+		f(err)
+	}
+}
+
+// watch keeps this node told of new notifications for the user.
+func (a *Account) watch() {
+	a.x.past.Watch(PendingKey(a.cert.UserID), 3*a.x.cfg.WatchPeriod)
+	a.x.env.Clock.AfterFunc(a.x.cfg.WatchPeriod, a.watch)
+}
+
+// poll reads the whole pending set: what arrived while offline, or a push
+// that was lost.
+func (a *Account) poll() {
+	a.x.past.LookupSet(PendingKey(a.cert.UserID), func(members [][]byte, err error) {
+		if err == nil {
+			for _, m := range members {
+				a.pending(m)
+			}
+		}
+	})
+	a.x.env.Clock.AfterFunc(a.x.cfg.PollPeriod, a.poll)
+}
+
+func (x *Post) onSetMember(set object.Key, member []byte) {
+	for _, a := range x.users {
+		if PendingKey(a.cert.UserID) == set {
+			a.pending(member)
+		}
+	}
+}
+
+// sortedNames returns map keys in order, for deterministic iteration.
+func sortedNames[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

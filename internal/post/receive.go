@@ -1,0 +1,74 @@
+package post
+
+import (
+	"fmt"
+
+	"github.com/epost-mail/epost/internal/past"
+	"github.com/epost-mail/epost/internal/store/object"
+	"github.com/epost-mail/epost/internal/wire"
+)
+
+// pending handles one member of the user's pending set: verify it, append
+// the message to INBOX exactly once, then release the member.
+func (a *Account) pending(member []byte) {
+	x := a.x
+	mk := past.MemberKey(member)
+	if !a.ready || a.inflight[mk] {
+		return
+	}
+	s, err := DecodeSealed(member)
+	if err != nil {
+		x.stats.Forged++
+		return
+	}
+	n, err := s.Open(a.keys, x.node.Verifier)
+	if err != nil {
+		x.stats.Forged++
+		x.env.Log.Warn("post: notification rejected", "user", a.keys.Address, "err", err)
+		return
+	}
+	a.inflight[mk] = true
+	if a.delivered[n.ID] {
+		x.stats.Duplicates++
+		a.release(mk)
+		return
+	}
+	inbox := a.folders["INBOX"]
+	if inbox == nil {
+		delete(a.inflight, mk)
+		return
+	}
+	uid := inbox.reserved
+	inbox.reserved++
+	m := &Message{UID: uid, ID: n.ID, Body: n.Body, Date: x.env.Clock.Wall()}
+	a.delivered[n.ID] = true // refuse a second copy while this one is in flight
+	inbox.enqueue(Op{Kind: OpAppend, UID: uid, Msg: m}, func(err error) {
+		if err != nil {
+			delete(a.delivered, n.ID)
+			delete(a.inflight, mk)
+			x.env.Log.Warn("post: delivery to INBOX failed; will retry", "user", a.keys.Address, "err", err)
+			return
+		}
+		x.stats.Delivered++
+		if x.OnDelivered != nil {
+			x.OnDelivered(a.keys.Address, n.ID)
+		}
+		a.release(mk)
+	})
+}
+
+// release removes a delivered notification from the pending set; only the
+// recipient can sign that.
+func (a *Account) release(mk object.Key) {
+	x := a.x
+	r := SignRelease(a.keys, mk)
+	proof := wire.MustMarshal(releaseProof{Release: r.Encode(), Cert: a.cert.Bytes()})
+	x.past.SetRelease(PendingKey(a.cert.UserID), mk, proof, x.cfg.NotifyLease, func(_ past.InsertResult, err error) {
+		delete(a.inflight, mk)
+		if err != nil {
+			x.env.Log.Info("post: release failed; the next poll retries", "user", a.keys.Address, "err", fmt.Sprint(err))
+			return
+		}
+		x.stats.Released++
+	})
+}

@@ -1,0 +1,236 @@
+package scenario
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/overlay"
+	"github.com/epost-mail/epost/internal/past"
+	"github.com/epost-mail/epost/internal/post"
+	"github.com/epost-mail/epost/internal/sim"
+	"github.com/epost-mail/epost/internal/store"
+)
+
+func testPostConfig() post.Config {
+	c := post.DefaultConfig()
+	c.PollPeriod = time1m
+	return c
+}
+
+// newMail builds n nodes and one user on each of the first u hosts, and
+// waits until every mailbox is loaded.
+func newMail(t *testing.T, seed uint64, n, u int) (*Mail, []sim.HostID) {
+	t.Helper()
+	sc := sim.DefaultConfig(seed)
+	sc.InvariantEvery = 0
+	m, err := NewMail(sc, overlay.SimConfig(), testPastConfig(), testPostConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := m.BuildStorage(n, 200*env.Millisecond, 2*env.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < u; i++ {
+		if _, err := m.AddUser(fmt.Sprintf("u%d@test.epost", i), hosts[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "mailboxes loaded", 5*env.Minute, func() bool {
+		for i := range m.Users {
+			if a := m.Account(i); a == nil || !a.Ready() {
+				return false
+			}
+		}
+		return true
+	})
+	return m, hosts
+}
+
+func awaitMail(t *testing.T, m *Mail, what string, limit env.Duration, cond func() bool) {
+	t.Helper()
+	await(t, m.Storage, what, limit, cond)
+}
+
+func send(t *testing.T, m *Mail, from int, to []int, body []byte) error {
+	t.Helper()
+	var addrs []string
+	for _, r := range to {
+		addrs = append(addrs, m.Users[r].Address)
+	}
+	var err error
+	done := false
+	m.Post(m.Users[from].Host).Send(m.Users[from].Address, addrs, body, func(e error) { err, done = e, true })
+	awaitMail(t, m, "send", 2*time1m, func() bool { return done })
+	return err
+}
+
+func inbox(m *Mail, u int) []*post.Message {
+	a := m.Account(u)
+	if a == nil {
+		return nil
+	}
+	f, ok := a.Folder("INBOX")
+	if !ok {
+		return nil
+	}
+	return f.Messages()
+}
+
+func fetch(t *testing.T, m *Mail, u int, folder string, uid uint32) ([]byte, error) {
+	t.Helper()
+	f, ok := m.Account(u).Folder(folder)
+	if !ok {
+		t.Fatalf("no folder %s", folder)
+	}
+	var b []byte
+	var err error
+	done := false
+	f.Fetch(uid, func(d []byte, e error) { b, err, done = d, e, true })
+	awaitMail(t, m, "fetch", 2*time1m, func() bool { return done })
+	return b, err
+}
+
+func TestMailIsDeliveredAfterTheSenderDies(t *testing.T) {
+	m, _ := newMail(t, 11, 20, 3)
+	body := []byte("Subject: hi\r\n\r\nthe sender dies after 250\r\n")
+	if err := send(t, m, 0, []int{1, 2}, body); err != nil {
+		t.Fatal(err)
+	}
+	m.Crash(m.Users[0].Host) // right after the acknowledgement
+	awaitMail(t, m, "delivered to both", 10*time1m, func() bool { return len(inbox(m, 1)) == 1 && len(inbox(m, 2)) == 1 })
+	b, err := fetch(t, m, 1, "INBOX", inbox(m, 1)[0].UID)
+	if err != nil || !bytes.Equal(b, body) {
+		t.Fatalf("fetch: %q, %v", b, err)
+	}
+}
+
+func TestOfflineRecipientGetsEveryMessageOnceWhenBack(t *testing.T) {
+	m, _ := newMail(t, 12, 20, 2)
+	m.Crash(m.Users[1].Host)
+	for i := 0; i < 5; i++ {
+		if err := send(t, m, 0, []int{1}, []byte(fmt.Sprintf("message %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A retry of the last message by the client is the same message.
+	if err := send(t, m, 0, []int{1}, []byte("message 4")); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.S.RunFor(3 * env.Hour); err != nil {
+		t.Fatal(err)
+	}
+	m.S.Restart(m.Users[1].Host)
+	awaitMail(t, m, "five messages", 20*time1m, func() bool { return len(inbox(m, 1)) >= 5 })
+	if err := m.S.RunFor(10 * time1m); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(inbox(m, 1)); n != 5 {
+		t.Fatalf("INBOX holds %d messages, want 5 exactly", n)
+	}
+}
+
+func TestMailboxIsRebuiltOnAFreshDisk(t *testing.T) {
+	m, hosts := newMail(t, 13, 20, 2)
+	for i := 0; i < 4; i++ {
+		if err := send(t, m, 1, []int{0}, []byte(fmt.Sprintf("m%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "four delivered", 10*time1m, func() bool { return len(inbox(m, 0)) == 4 })
+	a := m.Account(0)
+	in, _ := a.Folder("INBOX")
+	arch, _ := a.Folder("Archive")
+	uids := []uint32{in.Messages()[0].UID, in.Messages()[1].UID, in.Messages()[2].UID}
+	step := func(what string, f func(done func(error))) {
+		var err error
+		done := false
+		f(func(e error) { err, done = e, true })
+		awaitMail(t, m, what, 2*time1m, func() bool { return done })
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	step("flag", func(d func(error)) { in.SetFlags(uids[:2], []string{`\Seen`, `\Flagged`}, true, d) })
+	step("move", func(d func(error)) { in.Move(uids[2:3], arch, func(_ []uint32, err error) { d(err) }) })
+	step("expunge", func(d func(error)) { in.Expunge(uids[1:2], d) })
+	step("create", func(d func(error)) { a.CreateFolder("Projects", d) })
+	want := describeMailbox(a)
+
+	// The user's node is lost with its disk; the user's keys (recovered
+	// from the backup) are served by another node with an empty disk.
+	m.Crash(m.Users[0].Host)
+	fresh := hosts[10]
+	m.Users[0].Host = fresh
+	m.byHost[fresh] = append(m.byHost[fresh], 0)
+	if _, err := m.Post(fresh).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil); err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "mailbox loaded on the fresh node", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	if got := describeMailbox(m.Account(0)); got != want {
+		t.Fatalf("rebuilt mailbox differs:\n got %s\nwant %s", got, want)
+	}
+}
+
+// describeMailbox prints folders, UIDs, UIDVALIDITY and flags.
+func describeMailbox(a *post.Account) string {
+	var b bytes.Buffer
+	for _, name := range a.Folders() {
+		f, _ := a.Folder(name)
+		fmt.Fprintf(&b, "%s(%d):", name, f.UIDValidity())
+		for _, msg := range f.Messages() {
+			fmt.Fprintf(&b, " %d%v", msg.UID, msg.Flags)
+		}
+		b.WriteString("; ")
+	}
+	return b.String()
+}
+
+func TestStoringNodesLearnNoContent(t *testing.T) {
+	m, _ := newMail(t, 14, 20, 2)
+	marker := []byte("SECRET-MARKER-7f3a")
+	if err := send(t, m, 0, []int{1}, append([]byte("Subject: "), marker...)); err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "delivered", 10*time1m, func() bool { return len(inbox(m, 1)) == 1 })
+	for h, d := range m.disks {
+		for _, kind := range []store.Kind{store.KindImmutable, store.KindMutable, store.KindSet} {
+			keys, _, _ := d.Keys(kind, store.Range{}, nil, 1<<20)
+			for _, k := range keys {
+				b, err := d.Get(kind, k)
+				if err == nil && (bytes.Contains(b, marker) || bytes.Contains(b, []byte("Subject"))) {
+					t.Fatalf("host %d stores %v %s with plaintext in it", h, kind, k.Short())
+				}
+			}
+		}
+	}
+}
+
+func TestTamperingIsDetected(t *testing.T) {
+	m, _ := newMail(t, 15, 20, 3)
+	if err := send(t, m, 0, []int{1}, []byte("original")); err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "delivered", 10*time1m, func() bool { return len(inbox(m, 1)) == 1 })
+	msg := inbox(m, 1)[0]
+	// A body corrupted on every disk is never served as the message.
+	for _, d := range m.disks {
+		d.Corrupt(store.KindImmutable, msg.Body.Chunks[0])
+	}
+	if b, err := fetch(t, m, 1, "INBOX", msg.UID); err == nil {
+		t.Fatalf("corrupted body read back as %q", b)
+	}
+	// Something that is not a notification signed by a member node is
+	// refused by the replicas of the pending set.
+	var err error
+	done := false
+	pk := post.PendingKey(m.Users[2].Cert.UserID)
+	m.Past(m.Users[0].Host).SetAdd(pk, []byte("not a notification"), past.LeaseNotification, func(_ past.InsertResult, e error) { err, done = e, true })
+	awaitMail(t, m, "forged add", time1m, func() bool { return done })
+	if !errors.Is(err, past.ErrRefused) {
+		t.Fatalf("a forged notification: %v, want ErrRefused", err)
+	}
+}
