@@ -88,7 +88,7 @@ func DefaultConfig() Config {
 		RowExchangePeriod: 15 * env.Minute,
 		// Rare: heartbeats already carry leaf sets one way.
 		LeafExchangePeriod: 10 * env.Minute,
-		MaxReroutes:        4,
+		MaxReroutes:        8,
 		JoinTimeout:        10 * env.Second,
 		HoldTimeout:        10 * env.Second,
 		DeadMemory:         90 * env.Minute, // ePOST remembered the dead for 90 min

@@ -224,6 +224,7 @@ func (o *Overlay) releaseHeld() {
 		switch {
 		case now > h.until:
 			o.stats.DroppedRoutes++
+			o.env.Log.Debug("route dropped: held too long", "key", h.m.Key.Short(), "wait", h.wait.Short())
 		case o.settling(h.wait):
 			o.held = append(o.held, h)
 		default:
@@ -239,6 +240,7 @@ func (o *Overlay) expireHeld() {
 	for _, h := range o.held {
 		if now >= h.until {
 			o.stats.DroppedRoutes++
+			o.env.Log.Debug("route dropped: held too long", "key", h.m.Key.Short(), "wait", h.wait.Short())
 			continue
 		}
 		kept = append(kept, h)
