@@ -276,6 +276,12 @@ func (p *Past) onReplicaStore(s wire.PastStore, set []NodeHandle) {
 			refuse(reason, err)
 			return
 		}
+		if adm, ok := p.sets.(Admitter); ok && len(rec.Members) == 1 {
+			if err := adm.Admit(key, rec.Members[0]); err != nil {
+				refuse(RefusedRate, fmt.Errorf("%w: %w", ErrRefused, err))
+				return
+			}
+		}
 		p.mergeSet(key, rec, expiry, func(version uint64, reason int, err error) {
 			if err != nil {
 				refuse(reason, err)

@@ -51,6 +51,7 @@ const (
 	RefusedMissing          // renewal of an object not held
 	RefusedStore            // the local store failed
 	RefusedMalformed        // undecodable request
+	RefusedRate             // a set's admission limit (a notification flood)
 	refusedReasons
 )
 

@@ -24,6 +24,13 @@ type SetPolicy interface {
 	CheckRelease(set store.Key, member store.Key, proof []byte) error
 }
 
+// Admitter is an optional part of a SetPolicy: it is asked before a new
+// member is added by an insert (not when replicas merge what they already
+// hold), and may refuse, to stop floods.
+type Admitter interface {
+	Admit(set store.Key, member []byte) error
+}
+
 // ErrSetFull refuses a member beyond Config.MaxSetMembers: a queue cap.
 var ErrSetFull = errors.New("past: set full")
 

@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/past"
 	"github.com/epost-mail/epost/internal/store/object"
 )
 
@@ -215,4 +218,41 @@ func (f *Folder) enqueueAll(ops []Op, done func(error)) {
 			}
 		})
 	}
+}
+
+// PublishKeyBackup stores the user's sealed key backup (from
+// identity.SealBackup) in the network, signed by the user, so that losing
+// the node loses nothing: the address and the recovery code are enough to
+// get the keys back, and with them the whole mailbox.
+func (a *Account) PublishKeyBackup(backup []byte, done func(error)) {
+	m, err := past.SignMutable(a.keys, a.cert, "keybackup", 1, backup)
+	if err != nil {
+		a.x.env.Clock.AfterFunc(0, func() { done(err) })
+		return
+	}
+	a.x.past.InsertMutable(m, a.x.cfg.MailLease, func(_ past.InsertResult, err error) { done(err) })
+}
+
+// FetchKeyBackup reads a user's key backup from the network: the highest
+// version any replica holds whose signature and certificate (for that
+// address, from this community's CA) check out.
+func (x *Post) FetchKeyBackup(address string, done func([]byte, error)) {
+	addr, err := identity.CanonicalAddress(address)
+	if err != nil {
+		x.env.Clock.AfterFunc(0, func() { done(nil, err) })
+		return
+	}
+	x.past.LookupMutable(past.MutableKey(id.ForUser(addr), "keybackup"), func(res past.MutableResult, err error) {
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		for _, m := range res.Versions {
+			if m.Address == addr {
+				done(m.Data, nil)
+				return
+			}
+		}
+		done(nil, fmt.Errorf("%w: key backup of %s", ErrNoUser, addr))
+	})
 }

@@ -108,7 +108,7 @@ type Post struct {
 // members of watched sets.
 func New(cfg Config, e env.Env, p *past.Past, node Node, local Local) *Post {
 	x := &Post{cfg: cfg, env: e, past: p, node: node, local: local, users: map[string]*Account{}}
-	p.SetPolicy(Policy{Verifier: node.Verifier})
+	p.SetPolicy(NewPolicy(node.Verifier, e.Clock, DefaultLimits()))
 	p.OnSetMember = x.onSetMember
 	return x
 }
@@ -132,8 +132,77 @@ func CertKey(user id.UserID) object.Key { return past.MutableKey(user, "cert") }
 
 // Policy is the set policy for pending sets: a member must be a sealed
 // notification its sending node signed, for the set's user; a release
-// must be signed by that user.
-type Policy struct{ Verifier *identity.Verifier }
+// must be signed by that user; and a sending node may add only so many
+// notifications per minute, to one recipient and overall, at each replica.
+type Policy struct {
+	Verifier *identity.Verifier
+	clock    env.Clock
+	limits   Limits
+	buckets  map[bucketKey]*bucket
+}
+
+// Limits bound notification floods, per sending node, at each replica.
+type Limits struct {
+	PerRecipient, PerRecipientBurst float64 // notifications per minute, and burst, to one recipient
+	Overall, OverallBurst           float64 // to everyone this replica stores for
+}
+
+// DefaultLimits allow a busy mailing list, not a flood.
+func DefaultLimits() Limits {
+	return Limits{PerRecipient: 30, PerRecipientBurst: 100, Overall: 600, OverallBurst: 2000}
+}
+
+// NewPolicy makes the pending-set policy.
+func NewPolicy(v *identity.Verifier, clock env.Clock, l Limits) *Policy {
+	return &Policy{Verifier: v, clock: clock, limits: l, buckets: map[bucketKey]*bucket{}}
+}
+
+type bucketKey struct {
+	node id.NodeID
+	set  object.Key // zero: the node's overall bucket
+}
+
+type bucket struct {
+	tokens float64
+	at     env.Time
+}
+
+// take spends a token from the bucket, refilled at rate per minute up to
+// burst.
+func (p *Policy) take(k bucketKey, rate, burst float64) bool {
+	now := p.clock.Now()
+	b := p.buckets[k]
+	if b == nil {
+		if len(p.buckets) > 100000 {
+			p.buckets = map[bucketKey]*bucket{} // bound memory: forget old buckets
+		}
+		b = &bucket{tokens: burst, at: now}
+		p.buckets[k] = b
+	}
+	b.tokens = min(burst, b.tokens+rate*float64(now-b.at)/float64(env.Minute))
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// ErrFlood refuses a notification beyond a sending node's limits.
+var ErrFlood = errors.New("post: too many notifications from this node")
+
+// Admit implements past.Admitter.
+func (p *Policy) Admit(set object.Key, member []byte) error {
+	s, err := DecodeSealed(member)
+	if err != nil {
+		return err
+	}
+	if !p.take(bucketKey{node: s.Node, set: set}, p.limits.PerRecipient, p.limits.PerRecipientBurst) ||
+		!p.take(bucketKey{node: s.Node}, p.limits.Overall, p.limits.OverallBurst) {
+		return fmt.Errorf("%w %s", ErrFlood, s.Node.Short())
+	}
+	return nil
+}
 
 // releaseProof is what a release carries: the signed release and the
 // recipient's certificate, so any holder can check it.
@@ -144,7 +213,7 @@ type releaseProof struct {
 }
 
 // CheckMember implements past.SetPolicy.
-func (p Policy) CheckMember(set object.Key, member []byte) error {
+func (p *Policy) CheckMember(set object.Key, member []byte) error {
 	s, err := DecodeSealed(member)
 	if err != nil {
 		return err
@@ -159,7 +228,7 @@ func (p Policy) CheckMember(set object.Key, member []byte) error {
 }
 
 // CheckRelease implements past.SetPolicy.
-func (p Policy) CheckRelease(set object.Key, member object.Key, proof []byte) error {
+func (p *Policy) CheckRelease(set object.Key, member object.Key, proof []byte) error {
 	var rp releaseProof
 	if err := wire.Unmarshal(proof, &rp); err != nil {
 		return fmt.Errorf("%w: release proof: %w", ErrMalformed, err)

@@ -177,3 +177,8 @@ func dedup(s []string) []string {
 	}
 	return out
 }
+
+// FetchCert finds a member's certificate, as Send does.
+func (x *Post) FetchCert(addr string, done func(*identity.UserCert, error)) {
+	x.recipientCert(addr, done)
+}

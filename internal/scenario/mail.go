@@ -43,7 +43,6 @@ func NewMail(simCfg sim.Config, ovCfg overlay.Config, pcfg past.Config, mcfg pos
 		return nil, err
 	}
 	m := &Mail{Storage: s, PostCfg: mcfg, byHost: map[sim.HostID][]int{}}
-	s.Sets = post.Policy{Verifier: s.Verifier}
 	s.OnStart = m.start
 	return m, nil
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/overlay"
 	"github.com/epost-mail/epost/internal/past"
 	"github.com/epost-mail/epost/internal/post"
@@ -160,13 +161,38 @@ func TestMailboxIsRebuiltOnAFreshDisk(t *testing.T) {
 	step("create", func(d func(error)) { a.CreateFolder("Projects", d) })
 	want := describeMailbox(a)
 
-	// The user's node is lost with its disk; the user's keys (recovered
-	// from the backup) are served by another node with an empty disk.
+	// The key backup is in the network, sealed with the recovery code.
+	code, err := identity.NewRecoveryCode(randReader{m.S.Rand()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup, err := identity.SealBackup(m.Users[0].Keys, code, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step("publish key backup", func(d func(error)) { a.PublishKeyBackup(backup, d) })
+
+	// The user's node is lost with its disk. Another node with an empty
+	// disk fetches the backup and the certificate, opens the backup with
+	// the code, and serves the user.
 	m.Crash(m.Users[0].Host)
 	fresh := hosts[10]
+	x := m.Post(fresh)
+	var got []byte
+	step("fetch key backup", func(d func(error)) {
+		x.FetchKeyBackup(m.Users[0].Address, func(b []byte, err error) { got = b; d(err) })
+	})
+	keys, err := identity.OpenBackup(got, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cert *identity.UserCert
+	step("fetch certificate", func(d func(error)) {
+		x.FetchCert(m.Users[0].Address, func(c *identity.UserCert, err error) { cert = c; d(err) })
+	})
 	m.Users[0].Host = fresh
 	m.byHost[fresh] = append(m.byHost[fresh], 0)
-	if _, err := m.Post(fresh).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil); err != nil {
+	if _, err := x.AddUser(keys, cert, nil); err != nil {
 		t.Fatal(err)
 	}
 	awaitMail(t, m, "mailbox loaded on the fresh node", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
@@ -232,5 +258,28 @@ func TestTamperingIsDetected(t *testing.T) {
 	awaitMail(t, m, "forged add", time1m, func() bool { return done })
 	if !errors.Is(err, past.ErrRefused) {
 		t.Fatalf("a forged notification: %v, want ErrRefused", err)
+	}
+}
+
+func TestNotificationFloodsAreLimited(t *testing.T) {
+	m, _ := newMail(t, 16, 20, 3)
+	// One node sends far more than the per-recipient burst at once.
+	var refused, ok int
+	for i := 0; i < 160; i++ {
+		m.Post(m.Users[0].Host).Send(m.Users[0].Address, []string{m.Users[1].Address}, []byte(fmt.Sprintf("flood %d", i)), func(err error) {
+			if errors.Is(err, past.ErrRefused) {
+				refused++
+			} else if err == nil {
+				ok++
+			}
+		})
+	}
+	awaitMail(t, m, "flood answered", 10*time1m, func() bool { return refused+ok == 160 })
+	if refused == 0 || ok > 110 {
+		t.Fatalf("flood of 160: %d accepted, %d refused; want at most the burst accepted", ok, refused)
+	}
+	// Another sender still gets through to the same recipient.
+	if err := send(t, m, 2, []int{1}, []byte("legitimate")); err != nil {
+		t.Fatalf("another node's mail during the flood: %v", err)
 	}
 }
