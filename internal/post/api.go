@@ -256,3 +256,20 @@ func (x *Post) FetchKeyBackup(address string, done func([]byte, error)) {
 		done(nil, fmt.Errorf("%w: key backup of %s", ErrNoUser, addr))
 	})
 }
+
+// AppendStored adds a message whose body is already stored (a copy from
+// elsewhere, a gateway's delivery) to the folder; done gets its UID.
+func (f *Folder) AppendStored(ref BodyRef, flags []string, date int64, done func(uint32, error)) {
+	var id [16]byte
+	f.a.x.env.Rand.Read(id[:])
+	uid := f.reserved
+	f.reserved++
+	m := &Message{UID: uid, ID: id, Body: ref, Date: date, Flags: editFlags(nil, flags, true)}
+	f.enqueue(Op{Kind: OpAppend, UID: uid, Msg: m}, func(err error) {
+		if err != nil {
+			done(0, err)
+			return
+		}
+		done(m.UID, nil)
+	})
+}

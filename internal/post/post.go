@@ -116,6 +116,9 @@ func New(cfg Config, e env.Env, p *past.Past, node Node, local Local) *Post {
 // Stats returns the counters.
 func (x *Post) Stats() Stats { return x.stats }
 
+// Env is the environment POST runs in.
+func (x *Post) Env() env.Env { return x.env }
+
 // PendingKey is where notifications for user wait: a set at the replica
 // set of the user's id.
 func PendingKey(user id.UserID) object.Key {
