@@ -153,6 +153,16 @@ func (a *Account) writeRoot(done func(error)) {
 // loadFolders rebuilds every folder from its log, then the account is
 // ready.
 func (a *Account) loadFolders() {
+	if me := a.x.node.Cert.NodeID.ID; a.root.Writer != me {
+		// This node takes the mailbox over (a restored or moved user): the
+		// root record names the one node that writes.
+		a.root.Writer = me
+		a.writeRoot(func(err error) {
+			if err != nil {
+				a.x.env.Log.Warn("post: taking over the mailbox", "user", a.keys.Address, "err", err)
+			}
+		})
+	}
 	n := len(a.root.Folders)
 	if n == 0 {
 		a.becomeReady(nil)

@@ -82,6 +82,7 @@ type Stats struct {
 	Delivered                 uint64 // messages appended to an INBOX
 	Duplicates                uint64 // notifications for messages already delivered, released again
 	Forged                    uint64 // notifications that failed verification
+	SenderMismatch            uint64 // messages whose From is not their signed sender (flagged)
 	Released                  uint64
 	Entries, EntryFailures    uint64 // folder log entries written
 	ForksMerged               uint64

@@ -2,6 +2,7 @@ package post
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/epost-mail/epost/internal/past"
 	"github.com/epost-mail/epost/internal/store/object"
@@ -38,9 +39,37 @@ func (a *Account) pending(member []byte) {
 		delete(a.inflight, mk)
 		return
 	}
+	// Read the body first: a message is taken in only once it can be read,
+	// and its From is checked against the signed sender.
+	FetchBody(x, n.Body, func(body []byte, err error) {
+		if err != nil {
+			delete(a.inflight, mk)
+			x.env.Log.Info("post: body not readable yet; the next poll retries", "user", a.keys.Address, "err", err)
+			return
+		}
+		a.deliver(mk, n, inbox, body)
+	})
+}
+
+// FlagSenderMismatch marks a message whose From header names someone
+// other than the member who signed it (RFC 9051's $Phishing keyword).
+const FlagSenderMismatch = "$Phishing"
+
+func (a *Account) deliver(mk object.Key, n *Notification, inbox *Folder, body []byte) {
+	x := a.x
+	if a.delivered[n.ID] {
+		x.stats.Duplicates++
+		a.release(mk)
+		return
+	}
+	var flags []string
+	if from := headerFrom(body); !n.Gateway && !strings.EqualFold(from, n.Sender) {
+		x.stats.SenderMismatch++
+		flags = []string{FlagSenderMismatch}
+	}
 	uid := inbox.reserved
 	inbox.reserved++
-	m := &Message{UID: uid, ID: n.ID, Body: n.Body, Date: x.env.Clock.Wall()}
+	m := &Message{UID: uid, ID: n.ID, Body: n.Body, Date: x.env.Clock.Wall(), Flags: flags}
 	a.delivered[n.ID] = true // refuse a second copy while this one is in flight
 	inbox.enqueue(Op{Kind: OpAppend, UID: uid, Msg: m}, func(err error) {
 		if err != nil {
@@ -71,4 +100,31 @@ func (a *Account) release(mk object.Key) {
 		}
 		x.stats.Released++
 	})
+}
+
+// headerFrom returns the address in a message's From header ("" if
+// none): the part in angle brackets, or the whole value.
+func headerFrom(msg []byte) string {
+	head := string(msg)
+	if i := strings.Index(head, "\r\n\r\n"); i >= 0 {
+		head = head[:i]
+	} else if i := strings.Index(head, "\n\n"); i >= 0 {
+		head = head[:i]
+	}
+	lines := strings.Split(strings.ReplaceAll(head, "\r\n", "\n"), "\n")
+	for i := 0; i < len(lines); i++ {
+		name, value, ok := strings.Cut(lines[i], ":")
+		if !ok || !strings.EqualFold(strings.TrimSpace(name), "From") {
+			continue
+		}
+		for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], " ") || strings.HasPrefix(lines[i+1], "\t")) {
+			i++
+			value += lines[i]
+		}
+		if l, r := strings.LastIndex(value, "<"), strings.LastIndex(value, ">"); l >= 0 && r > l {
+			value = value[l+1 : r]
+		}
+		return strings.TrimSpace(value)
+	}
+	return ""
 }

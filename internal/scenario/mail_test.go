@@ -283,3 +283,32 @@ func TestNotificationFloodsAreLimited(t *testing.T) {
 		t.Fatalf("another node's mail during the flood: %v", err)
 	}
 }
+
+func TestMailFromSomeoneElseIsFlagged(t *testing.T) {
+	m, _ := newMail(t, 17, 20, 2)
+	honest := fmt.Sprintf("From: U Zero <%s>\r\nSubject: hi\r\n\r\nhello\r\n", m.Users[0].Address)
+	forged := "From: The Bank <ceo@bank.example>\r\nSubject: urgent\r\n\r\npay now\r\n"
+	for _, b := range []string{honest, forged} {
+		if err := send(t, m, 0, []int{1}, []byte(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "both delivered", 10*time1m, func() bool { return len(inbox(m, 1)) == 2 })
+	flagged := 0
+	for _, msg := range inbox(m, 1) {
+		b, err := fetch(t, m, 1, "INBOX", msg.UID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		has := len(msg.Flags) == 1 && msg.Flags[0] == post.FlagSenderMismatch
+		if has != (string(b) == forged) {
+			t.Errorf("message %q has flags %v", b[:20], msg.Flags)
+		}
+		if has {
+			flagged++
+		}
+	}
+	if flagged != 1 {
+		t.Fatalf("%d flagged, want the forged one", flagged)
+	}
+}

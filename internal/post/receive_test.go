@@ -1,0 +1,19 @@
+package post
+
+import "testing"
+
+func TestHeaderFrom(t *testing.T) {
+	for in, want := range map[string]string{
+		"From: a@b.c\r\n\r\nbody":                      "a@b.c",
+		"Subject: x\r\nFROM: \"A, B\" <a@b.c>\r\n\r\n": "a@b.c",
+		"From: Long Name\r\n <a@b.c>\r\nTo: x\r\n\r\n": "a@b.c",
+		"To: x@y.z\n\nFrom: not@header.x":              "",
+		"no header at all":                             "",
+		"From: <>\r\n\r\n":                             "",
+		"X-From: a@b.c\r\nFrom: real@b.c\r\n\r\n":      "real@b.c",
+	} {
+		if got := headerFrom([]byte(in)); got != want {
+			t.Errorf("headerFrom(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
