@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/epost-mail/epost/internal/identity"
 )
@@ -45,6 +46,7 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "usage: epost user new [--dir DIR] [--scrypt-work-factor N] ADDRESS")
 		fmt.Fprintln(w, "       epost user recover [--dir DIR] --backup FILE --code CODE")
+		fmt.Fprintln(w, "       epost user recover [--dir DIR] --node NAME --bootstrap ADDR --code CODE ADDRESS")
 	}
 	if len(args) == 0 {
 		usage(stderr)
@@ -221,19 +223,37 @@ func userNew(args []string, stdout, stderr io.Writer) error {
 }
 
 func userRecover(args []string, stdout, stderr io.Writer) error {
-	flags := newFlagSet("user recover", "[--dir DIR] --backup FILE --code CODE", stderr)
+	flags := newFlagSet("user recover", "[--dir DIR] --code CODE (--backup FILE | --node NAME --bootstrap ADDR ADDRESS)", stderr)
 	dir := flags.String("dir", defaultDataDir, "data directory to restore the keys into")
 	backupFile := flags.String("backup", "", "sealed key backup (keybackup.age)")
 	code := flags.String("code", "", "recovery code printed by `epost user new`")
+	nodeName := flags.String("node", "", "fetch the backup from the network as this node (its certificate is in DIR)")
+	bootstrap := flags.String("bootstrap", "", "address of a community node to join through (with --node)")
+	listen := flags.String("listen", "/ip4/0.0.0.0/tcp/0", "where the temporary node listens (with --node)")
+	timeout := flags.Duration("timeout", 2*time.Minute, "how long to try the network (with --node)")
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
 	}
-	if len(pos) != 0 || *backupFile == "" || *code == "" {
+	network := *nodeName != "" || *bootstrap != ""
+	switch {
+	case *code == "":
 		flags.Usage()
-		return fmt.Errorf("%w: user recover: --backup FILE and --code CODE are required, and nothing else", errUsage)
+		return fmt.Errorf("%w: user recover: --code CODE is required", errUsage)
+	case network && (*nodeName == "" || *bootstrap == "" || *backupFile != "" || len(pos) != 1):
+		flags.Usage()
+		return fmt.Errorf("%w: user recover from the network needs --node NAME, --bootstrap ADDR and the ADDRESS, and no --backup", errUsage)
+	case !network && (*backupFile == "" || len(pos) != 0):
+		flags.Usage()
+		return fmt.Errorf("%w: user recover: --backup FILE (or --node and --bootstrap) is required", errUsage)
 	}
-	data, err := os.ReadFile(*backupFile)
+	var data []byte
+	if network {
+		fmt.Fprintf(stdout, "Fetching the key backup of %s from the network...\n", pos[0])
+		data, err = fetchBackup(*dir, *nodeName, *bootstrap, *listen, pos[0], *timeout)
+	} else {
+		data, err = os.ReadFile(*backupFile)
+	}
 	if err != nil {
 		return fmt.Errorf("user recover: %w", err)
 	}

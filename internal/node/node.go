@@ -30,6 +30,7 @@ import (
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/overlay"
 	"github.com/epost-mail/epost/internal/past"
+	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/store"
 	"github.com/epost-mail/epost/internal/transport"
 )
@@ -75,6 +76,9 @@ type Config struct {
 	Store store.Config
 	// Past tunes PAST; zero uses past.DefaultConfig.
 	Past past.Config
+	// Post tunes POST, which runs over PAST with a DataDir; zero uses
+	// post.DefaultConfig.
+	Post post.Config
 }
 
 // DefaultConfig listens on every interface, TCP and QUIC, on port 4001,
@@ -99,6 +103,7 @@ type Node struct {
 	rec  *Recorder // app, when it is the default Recorder
 	st   *store.Store
 	past *past.Past // owned by the loop; nil without DataDir
+	post *post.Post // owned by the loop; nil without DataDir
 
 	mu      sync.Mutex
 	started bool
@@ -158,6 +163,11 @@ func New(cfg Config) (*Node, error) {
 	n.ov.Authenticate = tr.Authenticate
 	if n.past != nil {
 		n.past.Attach(n.ov)
+		pcfg := cfg.Post
+		if pcfg.ChunkSize == 0 {
+			pcfg = post.DefaultConfig()
+		}
+		n.post = post.New(pcfg, e, n.past, post.Node{Key: cfg.Key, Cert: cfg.Cert, Verifier: identity.NewVerifier(cfg.CA)}, n.st)
 	}
 	return n, nil
 }
@@ -271,6 +281,10 @@ func (n *Node) Recorder() *Recorder { return n.rec }
 // Past returns the node's PAST instance, nil without a DataDir. Use it
 // only inside Do or Post: it belongs to the loop goroutine.
 func (n *Node) Past() *past.Past { return n.past }
+
+// Mail returns the node's POST instance, nil without a DataDir. Use it
+// only inside Do or Post: it belongs to the loop goroutine.
+func (n *Node) Mail() *post.Post { return n.post }
 
 // Store returns the node's store, nil without a DataDir (its methods are
 // thread-safe).

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/node"
+)
+
+// fetchBackup joins the community as the node called name in dir, on a
+// scratch disk, and reads the user's sealed key backup from the network.
+// The backup is signed by the user and checked against the community CA
+// before it is returned.
+func fetchBackup(dir, name, bootstrap, listen, address string, timeout time.Duration) ([]byte, error) {
+	caPub, err := identity.ReadCAPublic(dir)
+	if err != nil {
+		return nil, err
+	}
+	key, cert, err := identity.ReadNode(dir, name, identity.NewVerifier(caPub))
+	if err != nil {
+		return nil, err
+	}
+	scratch, err := os.MkdirTemp("", "epost-recover-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(scratch)
+	cfg := node.DefaultConfig()
+	cfg.ListenAddrs = []string{listen}
+	cfg.Key, cfg.Cert, cfg.CA = key, cert, caPub
+	cfg.Bootstrap = []env.Addr{env.Addr(bootstrap)}
+	cfg.DataDir = scratch
+	cfg.Log = env.Discard
+	n, err := node.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer n.Close()
+	if err := n.Start(); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(timeout)
+	for !n.Active() {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("could not join the community through %s within %v", bootstrap, timeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Right after joining, the leaf set may still be filling: retry.
+	var last error
+	for time.Now().Before(deadline) {
+		ch := make(chan struct {
+			b   []byte
+			err error
+		}, 1)
+		if err := n.Do(func() {
+			n.Mail().FetchKeyBackup(address, func(b []byte, err error) {
+				ch <- struct {
+					b   []byte
+					err error
+				}{b, err}
+			})
+		}); err != nil {
+			return nil, err
+		}
+		r := <-ch
+		if r.err == nil {
+			return r.b, nil
+		}
+		last = r.err
+		time.Sleep(time.Second)
+	}
+	return nil, errors.Join(fmt.Errorf("no key backup of %s found within %v", address, timeout), last)
+}
