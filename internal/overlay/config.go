@@ -29,6 +29,12 @@ type Config struct {
 	// RowExchangePeriod is how often a node asks a routing-table entry for
 	// its row, to fill holes and find nearer entries.
 	RowExchangePeriod env.Duration
+	// EndToEndTimeout is how long a source waits for the root's
+	// confirmation of an application message before sending it again;
+	// zero turns end-to-end confirmation off. EndToEndTries bounds the
+	// sends in all.
+	EndToEndTimeout env.Duration
+	EndToEndTries   int
 	// MaxReroutes bounds how often one hop re-routes a message around
 	// silent next hops before giving up.
 	MaxReroutes int
@@ -89,6 +95,8 @@ func DefaultConfig() Config {
 		// Rare: heartbeats already carry leaf sets one way.
 		LeafExchangePeriod: 10 * env.Minute,
 		MaxReroutes:        8,
+		EndToEndTimeout:    3 * env.Second,
+		EndToEndTries:      3,
 		JoinTimeout:        10 * env.Second,
 		HoldTimeout:        10 * env.Second,
 		DeadMemory:         90 * env.Minute, // ePOST remembered the dead for 90 min

@@ -76,11 +76,12 @@ type Stats struct {
 	Searches        uint64 // searches for an indirect route to a silent node
 	IndirectFound   uint64 // searches that found a helper reaching the target
 	Relayed         uint64 // messages relayed for other nodes
+	Resent          uint64 // application messages sent again for want of the root's confirmation
 	// Probes counts probe messages sent (retries included) by reason.
 	Probes [probeReasons]uint64
 	// ByType counts sent messages per overlay message type, indexed by
 	// wire type minus wire.TypeRoute.
-	ByType [wire.TypeRelay - wire.TypeRoute + 1]uint64
+	ByType [wire.TypeDelivered - wire.TypeRoute + 1]uint64
 }
 
 // peer is what a node knows about a node it talks to.
@@ -179,6 +180,13 @@ type Overlay struct {
 	lastTick env.Time // monotonic time of the last heartbeat tick
 	lastWall int64    // wall time of the last heartbeat tick
 
+	// e2e holds application messages this node sent and the root has not
+	// confirmed; seen remembers recent (source, seq) pairs delivered here.
+	e2e     map[uint64]*e2eMsg
+	nextSeq uint64
+	seen    map[e2eKey]struct{}
+	seenLog []e2eKey
+
 	nextHop     uint64
 	tableCursor int
 	stats       Stats
@@ -203,6 +211,8 @@ func New(cfg Config, e env.Env, self NodeHandle, app App) *Overlay {
 		help:  map[id.ID][]helpRequest{},
 		finds: map[id.ID]*search{},
 		hops:  map[uint64]*inflight{},
+		e2e:   map[uint64]*e2eMsg{},
+		seen:  map[e2eKey]struct{}{},
 	}
 }
 
@@ -266,6 +276,19 @@ func (o *Overlay) IsRoot(key id.ID) bool {
 // Route sends payload to the root of key.
 func (o *Overlay) Route(key id.ID, payload []byte) {
 	m := wire.Route{Kind: wire.RouteApp, Key: key, Src: o.self, Payload: payload}
+	if o.cfg.EndToEndTimeout > 0 {
+		if o.nextSeq == 0 {
+			// A random start: a restarted node must not reuse the numbers
+			// its previous incarnation's messages carried, which roots
+			// still remember as delivered.
+			o.nextSeq = o.env.Rand.Uint64() >> 1
+		}
+		o.nextSeq++
+		m.Seq = o.nextSeq
+		e := &e2eMsg{m: m, tries: 1}
+		o.e2e[m.Seq] = e
+		o.armE2E(e)
+	}
 	o.forward(m, nil)
 }
 
@@ -356,6 +379,11 @@ func (o *Overlay) Receive(from env.Addr, msg []byte) {
 		var m wire.Direct
 		if o.decode(from, e, &m, &m.From) {
 			o.app.Direct(m.From, m.Payload)
+		}
+	case wire.TypeDelivered:
+		var m wire.Delivered
+		if o.decode(from, e, &m, &m.From) {
+			o.onDelivered(m.Seq)
 		}
 	default:
 		o.malformed(from, fmt.Errorf("%w: %d", wire.ErrType, e.Type))
@@ -537,7 +565,7 @@ func (o *Overlay) sendTo(to NodeHandle, t wire.Type, body any) {
 		o.env.Log.Error("encode failed", "type", t, "err", err)
 		return
 	}
-	if t >= wire.TypeRoute && t <= wire.TypeRelay {
+	if t >= wire.TypeRoute && t <= wire.TypeDelivered {
 		o.stats.ByType[t-wire.TypeRoute]++
 	}
 	switch t {
@@ -548,6 +576,8 @@ func (o *Overlay) sendTo(to NodeHandle, t wire.Type, body any) {
 			o.stats.SentControl++
 		}
 	case wire.TypeRouteAck, wire.TypeDirect:
+	case wire.TypeDelivered:
+		o.stats.SentLookupAcks++
 	default:
 		o.stats.SentControl++
 	}

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/wire"
 )
@@ -261,6 +262,16 @@ func (o *Overlay) expireHeld() {
 func (o *Overlay) deliverHere(m wire.Route) {
 	switch m.Kind {
 	case wire.RouteApp:
+		if m.Seq != 0 {
+			if m.Src.ID == o.self.ID {
+				o.onDelivered(m.Seq)
+			} else {
+				o.sendTo(m.Src, wire.TypeDelivered, wire.Delivered{From: o.self, Seq: m.Seq})
+			}
+			if !o.firstDelivery(e2eKey{m.Src.ID.ID, m.Seq}) {
+				return // a re-sent copy of one already delivered here
+			}
+		}
 		o.stats.Delivered++
 		o.app.Deliver(Message{Key: m.Key, Src: m.Src, Hops: int(m.Hops), Payload: m.Payload})
 	case wire.RouteJoin:
@@ -318,4 +329,68 @@ func (o *Overlay) checkJoined() {
 	}
 	o.env.Log.Debug("joined", "leaf", o.leaf.Len(), "table", o.table.Len())
 	o.releaseHeld()
+}
+
+// End-to-end confirmation. A hop acknowledged by a node that then crashes
+// loses the message: per-hop acknowledgements cannot see past the next
+// hop. The source therefore keeps each application message until the root
+// confirms delivery, and sends it again (along whatever route is current)
+// after EndToEndTimeout, up to EndToEndTries times in all. The root
+// delivers each (source, seq) once; a copy reaching another root after a
+// membership change may be delivered there too, so applications must
+// tolerate the rare duplicate (PAST's operations are idempotent).
+
+type e2eMsg struct {
+	m     wire.Route
+	tries int
+	timer env.Timer
+}
+
+type e2eKey struct {
+	src id.ID
+	seq uint64
+}
+
+// maxSeen bounds the delivered (source, seq) pairs a root remembers: far
+// more than arrive within a source's re-send window.
+const maxSeen = 8192
+
+func (o *Overlay) armE2E(e *e2eMsg) {
+	seq := e.m.Seq
+	e.timer = o.env.Clock.AfterFunc(o.cfg.EndToEndTimeout, func() {
+		if o.e2e[seq] != e {
+			return
+		}
+		if e.tries >= o.cfg.EndToEndTries {
+			delete(o.e2e, seq)
+			return
+		}
+		e.tries++
+		o.stats.Resent++
+		o.armE2E(e)
+		m := e.m
+		m.Hops = 0
+		o.forward(m, nil)
+	})
+}
+
+func (o *Overlay) onDelivered(seq uint64) {
+	if e, ok := o.e2e[seq]; ok {
+		e.timer.Stop()
+		delete(o.e2e, seq)
+	}
+}
+
+// firstDelivery records k and reports whether it is new.
+func (o *Overlay) firstDelivery(k e2eKey) bool {
+	if _, ok := o.seen[k]; ok {
+		return false
+	}
+	o.seen[k] = struct{}{}
+	o.seenLog = append(o.seenLog, k)
+	if len(o.seenLog) > maxSeen {
+		delete(o.seen, o.seenLog[0])
+		o.seenLog = o.seenLog[1:]
+	}
+	return true
 }

@@ -126,6 +126,7 @@ func RunChurn(c ChurnConfig) (*Result, error) {
 	res.Set("control_msgs_with_acks_per_node_per_s", round(ratio(ctl+acks, avgLive*secs), 4))
 	res.Set("crashes", r.S.Stats().Crashes)
 	res.Set("rerouted_hops", after.Rerouted-before.Rerouted)
+	res.Set("resent", after.Resent-before.Resent)
 	res.Set("declared_dead", after.DeclaredDead-before.DeclaredDead)
 	res.Set("stalls", after.Stalls-before.Stalls)
 	res.Set("searches", after.Searches-before.Searches)
@@ -134,7 +135,7 @@ func RunChurn(c ChurnConfig) (*Result, error) {
 	for i, n := range []string{"suspect", "verify", "candidate", "table", "repair", "reintegrate", "help", "check"} {
 		res.Set("probes_"+n+"_per_node_per_s", round(ratio(float64(after.Probes[i]-before.Probes[i]), avgLive*secs), 4))
 	}
-	names := []string{"route", "route_ack", "join_reply", "probe", "probe_reply", "heartbeat", "row_request", "row_reply", "direct", "probe_via", "via_reply", "relay"}
+	names := []string{"route", "route_ack", "join_reply", "probe", "probe_reply", "heartbeat", "row_request", "row_reply", "direct", "probe_via", "via_reply", "relay", "delivered"}
 	for i, n := range names {
 		res.Set("sent_"+n+"_per_node_per_s", round(ratio(float64(after.ByType[i]-before.ByType[i]), avgLive*secs), 4))
 	}

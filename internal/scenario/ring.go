@@ -338,6 +338,7 @@ func addStats(a, b overlay.Stats) overlay.Stats {
 	a.Searches += b.Searches
 	a.IndirectFound += b.IndirectFound
 	a.Relayed += b.Relayed
+	a.Resent += b.Resent
 	for i := range a.Probes {
 		a.Probes[i] += b.Probes[i]
 	}

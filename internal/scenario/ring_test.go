@@ -178,3 +178,63 @@ func TestSameSeedSameResult(t *testing.T) {
 		}
 	}
 }
+
+// crashOnForward is an application that crashes its own node the first
+// time it is asked to forward a lookup: the hop was acknowledged, and the
+// message dies with the node.
+type crashOnForward struct {
+	overlay.App
+	r     *Ring
+	h     sim.HostID
+	armed *bool
+}
+
+func (c crashOnForward) Forward(m *overlay.Message, next overlay.NodeHandle) bool {
+	if *c.armed && len(m.Payload) == 8 && m.Src.Addr != string(c.r.S.Addr(c.h)) {
+		*c.armed = false
+		c.r.Crash(c.h)
+		return false
+	}
+	return c.App.Forward(m, next)
+}
+
+func TestEndToEndConfirmationSurvivesACrashAfterTheHopAck(t *testing.T) {
+	for _, e2e := range []bool{true, false} {
+		cfg := sim.DefaultConfig(21)
+		cfg.InvariantEvery = 0
+		ocfg := overlay.SimConfig()
+		if !e2e {
+			ocfg.EndToEndTimeout = 0
+		}
+		r := NewRing(cfg, ocfg)
+		armed := false
+		r.MakeApp = func(h sim.HostID, _ env.Env, upper overlay.App) (overlay.App, func(*overlay.Overlay)) {
+			return crashOnForward{App: upper, r: r, h: h, armed: &armed}, nil
+		}
+		if _, err := r.Build(60, 100*env.Millisecond, time1m); err != nil {
+			t.Fatal(err)
+		}
+		// Lookups until one passes through an intermediate hop, which then
+		// crashes holding it.
+		armed = true
+		for i := 0; i < 50 && armed; i++ {
+			r.RandomLookup(true)
+			if err := r.S.RunFor(time1m / 6); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if armed {
+			t.Fatal("no lookup took an intermediate hop")
+		}
+		if err := r.S.RunFor(2 * LookupDeadline); err != nil {
+			t.Fatal(err)
+		}
+		lost := r.Lookups.Issued - r.Lookups.Delivered
+		if e2e && (lost != 0 || r.Lookups.Correct != r.Lookups.Issued) {
+			t.Fatalf("with end-to-end confirmation: %+v", r.Lookups)
+		}
+		if !e2e && lost != 1 {
+			t.Fatalf("without it the crashed hop should lose exactly one lookup: %+v", r.Lookups)
+		}
+	}
+}

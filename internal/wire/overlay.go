@@ -16,6 +16,7 @@ const (
 	TypeProbeVia   Type = 25
 	TypeViaReply   Type = 26
 	TypeRelay      Type = 27
+	TypeDelivered  Type = 28
 )
 
 // NodeHandle names an overlay node: its ring id and transport address.
@@ -45,6 +46,17 @@ type Route struct {
 	Hops    uint8
 	Payload []byte
 	Rows    []NodeHandle // join only: routing-table entries of the nodes on the path
+	// Seq, when not zero, numbers an application message end to end: the
+	// root confirms delivery to Src (Delivered), which re-sends it until
+	// then, and the root delivers each (Src, Seq) once.
+	Seq uint64
+}
+
+// Delivered confirms to a message's source that the root delivered it.
+type Delivered struct {
+	_    struct{} `cbor:",toarray"`
+	From NodeHandle
+	Seq  uint64
 }
 
 // RouteAck acknowledges one hop of a Route.
