@@ -1,0 +1,463 @@
+package smtpd_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/smtp"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	gosmtp "github.com/emersion/go-smtp"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/node"
+	"github.com/epost-mail/epost/internal/post"
+	"github.com/epost-mail/epost/internal/smtpd"
+)
+
+const (
+	alice = "alice@example.org"
+	bob   = "bob@example.org"
+)
+
+// passwords is the test's Auth: username = address.
+type passwords map[string]string
+
+func (p passwords) Check(username, password string) (string, bool) {
+	want, ok := p[username]
+	return username, ok && want == password
+}
+
+var users = passwords{alice: "alice-pw", bob: "bob-pw"}
+
+func waitUntil(t testing.TB, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// community is three real nodes on loopback, alice served by nodes[1]
+// and bob by nodes[2]; extra users by nodes[0] and nodes[2] in turn.
+type community struct {
+	nodes []*node.Node
+}
+
+func startCommunity(t testing.TB, extra ...string) *community {
+	ca, err := identity.NewCA(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	c := &community{}
+	for i := range 3 {
+		key, err := identity.GenerateNodeKey(rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := ca.IssueNode(rand.Reader, key.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := node.DefaultConfig()
+		cfg.ListenAddrs = []string{"/ip4/127.0.0.1/tcp/0"}
+		cfg.Key, cfg.Cert, cfg.CA = key, cert, ca.Public()
+		cfg.Overlay.MinTimeout = env.Second // several nodes share this process
+		cfg.DataDir = filepath.Join(dir, fmt.Sprintf("node%d", i))
+		cfg.Log = env.Discard
+		cfg.Post = post.DefaultConfig()
+		cfg.Post.PollPeriod = 2 * env.Second // a lost push costs seconds, not minutes
+		if i > 0 {
+			cfg.Bootstrap = []env.Addr{c.nodes[0].Addr()}
+		}
+		n, err := node.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		if err := n.Start(); err != nil {
+			t.Fatal(err)
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	waitUntil(t, "ring settled", 60*time.Second, func() bool {
+		for _, n := range c.nodes {
+			ok := false
+			if err := n.Do(func() { ok = n.Overlay().Active() && n.Overlay().Leaf().Len() == len(c.nodes)-1 }); err != nil || !ok {
+				return false
+			}
+		}
+		return true
+	})
+	for i, addr := range append([]string{alice, bob}, extra...) {
+		n := c.nodes[2*(i%2)] // extra users: nodes[0], nodes[2], ...
+		switch i {
+		case 0:
+			n = c.nodes[1]
+		case 1:
+			n = c.nodes[2]
+		}
+		keys, err := identity.GenerateUserKeys(rand.Reader, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert, err := ca.IssueUser(rand.Reader, keys.Address, keys.Signing.Public(), keys.Sealing.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ready := make(chan error, 1)
+		var addErr error
+		if err := n.Do(func() { _, addErr = n.Mail().AddUser(keys, cert, func(e error) { ready <- e }) }); err != nil || addErr != nil {
+			t.Fatal(err, addErr)
+		}
+		select {
+		case err := <-ready:
+			if err != nil {
+				t.Fatalf("mailbox of %s: %v", addr, err)
+			}
+		case <-time.After(90 * time.Second):
+			t.Fatalf("mailbox of %s not ready", addr)
+		}
+	}
+	// Each user's certificate is found from the other's node.
+	type query struct {
+		n    *node.Node
+		addr string
+	}
+	queries := []query{{c.nodes[1], bob}, {c.nodes[2], alice}}
+	for _, e := range extra {
+		queries = append(queries, query{c.nodes[1], e})
+	}
+	for _, q := range queries {
+		waitUntil(t, q.addr+" published", 60*time.Second, func() bool {
+			found := make(chan bool, 1)
+			if err := q.n.Do(func() { q.n.Mail().LookupUser(q.addr, func(ok bool, _ error) { found <- ok }) }); err != nil {
+				return false
+			}
+			select {
+			case ok := <-found:
+				return ok
+			case <-time.After(30 * time.Second):
+				return false
+			}
+		})
+	}
+	return c
+}
+
+// serveSMTP runs a submission server for n's users on 127.0.0.1.
+func serveSMTP(t testing.TB, n *node.Node, edit func(*smtpd.Config)) (*smtpd.Server, string) {
+	cfg := smtpd.Config{Loop: n, Mail: n.Mail, Auth: users, Domains: []string{"example.org"}, Log: env.Discard}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv := smtpd.New(cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		srv.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return srv, ln.Addr().String()
+}
+
+// inbox returns the messages in addr's INBOX on n (nil if not loaded).
+func inbox(t testing.TB, n *node.Node, addr string) []*post.Message {
+	var out []*post.Message
+	if err := n.Do(func() {
+		a := n.Mail().User(addr)
+		if a == nil {
+			return
+		}
+		if f, ok := a.Folder("INBOX"); ok {
+			out = f.Messages()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func fetch(t testing.TB, n *node.Node, addr string, uid uint32) []byte {
+	t.Helper()
+	type res struct {
+		b   []byte
+		err error
+	}
+	ch := make(chan res, 1)
+	if err := n.Do(func() {
+		f, _ := n.Mail().User(addr).Folder("INBOX")
+		f.Fetch(uid, func(b []byte, err error) { ch <- res{b, err} })
+	}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatalf("fetch %s UID %d: %v", addr, uid, r.err)
+		}
+		return r.b
+	case <-time.After(60 * time.Second):
+		t.Fatalf("fetch %s UID %d: no answer", addr, uid)
+	}
+	return nil
+}
+
+func stats(t testing.TB, n *node.Node) post.Stats {
+	var s post.Stats
+	if err := n.Do(func() { s = n.Mail().Stats() }); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// smtplibScript drives a submission server with Python's smtplib and
+// prints, as JSON, each step's reply code: 250 when the step succeeded.
+const smtplibScript = `
+import json, smtplib, sys
+port = int(sys.argv[1])
+msg = open(sys.argv[2], 'rb').read()
+big = open(sys.argv[3], 'rb').read()
+A, B = 'alice@example.org', 'bob@example.org'
+out = {}
+
+def conn(login=True, pw='alice-pw'):
+    s = smtplib.SMTP('127.0.0.1', port, timeout=120)
+    if login:
+        s.login(A, pw)
+    return s
+
+def step(name, f):
+    try:
+        f()
+        out[name] = [250, '']
+    except smtplib.SMTPRecipientsRefused as e:
+        code, m = list(e.recipients.values())[0]
+        out[name] = [code, m.decode(errors='replace')]
+    except smtplib.SMTPResponseException as e:
+        out[name] = [e.smtp_code, e.smtp_error.decode(errors='replace')]
+
+def send(data=msg, frm=A, to=(B,), login=True, pw='alice-pw'):
+    def f():
+        s = conn(login, pw)
+        try:
+            s.sendmail(frm, list(to), data, mail_options=['BODY=8BITMIME'])
+        finally:
+            s.close()
+    return f
+
+def login_mech():
+    s = smtplib.SMTP('127.0.0.1', port, timeout=120)
+    s.ehlo()
+    s.user, s.password = A, 'alice-pw'
+    s.auth('LOGIN', s.auth_login)
+    s.mail(A)
+    s.rset()
+    s.quit()
+
+step('send', send())
+step('resend', send())
+step('wrong_password', send(pw='guess'))
+step('login_mechanism', login_mech)
+step('mail_from_other', send(frm=B))
+step('rcpt_unknown', send(to=('nobody@example.org',)))
+step('rcpt_outside', send(to=('victim@elsewhere.example',)))
+step('unauthenticated', send(login=False))
+step('oversized', send(data=big))
+print(json.dumps(out))
+`
+
+// TestSubmissionEndToEnd: real clients (Python's smtplib, swaks) submit
+// to a node's SMTP server; the message reaches the recipient's INBOX on
+// another node exactly once, byte for byte, and everything a submission
+// server must refuse is refused.
+func TestSubmissionEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a community of real nodes")
+	}
+	python, err := exec.LookPath("python3")
+	if err != nil {
+		t.Fatal("python3 is required for this test (smtplib)")
+	}
+	c := startCommunity(t)
+	aliceSrv, aliceAddr := serveSMTP(t, c.nodes[1], func(c *smtpd.Config) { c.MaxMessageBytes = 64 << 10 })
+	_, port, _ := net.SplitHostPort(aliceAddr)
+
+	dir := t.TempDir()
+	msg := []byte("From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: over epost\r\n" +
+		"Message-ID: <smtplib-1@example.org>\r\nContent-Type: text/plain; charset=utf-8\r\n" +
+		"Content-Transfer-Encoding: 8bit\r\n\r\nHi Bob,\r\n.a line starting with a dot\r\nGr\xc3\xbc\xc3\x9fe\r\n")
+	big := append([]byte("From: alice@example.org\r\nSubject: big\r\n\r\n"), bytes.Repeat([]byte("0123456789abcdef0123456789abcdef\r\n"), 3000)...)
+	msgFile, bigFile := filepath.Join(dir, "msg.eml"), filepath.Join(dir, "big.eml")
+	if err := os.WriteFile(msgFile, msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bigFile, big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(python, "-c", smtplibScript, port, msgFile, bigFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("python smtplib: %v\n%s", err, out)
+	}
+	var got map[string][2]any
+	if err := json.Unmarshal(bytes.TrimSpace(out), &got); err != nil {
+		t.Fatalf("smtplib output %q: %v", out, err)
+	}
+	for step, want := range map[string]int{
+		"send": 250, "resend": 250, "wrong_password": 535, "login_mechanism": 250, "mail_from_other": 553,
+		"rcpt_unknown": 550, "rcpt_outside": 550, "unauthenticated": 530, "oversized": 552,
+	} {
+		r, ok := got[step]
+		if !ok {
+			t.Errorf("smtplib step %s missing", step)
+			continue
+		}
+		if code, _ := r[0].(float64); int(code) != want {
+			t.Errorf("smtplib step %s: got %v %v, want %d", step, r[0], r[1], want)
+		}
+	}
+	// smtplib tries PLAIN, then LOGIN, with the wrong password: two
+	// failures counted against 127.0.0.1, still below the lockout.
+	if st := aliceSrv.Stats(); st.Accepted != 2 || st.AuthFailed != 2 || st.AuthLocked != 0 {
+		t.Errorf("server stats %+v: want 2 accepted, 2 failed logins, no lockout", st)
+	}
+
+	// Sent twice, kept once: the retry carried the same message id.
+	bobNode := c.nodes[2]
+	waitUntil(t, "both copies processed at bob's node", 90*time.Second, func() bool {
+		s := stats(t, bobNode)
+		return s.Delivered >= 1 && s.Duplicates >= 1
+	})
+	msgs := inbox(t, bobNode, bob)
+	if len(msgs) != 1 {
+		t.Fatalf("bob's INBOX has %d messages, want 1", len(msgs))
+	}
+	if len(msgs[0].Flags) != 0 {
+		t.Errorf("flags %v on a message from its signed sender", msgs[0].Flags)
+	}
+	if b := fetch(t, bobNode, bob, msgs[0].UID); !bytes.Equal(b, msg) {
+		t.Fatalf("bob got\n%q\nwant\n%q", b, msg)
+	}
+
+	// The second client: swaks (make test installs it), else Go's
+	// net/smtp, from bob's node back to alice.
+	_, bobAddr := serveSMTP(t, bobNode, nil)
+	reply := []byte("From: bob@example.org\r\nTo: alice@example.org\r\nSubject: Re: over epost\r\n\r\nGot it.\r\n")
+	if swaks, err := exec.LookPath("swaks"); err == nil {
+		swaksChecks(t, swaks, bobAddr, reply, filepath.Join(dir, "reply.eml"))
+	} else {
+		t.Logf("swaks not installed (scripts/ensure-tools.sh swaks): using net/smtp as the second client")
+		netSMTPChecks(t, bobAddr, reply)
+	}
+	aliceNode := c.nodes[1]
+	waitUntil(t, "the reply in alice's INBOX", 90*time.Second, func() bool { return len(inbox(t, aliceNode, alice)) >= 1 })
+	msgs = inbox(t, aliceNode, alice)
+	if len(msgs) != 1 {
+		t.Fatalf("alice's INBOX has %d messages, want 1", len(msgs))
+	}
+	if b := fetch(t, aliceNode, alice, msgs[0].UID); !bytes.Equal(b, reply) {
+		t.Fatalf("alice got\n%q\nwant\n%q", b, reply)
+	}
+}
+
+// swaksChecks: a pipelined, AUTH LOGIN submission succeeds; relaying
+// without AUTH, or to outside the community without a gateway, does not.
+func swaksChecks(t *testing.T, swaks, addr string, reply []byte, file string) {
+	host, port, _ := net.SplitHostPort(addr)
+	// swaks ends the data with CRLF.CRLF itself.
+	if err := os.WriteFile(file, bytes.TrimSuffix(reply, []byte("\r\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) (string, error) {
+		base := []string{"--server", host, "--port", port, "--timeout", "120", "--helo", "client.example"}
+		out, err := exec.Command(swaks, append(base, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	out, err := run("--pipeline", "--auth", "LOGIN", "--auth-user", bob, "--auth-password", "bob-pw",
+		"--from", bob, "--to", alice, "--data", "@"+file)
+	if err != nil {
+		t.Fatalf("swaks send: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "<~  250") && !strings.Contains(out, "<-  250") {
+		t.Fatalf("swaks send: no 250\n%s", out)
+	}
+	out, err = run("--from", bob, "--to", "victim@elsewhere.example", "--data", "@"+file)
+	if err == nil || !strings.Contains(out, "530") {
+		t.Fatalf("swaks unauthenticated relay not refused with 530: %v\n%s", err, out)
+	}
+	out, err = run("--auth", "PLAIN", "--auth-user", bob, "--auth-password", "bob-pw",
+		"--from", bob, "--to", "victim@elsewhere.example", "--data", "@"+file)
+	if err == nil || !strings.Contains(out, "550") || !strings.Contains(out, "Relay not configured") {
+		t.Fatalf("swaks authenticated relay outside the community not refused with 550: %v\n%s", err, out)
+	}
+}
+
+// netSMTPChecks is swaksChecks with Go's net/smtp client.
+func netSMTPChecks(t *testing.T, addr string, reply []byte) {
+	host, _, _ := net.SplitHostPort(addr)
+	if err := smtp.SendMail(addr, smtp.PlainAuth("", bob, "bob-pw", host), bob, []string{alice}, reply); err != nil {
+		t.Fatalf("net/smtp send: %v", err)
+	}
+	if err := smtp.SendMail(addr, nil, bob, []string{"victim@elsewhere.example"}, reply); err == nil || !strings.Contains(err.Error(), "530") {
+		t.Fatalf("net/smtp unauthenticated relay: %v, want 530", err)
+	}
+	err := smtp.SendMail(addr, smtp.PlainAuth("", bob, "bob-pw", host), bob, []string{"victim@elsewhere.example"}, reply)
+	if err == nil || !strings.Contains(err.Error(), "550") {
+		t.Fatalf("net/smtp relay outside the community: %v, want 550", err)
+	}
+}
+
+// BenchmarkSubmit10KiB measures SMTP acceptance of 10 KiB messages on one
+// node of a three-node community: each 250 means the body and the
+// notification are durably stored at their replica sets. One client
+// connection, one message at a time, each to one of 16 members in turn:
+// POST's flood limits (post.DefaultLimits) allow a burst of 100
+// notifications per recipient from one node, so runs of more than 1600
+// messages end in (correct) 451 replies.
+func BenchmarkSubmit10KiB(b *testing.B) {
+	var rcpts []string
+	for i := range 16 {
+		rcpts = append(rcpts, fmt.Sprintf("member%02d@example.org", i))
+	}
+	c := startCommunity(b, rcpts...)
+	_, addr := serveSMTP(b, c.nodes[1], func(c *smtpd.Config) { c.SendLimit = smtpd.SendLimit{PerMinute: 1e6, Burst: 1e6} })
+	cl, err := gosmtp.Dial(addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.Auth(sasl.NewPlainClient("", alice, "alice-pw")); err != nil {
+		b.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n"), 10240/66)
+	b.SetBytes(int64(len(body)))
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		to := rcpts[i%len(rcpts)]
+		msg := append([]byte(fmt.Sprintf("From: alice@example.org\r\nTo: %s\r\nSubject: bench %d\r\n\r\n", to, i)), body...)
+		if err := cl.SendMail(alice, []string{to}, bytes.NewReader(msg)); err != nil {
+			b.Fatalf("message %d: %v", i, err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+}

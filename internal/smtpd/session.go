@@ -1,0 +1,288 @@
+package smtpd
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/post"
+)
+
+// session is one SMTP connection's state. go-smtp calls its methods from
+// the connection's goroutine, one at a time; a STARTTLS starts a new
+// session.
+type session struct {
+	s        *Server
+	conn     *smtp.Conn
+	remote   string // limiter key
+	loopback bool
+
+	user      string // authenticated address; "" before AUTH
+	from      string
+	community []string // recipients delivered by POST
+	outbound  []string // recipients handed to Outbound
+}
+
+var (
+	_ smtp.Session     = (*session)(nil)
+	_ smtp.AuthSession = (*session)(nil)
+)
+
+func smtpErr(code int, enh smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: fmt.Sprintf(format, args...)}
+}
+
+// authAllowed: passwords only over TLS, or on loopback (RFC 4954
+// section 4: a server should not offer plaintext mechanisms without a
+// protected channel).
+func (ss *session) authAllowed() bool {
+	if ss.loopback {
+		return true
+	}
+	_, tlsOn := ss.conn.TLSConnectionState()
+	return tlsOn
+}
+
+// AuthMechanisms implements smtp.AuthSession: PLAIN and LOGIN, only where
+// a password may be sent.
+func (ss *session) AuthMechanisms() []string {
+	if ss.s.cfg.Auth == nil || !ss.authAllowed() {
+		return nil
+	}
+	return []string{sasl.Plain, sasl.Login}
+}
+
+// Auth implements smtp.AuthSession.
+func (ss *session) Auth(mech string) (sasl.Server, error) {
+	if ss.s.cfg.Auth == nil {
+		return nil, smtp.ErrAuthUnsupported
+	}
+	if !ss.authAllowed() {
+		// RFC 4954 section 6.
+		return nil, smtpErr(538, smtp.EnhancedCode{5, 7, 11}, "Encryption required: use STARTTLS first")
+	}
+	if err := ss.lockedOut(); err != nil {
+		return nil, err
+	}
+	switch strings.ToUpper(mech) {
+	case sasl.Plain:
+		return sasl.NewPlainServer(func(identity, username, password string) error {
+			return ss.login(identity, username, password)
+		}), nil
+	case sasl.Login:
+		return newLoginServer(func(username, password string) error {
+			return ss.login("", username, password)
+		}), nil
+	}
+	return nil, smtp.ErrAuthUnknownMechanism
+}
+
+func (ss *session) lockedOut() error {
+	d := ss.s.limiter.lockedFor(ss.remote)
+	if d <= 0 {
+		return nil
+	}
+	ss.s.stats.authLocked.Add(1)
+	secs := int(math.Ceil(d.Seconds()))
+	return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, "Too many failed logins from your address; try again in %d s", secs)
+}
+
+// login checks credentials; a failure counts against the remote address.
+func (ss *session) login(authzid, username, password string) error {
+	if err := ss.lockedOut(); err != nil {
+		return err
+	}
+	addr, ok := ss.s.cfg.Auth.Check(username, password)
+	if ok {
+		if c, err := identity.CanonicalAddress(addr); err == nil {
+			addr = c
+		} else {
+			ok = false
+		}
+	}
+	if ok && authzid != "" && authzid != username {
+		// Acting as someone else (RFC 4616's authorization identity) is
+		// allowed only as oneself.
+		if c, err := identity.CanonicalAddress(authzid); err != nil || c != addr {
+			ok = false
+		}
+	}
+	if !ok {
+		ss.s.stats.authFailed.Add(1)
+		lock := ss.s.limiter.fail(ss.remote)
+		ss.s.cfg.Log.Warn("smtpd: authentication failed", "remote", ss.remote, "username", username,
+			"lockout", lock.Round(time.Second))
+		return smtp.ErrAuthFailed
+	}
+	ss.s.stats.authOK.Add(1)
+	ss.user = addr
+	return nil
+}
+
+func (ss *session) refuse(err *smtp.SMTPError) error {
+	ss.s.stats.refused.Add(1)
+	return err
+}
+
+// Mail implements smtp.Session. RFC 6409 section 6.1: the submission
+// server may, and here must, insist that the envelope sender is the
+// authenticated user.
+func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
+	ss.Reset()
+	if ss.user == "" {
+		return ss.refuse(smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required"))
+	}
+	addr, err := identity.CanonicalAddress(from)
+	if err != nil || addr != ss.user {
+		return ss.refuse(smtpErr(553, smtp.EnhancedCode{5, 7, 1},
+			"Sender <%s> is not the authenticated user <%s>", from, ss.user))
+	}
+	ss.from = addr
+	return nil
+}
+
+// community reports whether addr is in the community's domains.
+func (ss *session) inCommunity(addr string) bool {
+	domain := addr[strings.LastIndexByte(addr, '@')+1:]
+	if len(ss.s.cfg.Domains) == 0 {
+		return domain == ss.user[strings.LastIndexByte(ss.user, '@')+1:]
+	}
+	return slices.Contains(ss.s.cfg.Domains, domain)
+}
+
+// Rcpt implements smtp.Session: community members are checked with POST
+// at once (an unknown one is refused here, with a clear reply, rather than
+// bounced later); others need an Outbound gateway.
+func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
+	if ss.user == "" || ss.from == "" {
+		return ss.refuse(smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL first"))
+	}
+	addr, err := identity.CanonicalAddress(to)
+	if err != nil {
+		return ss.refuse(smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address <%s>: %v", to, err))
+	}
+	if slices.Contains(ss.community, addr) || slices.Contains(ss.outbound, addr) {
+		return nil
+	}
+	if !ss.inCommunity(addr) {
+		if ss.s.cfg.Outbound == nil {
+			return ss.refuse(smtpErr(550, smtp.EnhancedCode{5, 7, 1},
+				"Relay not configured: <%s> is outside the community", addr))
+		}
+		ss.outbound = append(ss.outbound, addr)
+		return nil
+	}
+	ok, err := ss.s.lookupUser(addr)
+	if err != nil {
+		ss.s.stats.lookupFailed.Add(1)
+		ss.s.cfg.Log.Info("smtpd: recipient check failed", "rcpt", addr, "err", err)
+		return smtpErr(451, smtp.EnhancedCode{4, 4, 3}, "Cannot check <%s> now; try again later", addr)
+	}
+	if !ok {
+		return ss.refuse(smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "No such user: <%s> is not a member of the community", addr))
+	}
+	ss.community = append(ss.community, addr)
+	return nil
+}
+
+// Data implements smtp.Session: 250 (a nil return) only once the message
+// is durably stored; see the package comment.
+func (ss *session) Data(r io.Reader) error {
+	if ss.user == "" || ss.from == "" {
+		return ss.refuse(smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL first"))
+	}
+	msg, err := io.ReadAll(r) // go-smtp's reader stops at MaxMessageBytes
+	if err != nil {
+		var se *smtp.SMTPError
+		if errors.As(err, &se) {
+			if se.Code >= 500 {
+				ss.s.stats.refused.Add(1)
+			}
+			return se
+		}
+		return err
+	}
+	if int64(len(msg)) > ss.s.cfg.MaxMessageBytes {
+		return ss.refuse(smtp.ErrDataTooLarge)
+	}
+	n := len(ss.community) + len(ss.outbound)
+	if !ss.s.senders.take(ss.user, n) {
+		ss.s.stats.rateLimited.Add(1)
+		ss.s.stats.tempFailed.Add(1)
+		ss.s.cfg.Log.Warn("smtpd: sending rate exceeded", "user", ss.user, "recipients", n)
+		return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, "Sending rate exceeded; try again later")
+	}
+	if stored, err := ss.deliver(msg); err != nil {
+		if !stored {
+			ss.s.senders.refund(ss.user, n) // nothing went anywhere
+		}
+		return err
+	}
+	ss.s.stats.accepted.Add(1)
+	ss.s.cfg.Log.Info("smtpd: message accepted", "from", ss.from, "community", len(ss.community),
+		"outbound", len(ss.outbound), "bytes", len(msg))
+	return nil
+}
+
+// deliver hands msg to POST, then to the gateway; stored reports whether
+// POST stored it for someone.
+func (ss *session) deliver(msg []byte) (stored bool, err error) {
+	if len(ss.community) > 0 {
+		if err := ss.s.send(ss.from, recipientGroups(msg, ss.community), msg); err != nil {
+			return false, ss.sendFailed(err)
+		}
+		stored = true
+	}
+	if len(ss.outbound) > 0 {
+		if err := ss.s.cfg.Outbound.Relay(ss.from, ss.outbound, msg); err != nil {
+			var se *smtp.SMTPError
+			if errors.As(err, &se) {
+				if se.Code >= 500 {
+					ss.s.stats.refused.Add(1)
+				} else {
+					ss.s.stats.tempFailed.Add(1)
+				}
+				return stored, se
+			}
+			ss.s.stats.tempFailed.Add(1)
+			ss.s.cfg.Log.Warn("smtpd: outbound relay failed", "from", ss.from, "err", err)
+			return stored, smtpErr(451, smtp.EnhancedCode{4, 4, 0}, "Outbound gateway unavailable; try again later")
+		}
+	}
+	return stored, nil
+}
+
+// sendFailed maps a POST failure to a reply: permanent only when retrying
+// cannot help; everything else is 451, so the client keeps the message.
+func (ss *session) sendFailed(err error) error {
+	ss.s.cfg.Log.Warn("smtpd: message not stored", "from", ss.from, "err", err)
+	switch {
+	case errors.Is(err, post.ErrUnknownRcpt):
+		return ss.refuse(smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "A recipient is not a member of the community: %v", err))
+	case errors.Is(err, identity.ErrBadAddress):
+		return ss.refuse(smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Bad address: %v", err))
+	}
+	ss.s.stats.tempFailed.Add(1)
+	if errors.Is(err, errTimeout) {
+		return smtpErr(451, smtp.EnhancedCode{4, 4, 1}, "Message not yet stored durably; try again later")
+	}
+	return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Message not stored; try again later")
+}
+
+// Reset implements smtp.Session: the transaction goes, the login stays.
+func (ss *session) Reset() {
+	ss.from = ""
+	ss.community = nil
+	ss.outbound = nil
+}
+
+// Logout implements smtp.Session.
+func (ss *session) Logout() error { return nil }
