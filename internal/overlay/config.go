@@ -67,7 +67,8 @@ type Config struct {
 	// node that does not answer us before it is declared dead (0 turns
 	// indirect routes off).
 	IndirectHelpers int
-	// SearchTimeout bounds the wait for the helpers' answers.
+	// SearchTimeout bounds the wait for the helpers' answers; towards a
+	// slow node the wait grows with its measured round-trip time.
 	SearchTimeout env.Duration
 	// HelpFresh: a helper that heard from the target this recently answers
 	// at once, without probing.
@@ -108,7 +109,7 @@ func DefaultConfig() Config {
 		StallLimit:         40 * env.Second, // about when neighbours start to declare us dead
 		WallJumpLimit:      60 * env.Second,
 		IndirectHelpers:    8, // ePOST: up to 8 one-hop detours
-		SearchTimeout:      4 * env.Second,
+		SearchTimeout:      3000 * env.Millisecond,
 		HelpFresh:          5 * env.Second,
 	}
 }

@@ -179,7 +179,11 @@ func (o *Overlay) startSearch(p *probe) {
 		o.sendTo(h, wire.TypeProbeVia, wire.ProbeVia{From: o.self, Target: p.target, Nonce: s.nonce})
 	}
 	nonce := s.nonce
-	s.timer = o.env.Clock.AfterFunc(o.cfg.SearchTimeout, func() {
+	// Helpers that have not heard from the target lately probe it
+	// themselves, twice (one timeout, then two): allow for that on slow
+	// links, so a slow node is not declared dead for it.
+	wait := max(o.cfg.SearchTimeout, 3*o.timeout(p.target)+o.cfg.MinTimeout)
+	s.timer = o.env.Clock.AfterFunc(wait, func() {
 		if cur := o.finds[x]; cur != nil && cur.nonce == nonce {
 			o.searchFailed(cur)
 		}
