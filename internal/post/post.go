@@ -44,6 +44,9 @@ type Config struct {
 	// RenewPeriod is how often an account renews the leases of what it
 	// still references.
 	RenewPeriod env.Duration
+	// Gateways are the community's gateway users, whose injected mail may
+	// carry any From.
+	Gateways []string
 }
 
 // DefaultConfig is what a node runs with.

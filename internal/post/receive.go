@@ -2,6 +2,7 @@ package post
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/epost-mail/epost/internal/past"
@@ -63,7 +64,8 @@ func (a *Account) deliver(mk object.Key, n *Notification, inbox *Folder, body []
 		return
 	}
 	var flags []string
-	if from := headerFrom(body); !n.Gateway && !strings.EqualFold(from, n.Sender) {
+	gateway := n.Gateway && slices.Contains(x.cfg.Gateways, n.Sender)
+	if from := headerFrom(body); !gateway && !strings.EqualFold(from, n.Sender) {
 		x.stats.SenderMismatch++
 		flags = []string{FlagSenderMismatch}
 	}

@@ -19,6 +19,21 @@ import (
 // recipients and bytes) carries the same message id, so recipients keep
 // one copy.
 func (x *Post) Send(from string, recipients []string, msg []byte, done func(error)) {
+	x.send(from, recipients, msg, false, done)
+}
+
+// Inject stores mail a gateway brought in from the Internet, for
+// community recipients: gw is the gateway's own user on this node. The
+// body is encrypted convergently (the key is a hash of the content), so
+// the same message to many members, typically spam, is stored once; the
+// notifications say so (Gateway), and recipients accept that From then
+// names someone outside the community only when gw is one of the
+// community's gateways (Config.Gateways).
+func (x *Post) Inject(gw string, recipients []string, msg []byte, done func(error)) {
+	x.send(gw, recipients, msg, true, done)
+}
+
+func (x *Post) send(from string, recipients []string, msg []byte, gateway bool, done func(error)) {
 	a := x.users[from]
 	if a == nil {
 		x.fail(done, fmt.Errorf("%w: %s", ErrNoUser, from))
@@ -39,14 +54,17 @@ func (x *Post) Send(from string, recipients []string, msg []byte, done func(erro
 	}
 	sort.Strings(rcpts)
 	rcpts = dedup(rcpts)
-	key, err := NewContentKey(randReader{x.env.Rand})
-	if err != nil {
+	var key ContentKey
+	var err error
+	if gateway {
+		key = ConvergentKey(msg)
+	} else if key, err = NewContentKey(randReader{x.env.Rand}); err != nil {
 		x.fail(done, err)
 		return
 	}
 	chunks, ref := SealBody(key, msg, x.cfg.ChunkSize)
 	msgID := MessageID(from, rcpts, msg)
-	n, err := SignNotification(fixedReader(msgID[:]), a.keys, a.cert, rcpts, ref, false)
+	n, err := SignNotification(fixedReader(msgID[:]), a.keys, a.cert, rcpts, ref, gateway)
 	if err != nil {
 		x.fail(done, err)
 		return

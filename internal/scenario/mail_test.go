@@ -312,3 +312,62 @@ func TestMailFromSomeoneElseIsFlagged(t *testing.T) {
 		t.Fatalf("%d flagged, want the forged one", flagged)
 	}
 }
+
+func TestGatewayMailIsStoredOnceAndNotFlagged(t *testing.T) {
+	sc := sim.DefaultConfig(18)
+	sc.InvariantEvery = 0
+	pc := testPostConfig()
+	pc.Gateways = []string{"u0@test.epost"}
+	m, err := NewMail(sc, overlay.SimConfig(), testPastConfig(), pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := m.BuildStorage(20, 200*env.Millisecond, 2*env.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if _, err := m.AddUser(fmt.Sprintf("u%d@test.epost", i), hosts[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "mailboxes", 5*time1m, func() bool {
+		for i := range m.Users {
+			if a := m.Account(i); a == nil || !a.Ready() {
+				return false
+			}
+		}
+		return true
+	})
+	spam := []byte("From: Prize Office <win@lottery.example>\r\nSubject: you won\r\n\r\nclick\r\n")
+	inject := func(gw int, to []int) {
+		var addrs []string
+		for _, r := range to {
+			addrs = append(addrs, m.Users[r].Address)
+		}
+		var err error
+		done := false
+		m.Post(m.Users[gw].Host).Inject(m.Users[gw].Address, addrs, spam, func(e error) { err, done = e, true })
+		awaitMail(t, m, "inject", 2*time1m, func() bool { return done })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	inject(0, []int{1})
+	inject(0, []int{2}) // the same message to someone else: the body is stored once
+	inject(3, []int{1}) // u3 is no gateway: its "gateway" mail is flagged
+	awaitMail(t, m, "delivered", 10*time1m, func() bool { return len(inbox(m, 1)) == 2 && len(inbox(m, 2)) == 1 })
+	a, b := inbox(m, 1), inbox(m, 2)
+	if a[0].Body.Chunks[0] != b[0].Body.Chunks[0] {
+		t.Fatal("the same injected message was stored twice")
+	}
+	flagged := 0
+	for _, msg := range append(a, b...) {
+		if len(msg.Flags) > 0 {
+			flagged++
+		}
+	}
+	if flagged != 1 {
+		t.Fatalf("%d flagged, want only the one from a non-gateway", flagged)
+	}
+}
