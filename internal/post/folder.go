@@ -215,6 +215,10 @@ func (f *Folder) snapshot() *Snapshot {
 // enqueue adds a change to the next log entry; done runs once it is
 // durable (or failed).
 func (f *Folder) enqueue(op Op, done func(error)) {
+	if f.a.retired {
+		f.a.x.env.Clock.AfterFunc(0, func() { done(ErrNotWriter) })
+		return
+	}
 	f.queue = append(f.queue, queued{op: op, done: done})
 	if f.timer == nil && !f.flushing {
 		f.timer = f.a.x.env.Clock.AfterFunc(f.a.x.cfg.FlushDelay, func() {

@@ -268,6 +268,7 @@ type Account struct {
 	// the log: a notification is applied exactly once.
 	delivered map[[16]byte]bool
 	inflight  map[object.Key]bool // pending members being delivered
+	retired   bool                // another node took the mailbox over: no more writes
 	onReady   []func(error)
 }
 
@@ -331,9 +332,38 @@ func (a *Account) becomeReady(err error) {
 
 // watch keeps this node told of new notifications for the user.
 func (a *Account) watch() {
+	if a.retired {
+		return
+	}
 	a.x.past.Watch(PendingKey(a.cert.UserID), 3*a.x.cfg.WatchPeriod)
+	a.checkWriter()
 	a.x.env.Clock.AfterFunc(a.x.cfg.WatchPeriod, a.watch)
 }
+
+// checkWriter reads the root record: if another node has taken the
+// mailbox over (a restored or moved user), this node stops writing it.
+func (a *Account) checkWriter() {
+	me := a.x.node.Cert.NodeID.ID
+	a.x.past.LookupMutable(past.MutableKey(a.cert.UserID, a.rootName()), func(res past.MutableResult, err error) {
+		if err != nil || res.Versions[0].Version <= a.rootVer {
+			return
+		}
+		for _, m := range res.Versions {
+			if r, err := a.openRoot(m.Data); err == nil && r.Writer != me {
+				a.retired = true
+				a.x.env.Log.Warn("post: another node now writes this mailbox; this node stops", "user", a.keys.Address)
+				return
+			}
+		}
+	})
+}
+
+// ErrNotWriter refuses changes on a node that another node has taken the
+// mailbox over from.
+var ErrNotWriter = errors.New("post: another node now serves this mailbox")
+
+// Retired reports whether another node has taken the mailbox over.
+func (a *Account) Retired() bool { return a.retired }
 
 // poll reads the whole pending set: what arrived while offline, or a push
 // that was lost.

@@ -15,7 +15,7 @@ import (
 func (a *Account) pending(member []byte) {
 	x := a.x
 	mk := past.MemberKey(member)
-	if !a.ready || a.inflight[mk] {
+	if !a.ready || a.retired || a.inflight[mk] {
 		return
 	}
 	s, err := DecodeSealed(member)

@@ -371,3 +371,30 @@ func TestGatewayMailIsStoredOnceAndNotFlagged(t *testing.T) {
 		t.Fatalf("%d flagged, want only the one from a non-gateway", flagged)
 	}
 }
+
+func TestOnlyOneNodeWritesAMailbox(t *testing.T) {
+	m, hosts := newMail(t, 19, 20, 2)
+	old := m.Account(0)
+	// The user is restored on another node while the old one still runs.
+	x := m.Post(hosts[12])
+	fresh, err := x.AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "fresh node ready", 5*time1m, func() bool { return fresh.Ready() })
+	awaitMail(t, m, "old node stops writing", 5*time1m, func() bool { return old.Retired() })
+	in, _ := old.Folder("INBOX")
+	var werr error
+	done := false
+	in.Append([]byte("late write"), nil, 0, func(_ uint32, err error) { werr, done = err, true })
+	awaitMail(t, m, "append answered", time1m, func() bool { return done })
+	if !errors.Is(werr, post.ErrNotWriter) {
+		t.Fatalf("a write on the old node: %v, want ErrNotWriter", werr)
+	}
+	// New mail goes to the node that took over.
+	if err := send(t, m, 1, []int{0}, []byte("after the move")); err != nil {
+		t.Fatal(err)
+	}
+	fin, _ := fresh.Folder("INBOX")
+	awaitMail(t, m, "delivered on the new node", 10*time1m, func() bool { return len(fin.Messages()) == 1 })
+}
