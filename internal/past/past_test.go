@@ -303,3 +303,41 @@ func FuzzDirect(f *testing.F) {
 		}
 	})
 }
+
+func TestAnotherUserCannotWriteMyObjects(t *testing.T) {
+	x := newSingle(t)
+	x.run(t, env.Second)
+	mk := func(addr string) (identity.UserKeys, *identity.UserCert) {
+		keys, _ := identity.GenerateUserKeys(x.r, addr)
+		cert, err := x.ca.IssueUser(x.r, addr, keys.Signing.Public(), keys.Sealing.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return keys, cert
+	}
+	_, alice := mk("alice@demo.epost")
+	bobKeys, bob := mk("bob@demo.epost")
+	aliceHead := MutableKey(alice.UserID, "head/INBOX")
+	// Bob signs a perfectly valid object of his own with the same name...
+	m, err := SignMutable(bobKeys, bob, "head/INBOX", 99, []byte("bob's log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Key() == aliceHead {
+		t.Fatal("two users' objects share a key")
+	}
+	// ...and offers it under Alice's key: refused, nothing stored.
+	peer := overlay.NodeHandle{ID: id.NodeID{ID: id.FromUint64(7, 7)}, Addr: "peer"}
+	x.p.Direct(peer, storeMsg(m.Encode(), aliceHead, store.KindMutable, env.Hour))
+	// Claiming to be Alice with Bob's certificate fails too.
+	forged := *m
+	forged.Address = "alice@demo.epost"
+	x.p.Direct(peer, storeMsg(forged.Encode(), aliceHead, store.KindMutable, env.Hour))
+	x.run(t, env.Second)
+	if got := x.p.Stats().Refused[RefusedSignature]; got != 2 {
+		t.Fatalf("refused %d as bad signatures, want 2", got)
+	}
+	if ok, _ := x.disk.Has(store.KindMutable, aliceHead); ok {
+		t.Fatal("something was stored under Alice's key")
+	}
+}
