@@ -209,3 +209,36 @@ func FuzzReceive(f *testing.F) {
 		_ = o.Stats()
 	})
 }
+
+// TestNoPingPongBetweenLeafAndPrefixRouting: a node whose leaf set has a
+// gap filled by a far node believes it covers keys it does not; the far
+// node routes such a key back to it by prefix. Sending it back to the
+// node it came from would loop, so the node routes by prefix instead.
+func TestNoPingPongBetweenLeafAndPrefixRouting(t *testing.T) {
+	_, o, _ := single(t)
+	h := func(hi uint64) NodeHandle { return NodeHandle{ID: id.NodeID{ID: id.FromUint64(hi, 0)}, Addr: "x"} }
+	o.self = h(0x4146501100000000)
+	o.leaf = NewLeafSet(o.self.ID.ID, 24)
+	o.table = NewRoutingTable(o.self.ID.ID)
+	for i := uint64(1); i <= 11; i++ {
+		o.leaf.Add(h(0x4146501100000000 + i<<24))
+		o.leaf.Add(h(0x4146501100000000 - i<<24))
+	}
+	o.leaf.Add(h(0x4146501100000000 - 12<<24))
+	far := h(0x52f37b7b00000000) // the gap's filler: the 12th on the right
+	o.leaf.Add(far)
+	near := h(0x4c00000000000000) // a routing-table entry with a longer prefix
+	o.table.Set(near)
+	key := id.FromUint64(0x4c6a98a100000000, 0)
+	if !o.leaf.Covers(key) {
+		t.Fatal("test setup: the leaf set should (wrongly) cover the key")
+	}
+	next, root := o.nextHopFor(wire.Route{Kind: wire.RouteApp, Key: key, Sender: h(0x1000000000000000)}, nil)
+	if root || next.ID != far.ID {
+		t.Fatalf("from elsewhere: next %s, want the far leaf member", next.ID.ID.Short())
+	}
+	next, root = o.nextHopFor(wire.Route{Kind: wire.RouteApp, Key: key, Sender: far}, nil)
+	if root || next.ID != near.ID {
+		t.Fatalf("from the far member: next %s, want the table entry, not back", next.ID.ID.Short())
+	}
+}

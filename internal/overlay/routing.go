@@ -121,6 +121,18 @@ func (o *Overlay) nextHopFor(m wire.Route, exclude []id.ID) (NodeHandle, bool) {
 	}
 	if o.leaf.Covers(key) {
 		best, _ := o.closestLeaf(key, exclude, skip)
+		if best.ID == m.Sender.ID && best.ID != o.self.ID {
+			// The node this came from routed it here by prefix, so by its
+			// table the key is not in its leaf range; by ours it is, and
+			// it is the closest: one of our views is wrong, typically our
+			// leaf set with a gap after deaths, filled by a far node.
+			// Sending it back would loop: take prefix routing, which
+			// always makes progress, and ask the sender for its leaf set.
+			if h, ok := o.table.Lookup(key); ok && !excluded(h.ID.ID, exclude, skip) && h.ID != m.Sender.ID {
+				o.startProbe(m.Sender, ProbeRepair, wire.ProbeWantLeaf)
+				return h, false
+			}
+		}
 		return best, best.ID.ID == o.self.ID.ID
 	}
 	if h, ok := o.table.Lookup(key); ok && !excluded(h.ID.ID, exclude, skip) {
