@@ -1,0 +1,43 @@
+// Package imapd serves a node's users over IMAP (RFC 3501 IMAP4rev1 and
+// RFC 9051 IMAP4rev2 where go-imap v2 supports them), with POST's folder
+// logs as the only mail store (DESIGN.md section 7).
+//
+// The protocol itself (parsing, literals, responses, capabilities) is
+// github.com/emersion/go-imap/v2's imapserver; this package is the
+// Session backend behind it. Each IMAP connection runs on its own
+// goroutine, which never touches POST directly: every read and every
+// write is a func run on the node's event loop through Loop.Do, and a
+// write's completion callback hands its result back over a channel that
+// the connection's goroutine waits on after Do has returned, so the loop
+// never blocks on a client.
+//
+// Invariants:
+//   - POST owns the mail. A session keeps only what IMAP makes
+//     per-connection: the selected folder's message-sequence-number to UID
+//     map as this client last heard it (RFC 9051 section 2.3.1.2), with
+//     the flags it last reported, so that unsolicited EXISTS, EXPUNGE and
+//     FETCH FLAGS responses tell the client exactly what changed. UIDs,
+//     UIDVALIDITY and UIDNEXT are POST's, so they persist across restarts.
+//   - Sequence numbers change only when the client may see them change:
+//     expunges are reported (and the map shrunk) only where RFC 9051
+//     section 7.5.1 allows an EXPUNGE response, never during FETCH, STORE
+//     or SEARCH.
+//   - OK means durable: APPEND, STORE, COPY, MOVE, EXPUNGE, CREATE,
+//     DELETE and RENAME answer OK only after POST's done callback
+//     reported success; a failure or a timeout answers NO [UNAVAILABLE].
+//   - IDLE is driven by Folder.Watch, which POST calls on the loop after
+//     every change to a folder (a delivery, another session's STORE); the
+//     watch only signals a channel, so it never blocks the loop. Nothing
+//     polls. A watch cannot be removed, so the server registers one per
+//     folder and fans it out to the sessions that have the folder selected.
+//
+// TLS: Config.TLS enables STARTTLS (Serve) and implicit TLS (ServeTLS);
+// SelfSigned makes a node's default certificate. Without TLS, only
+// InsecureAuth (loopback) allows LOGIN.
+//
+// Not yet: subscriptions (every folder is reported as subscribed;
+// SUBSCRIBE and UNSUBSCRIBE succeed and change nothing, since POST keeps
+// no subscription list), renaming INBOX (refused), CONDSTORE, \Recent
+// (always 0), and keeping a node's self-signed certificate across
+// restarts (the node's job).
+package imapd

@@ -1,0 +1,265 @@
+package imapd
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapserver"
+
+	"github.com/epost-mail/epost/internal/post"
+)
+
+// Loop runs funcs on the node's event loop, where POST lives.
+// internal/node.Node satisfies it.
+type Loop interface {
+	// Do runs f on the loop and returns once it has run, or an error if
+	// the loop has stopped.
+	Do(f func()) error
+}
+
+// Auth checks a user's password.
+type Auth interface {
+	// Check returns the mail address the credentials belong to.
+	Check(username, password string) (address string, ok bool)
+}
+
+// Config is what a Server needs.
+type Config struct {
+	// Loop is the node's event loop; Mail is called only on it.
+	Loop Loop
+	// Mail returns the node's POST instance (nil if the node has none).
+	Mail func() *post.Post
+	// Auth checks LOGIN and AUTHENTICATE PLAIN credentials.
+	Auth Auth
+	// TLS, if set, enables STARTTLS (RFC 9051 section 6.2.1).
+	TLS *tls.Config
+	// InsecureAuth allows authentication without TLS: for loopback only.
+	InsecureAuth bool
+	// Timeout bounds how long a command waits for POST (a network write or
+	// read); zero uses DefaultTimeout.
+	Timeout time.Duration
+	// AppendLimit is the largest message APPEND accepts; zero uses
+	// DefaultAppendLimit.
+	AppendLimit uint32
+	// Log receives the server's errors; nil discards them.
+	Log *slog.Logger
+	// Debug, if set, receives the raw protocol traffic (passwords
+	// included: tests only).
+	Debug io.Writer
+}
+
+// DefaultTimeout is how long a command waits for POST: longer than PAST's
+// insert timeout, so that POST answers first.
+const DefaultTimeout = 2 * time.Minute
+
+// DefaultAppendLimit is the largest message APPEND takes by default.
+const DefaultAppendLimit = 64 << 20
+
+// Errors a client sees as NO responses.
+var (
+	errUnavailable = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable, Text: "Mail store unavailable, try again"}
+	errNoMailbox   = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "No such mailbox"}
+	errTryCreate   = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeTryCreate, Text: "No such mailbox"}
+	errExists      = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeAlreadyExists, Text: "Mailbox already exists"}
+	errServerBug   = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeServerBug, Text: "Internal error"}
+	errGone        = &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeNonExistent, Text: "The selected mailbox was deleted"}
+)
+
+// Server is the IMAP server of one node.
+type Server struct {
+	cfg  Config
+	imap *imapserver.Server
+
+	// Owned by the loop: which folders POST calls us back for, and the
+	// sessions to wake when one changes.
+	watched map[*post.Folder]bool
+	subs    map[*post.Folder]map[*session]bool
+
+	mu     sync.Mutex
+	closed bool
+	done   chan struct{} // closed by Close: waiting commands give up
+}
+
+// New makes a server; Serve starts it.
+func New(cfg Config) *Server {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.AppendLimit == 0 {
+		cfg.AppendLimit = DefaultAppendLimit
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, watched: map[*post.Folder]bool{}, subs: map[*post.Folder]map[*session]bool{}, done: make(chan struct{})}
+	s.imap = imapserver.New(&imapserver.Options{
+		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			return &session{s: s, notify: make(chan struct{}, 1)}, nil, nil
+		},
+		Caps:         Caps(),
+		Logger:       log.New(slogWriter{cfg.Log}, "", 0),
+		TLSConfig:    cfg.TLS,
+		InsecureAuth: cfg.InsecureAuth,
+		DebugWriter:  cfg.Debug,
+	})
+	return s
+}
+
+// Caps are the capabilities the server offers (beyond those go-imap adds
+// on its own: IDLE, UNSELECT, ENABLE, SASL-IR, LITERAL-, AUTH=PLAIN).
+func Caps() imap.CapSet {
+	return imap.CapSet{
+		imap.CapIMAP4rev1:      {},
+		imap.CapIMAP4rev2:      {},
+		imap.CapNamespace:      {},
+		imap.CapUIDPlus:        {},
+		imap.CapESearch:        {},
+		imap.CapSearchRes:      {},
+		imap.CapListExtended:   {},
+		imap.CapListStatus:     {},
+		imap.CapMove:           {},
+		imap.CapStatusSize:     {},
+		imap.CapBinary:         {},
+		imap.CapChildren:       {},
+		imap.CapSpecialUse:     {},
+		imap.CapLiteralPlus:    {},
+		imap.CapAppendLimit:    {},
+		imap.CapUnauthenticate: {},
+	}
+}
+
+// Serve accepts IMAP connections on ln until Close.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.imap.Serve(ln)
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed && err != nil && errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// Close closes every listener and connection.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.done)
+	}
+	s.mu.Unlock()
+	return s.imap.Close()
+}
+
+// slogWriter carries go-imap's log lines to the node's logger.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn("imapd: " + string(p))
+	return len(p), nil
+}
+
+// do runs f on the loop with POST.
+func (s *Server) do(f func(p *post.Post) error) error {
+	var ferr error
+	if err := s.cfg.Loop.Do(func() {
+		// A bug here must cost one command, not the node's event loop.
+		defer func() {
+			if v := recover(); v != nil {
+				s.cfg.Log.Error("imapd: panic on the event loop", "panic", v, "stack", string(debug.Stack()))
+				ferr = errServerBug
+			}
+		}()
+		p := s.cfg.Mail()
+		if p == nil {
+			ferr = errUnavailable
+			return
+		}
+		ferr = f(p)
+	}); err != nil {
+		s.cfg.Log.Warn("imapd: event loop", "err", err)
+		return errUnavailable
+	}
+	return ferr
+}
+
+// call runs start on the loop; start begins a POST operation and either
+// returns an error at once or arranges for done to be called (on the
+// loop) when the operation ends. call waits for done off the loop.
+func (s *Server) call(start func(p *post.Post, done func(error)) error) error {
+	ch := make(chan error, 1)
+	done := func(err error) {
+		select {
+		case ch <- err:
+		default:
+		}
+	}
+	if err := s.do(func(p *post.Post) error { return start(p, done) }); err != nil {
+		return err
+	}
+	t := time.NewTimer(s.cfg.Timeout)
+	defer t.Stop()
+	select {
+	case err := <-ch:
+		if err != nil {
+			return s.storeError(err)
+		}
+		return nil
+	case <-t.C:
+		s.cfg.Log.Warn("imapd: POST did not answer in time", "timeout", s.cfg.Timeout)
+		return errUnavailable
+	case <-s.done:
+		return errUnavailable
+	}
+}
+
+// storeError turns a POST failure into a NO response: the change was not
+// stored, and the client may retry (RFC 5530 UNAVAILABLE).
+func (s *Server) storeError(err error) error {
+	var ierr *imap.Error
+	if errors.As(err, &ierr) {
+		return err
+	}
+	switch {
+	case errors.Is(err, post.ErrNoFolder):
+		return errNoMailbox
+	case errors.Is(err, post.ErrFolderExists):
+		return errExists
+	}
+	s.cfg.Log.Warn("imapd: mail store", "err", err)
+	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+		Text: fmt.Sprintf("Not stored, try again (%v)", err)}
+}
+
+// subscribe wakes sess whenever f changes. On the loop.
+func (s *Server) subscribe(f *post.Folder, sess *session) {
+	if !s.watched[f] {
+		s.watched[f] = true
+		f.Watch(func() {
+			for other := range s.subs[f] {
+				other.wake()
+			}
+		})
+	}
+	if s.subs[f] == nil {
+		s.subs[f] = map[*session]bool{}
+	}
+	s.subs[f][sess] = true
+}
+
+// unsubscribe stops waking sess for f. On the loop.
+func (s *Server) unsubscribe(f *post.Folder, sess *session) {
+	delete(s.subs[f], sess)
+	if len(s.subs[f]) == 0 {
+		delete(s.subs, f)
+	}
+}
