@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/epost-mail/epost/internal/demo"
@@ -60,19 +63,24 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 // "ready" once the ring has settled, and then a view of the nodes every
 // --refresh. When ctx ends it closes every node and returns nil.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := newFlagSet("demo", "[--nodes N] [--http ADDR] [--refresh DURATION] [--log LEVEL]", stderr)
+	flags := newFlagSet("demo", "[--nodes N] [--dir DIR] [--http ADDR] [--refresh DURATION] [--log LEVEL]", stderr)
 	usage := flags.Usage
 	flags.Usage = func() {
 		usage()
 		fmt.Fprintln(flags.Output(), `
 Starts a throwaway community on this machine: a fresh CA, N real nodes on
-loopback libp2p forming one Pastry ring, and a status page drawing the ring.
-Nothing is written to disk. Ctrl-C (or SIGTERM) stops every node.`)
+loopback libp2p forming one Pastry ring, one user per node with IMAP and
+SMTP on loopback (address, password and ports are printed, and written to
+DIR/demo.json), and a status page drawing the ring. "ready" means every
+user has sent a message by SMTP and received one over IMAP. Point any mail
+client at the printed ports (plain, loopback only). Ctrl-C (or SIGTERM)
+stops every node; without --dir the stores are removed then.`)
 	}
 	def := demo.DefaultConfig()
 	nodes := flags.Int("nodes", def.Nodes, fmt.Sprintf("number of nodes (1..%d)", demo.MaxNodes))
 	httpAddr := flags.String("http", def.HTTP, "status page address, host:port (port 0 picks a free port; empty: no page)")
 	refresh := flags.Duration("refresh", 3*time.Second, "how often the terminal view is printed")
+	dir := flags.String("dir", "", "directory for the nodes' stores and demo.json (default: a temporary one, removed at exit)")
 	logLevel := flags.String("log", "warn", "node log level on stderr: debug, info, warn or error")
 	pos, err := parseFlags(flags, args)
 	if err != nil {
@@ -96,6 +104,7 @@ Nothing is written to disk. Ctrl-C (or SIGTERM) stops every node.`)
 	cfg := def
 	cfg.Nodes = *nodes
 	cfg.HTTP = *httpAddr
+	cfg.Dir = *dir
 	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	cfg.OnNode = func(i int, nd *node.Node) {
 		fmt.Fprintf(stdout, "node %-3d %s  %s\n", i+1, nd.ID().Short(), nd.Addr())
@@ -111,6 +120,9 @@ Nothing is written to disk. Ctrl-C (or SIGTERM) stops every node.`)
 	}
 	if u := c.StatusURL(); u != "" {
 		fmt.Fprintf(stdout, "status page: %s\n", u)
+	}
+	if err := printUsers(c, *dir, stdout); err != nil {
+		return errors.Join(err, c.Close())
 	}
 	err = watchDemo(ctx, c, *refresh, stdout)
 	fmt.Fprintln(stdout, "stopping every node")
@@ -149,7 +161,14 @@ func watchDemo(ctx context.Context, c *demo.Community, refresh time.Duration, st
 				continue
 			}
 			check.Stop() // ready is printed once
-			fmt.Fprintln(stdout, "ready")
+			if err := c.CheckMail(ctx, demoReadyTimeout); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				fmt.Fprintf(stdout, "warning: %v\n", err)
+			} else {
+				fmt.Fprintln(stdout, "ready")
+			}
 			fmt.Fprintln(stdout)
 			if err := demo.WriteView(stdout, c.Report()); err != nil {
 				return err
@@ -162,4 +181,39 @@ func watchDemo(ctx context.Context, c *demo.Community, refresh time.Duration, st
 			}
 		}
 	}
+}
+
+// printUsers prints the users' table and, with a directory, writes the same
+// as DIR/demo.json.
+func printUsers(c *demo.Community, dir string, stdout io.Writer) error {
+	us := c.Users()
+	if len(us) == 0 {
+		return nil
+	}
+	fmt.Fprintln(stdout)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "user\tpassword\tIMAP\tSMTP")
+	for _, u := range us {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", u.Address, u.Password, u.IMAP, u.SMTP)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout)
+	if dir == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(struct {
+		Users  []demo.User `json:"users"`
+		Status string      `json:"status"`
+	}{us, c.StatusURL()}, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dir, "demo.json")
+	if err := os.WriteFile(path, append(b, '\n'), 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "written to %s\n", path)
+	return nil
 }

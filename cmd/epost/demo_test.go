@@ -8,6 +8,8 @@ import (
 	"flag"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -71,11 +73,30 @@ func TestDemoCommand(t *testing.T) {
 	defer cancel()
 	var out, errOut syncBuffer
 	exited := make(chan error, 1)
+	dir := t.TempDir()
 	go func() {
-		exited <- runDemo(ctx, []string{"--nodes", "4", "--refresh", "100ms"}, &out, &errOut)
+		exited <- runDemo(ctx, []string{"--nodes", "4", "--refresh", "100ms", "--dir", dir}, &out, &errOut)
 	}()
 	url := awaitOutput(t, &out, statusRE, 60*time.Second, exited)[1]
-	awaitOutput(t, &out, readyRE, 60*time.Second, exited)
+	// "ready" comes only after every user sent a message by SMTP and saw
+	// one arrive over IMAP.
+	awaitOutput(t, &out, readyRE, 120*time.Second, exited)
+	var written struct {
+		Users  []struct{ Address, Password, IMAP, SMTP string }
+		Status string
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "demo.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &written); err != nil || len(written.Users) != 4 || written.Status != url {
+		t.Fatalf("demo.json: %v %+v", err, written)
+	}
+	for _, u := range written.Users {
+		if !strings.Contains(out.String(), u.Address) || !strings.Contains(out.String(), u.Password) || u.IMAP == "" || u.SMTP == "" {
+			t.Fatalf("user %+v not printed", u)
+		}
+	}
 	nodes := nodeLineRE.FindAllStringSubmatch(out.String(), -1)
 	if len(nodes) != 4 {
 		t.Fatalf("demo printed %d node lines, want 4:\n%s", len(nodes), out.String())

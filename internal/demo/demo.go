@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -59,6 +61,11 @@ type Config struct {
 	OnNode func(i int, nd *node.Node)
 	// Log is the base logger of every node; nil discards.
 	Log *slog.Logger
+	// Dir holds the nodes' stores; empty uses a temporary directory that
+	// Close removes.
+	Dir string
+	// Users gives every node a user with IMAP and SMTP listeners.
+	Users bool
 }
 
 // DefaultConfig is eight nodes and a status page on a free loopback port.
@@ -68,6 +75,7 @@ func DefaultConfig() Config {
 		HTTP:        "127.0.0.1:0",
 		Overlay:     OverlayConfig(),
 		JoinTimeout: 60 * time.Second,
+		Users:       true,
 	}
 }
 
@@ -90,6 +98,12 @@ type Community struct {
 
 	mu    sync.Mutex
 	nodes []*node.Node // in start order
+
+	users   []User
+	closers []func() error // the users' servers
+	pw      passwords
+	dir     string
+	ownDir  bool
 
 	srv       *http.Server
 	url       string
@@ -122,7 +136,13 @@ func Start(ctx context.Context, cfg Config) (*Community, error) {
 	if err != nil {
 		return nil, fmt.Errorf("demo: %w", err)
 	}
-	c := &Community{cfg: cfg, ca: ca}
+	c := &Community{cfg: cfg, ca: ca, pw: passwords{}, dir: cfg.Dir}
+	if c.dir == "" {
+		if c.dir, err = os.MkdirTemp("", "epost-demo-"); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		c.ownDir = true
+	}
 	if cfg.HTTP != "" {
 		if err := c.serve(cfg.HTTP); err != nil {
 			return nil, err
@@ -131,6 +151,21 @@ func Start(ctx context.Context, cfg Config) (*Community, error) {
 	for i := range cfg.Nodes {
 		if err := c.startNode(ctx, i); err != nil {
 			return nil, errors.Join(err, c.Close())
+		}
+	}
+	if cfg.Users {
+		// Every password exists before any server reads the map.
+		for i := range c.Nodes() {
+			pw, err := newPassword()
+			if err != nil {
+				return nil, errors.Join(err, c.Close())
+			}
+			c.pw[userName(i)+"@"+Domain] = pw
+		}
+		for i, nd := range c.Nodes() {
+			if err := c.startUser(ctx, i, nd); err != nil {
+				return nil, errors.Join(err, c.Close())
+			}
 		}
 	}
 	return c, nil
@@ -181,6 +216,7 @@ func (c *Community) startNode(ctx context.Context, i int) error {
 		Bootstrap:   boots,
 		Overlay:     c.cfg.Overlay,
 		Log:         c.cfg.Log,
+		DataDir:     filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)),
 	})
 	if err != nil {
 		return fmt.Errorf("demo: node %d: %w", i, err)
@@ -390,8 +426,17 @@ func (c *Community) Close() error {
 			cancel()
 			<-c.served
 		}
+		c.mu.Lock()
+		closers := c.closers
+		c.mu.Unlock()
+		for _, f := range closers {
+			errs = append(errs, f())
+		}
 		for _, nd := range slices.Backward(nodes) {
 			errs = append(errs, nd.Close())
+		}
+		if c.ownDir {
+			errs = append(errs, os.RemoveAll(c.dir))
 		}
 		c.closeErr = errors.Join(errs...)
 	})
