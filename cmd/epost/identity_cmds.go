@@ -47,6 +47,7 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "usage: epost user new [--dir DIR] [--scrypt-work-factor N] ADDRESS")
 		fmt.Fprintln(w, "       epost user recover [--dir DIR] --backup FILE --code CODE")
 		fmt.Fprintln(w, "       epost user recover [--dir DIR] --node NAME --bootstrap ADDR --code CODE ADDRESS")
+		fmt.Fprintln(w, "       epost user passwd [--dir DIR] --password-file FILE ADDRESS")
 	}
 	if len(args) == 0 {
 		usage(stderr)
@@ -57,6 +58,8 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 		return userNew(args[1:], stdout, stderr)
 	case "recover":
 		return userRecover(args[1:], stdout, stderr)
+	case "passwd":
+		return userPasswd(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return nil

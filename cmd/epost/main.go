@@ -28,6 +28,8 @@ func commands() []command {
 		{"demo", "run a community of real nodes on this machine, with a status page: `demo [--nodes N]`", cmdDemo},
 		{"sim", "run a simulator experiment: `sim SCENARIO [--nodes N] [--seed S] [--json]`", scenario.Main},
 		{"version", "print the version", cmdVersion},
+		{"init", "write a commented node configuration: `init --node NAME [--user ADDRESS]...`", cmdInit},
+		{"node", "run one node: `node --config FILE`", cmdNode},
 	}
 	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
 	return cs

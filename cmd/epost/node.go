@@ -1,0 +1,334 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/imapd"
+	"github.com/epost-mail/epost/internal/node"
+	"github.com/epost-mail/epost/internal/smtpd"
+)
+
+// nodeConfig is the TOML file `epost node --config` reads.
+type nodeConfig struct {
+	Dir       string   `toml:"dir"`
+	Node      string   `toml:"node"`
+	Listen    []string `toml:"listen"`
+	Advertise string   `toml:"advertise"`
+	Bootstrap []string `toml:"bootstrap"`
+	Users     []string `toml:"users"`
+	Domains   []string `toml:"domains"`
+	IMAP      string   `toml:"imap"`
+	SMTP      string   `toml:"smtp"`
+	Status    string   `toml:"status"`
+	Log       string   `toml:"log"`
+}
+
+const configTemplate = `# epost node configuration (TOML). Start the node with:
+#     epost node --config %[1]s
+
+# The data directory: the community's CA certificate (ca/ca.pub), this
+# node's key and certificate (nodes/NAME/, from ` + "`epost ca issue-node`" + `), the
+# users' keys (users/ADDRESS/, from ` + "`epost user new`" + ` and ` + "`epost user passwd`" + `),
+# and the node's store (store/NAME/).
+dir = %[2]q
+
+# This node's name in dir/nodes/.
+node = %[3]q
+
+# libp2p listen addresses. Other members reach this node here; open the
+# port in a firewall, or rely on libp2p's NAT traversal.
+listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+
+# The address other members should use, if it differs from what is bound
+# (a public IP in front of NAT). Empty: the first bound address.
+advertise = ""
+
+# Members to join through (their printed addresses, with /p2p/ID). Empty
+# starts a new community ring: do that on the first node only.
+bootstrap = [%[4]s]
+
+# Users whose mail this node serves (their keys must be in dir/users/).
+users = [%[5]s]
+
+# The community's mail domains.
+domains = [%[6]s]
+
+# IMAP and SMTP submission for the users' mail clients. On loopback they
+# accept passwords in the clear; elsewhere only after STARTTLS, with a
+# self-signed certificate made at start.
+imap = "127.0.0.1:1143"
+smtp = "127.0.0.1:1587"
+
+# The status page (HTTP); empty turns it off. Keep it on loopback.
+status = "127.0.0.1:8025"
+
+# Log level on stderr: debug, info, warn or error.
+log = "info"
+`
+
+// cmdInit writes a commented configuration file.
+func cmdInit(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("init", "[--dir DIR] --node NAME [--bootstrap ADDR]... [--user ADDRESS]... [--out FILE]", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory")
+	name := flags.String("node", "", "this node's name (from `epost ca issue-node --name`)")
+	out := flags.String("out", "epost.toml", "file to write (- for standard output)")
+	var boots, users multiFlag
+	flags.Var(&boots, "bootstrap", "a member's address to join through (repeatable)")
+	flags.Var(&users, "user", "a user this node serves (repeatable)")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *name == "" {
+		flags.Usage()
+		return fmt.Errorf("%w: init: --node NAME is required", errUsage)
+	}
+	domains := map[string]bool{}
+	var doms []string
+	for _, u := range users {
+		addr, err := identity.CanonicalAddress(u)
+		if err != nil {
+			return err
+		}
+		if d := addr[strings.IndexByte(addr, '@')+1:]; !domains[d] {
+			domains[d] = true
+			doms = append(doms, d)
+		}
+	}
+	text := fmt.Sprintf(configTemplate, *out, *dir, *name, quoteList(boots), quoteList(users), quoteList(doms))
+	if *out == "-" {
+		_, err := io.WriteString(stdout, text)
+		return err
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("init: %w (remove it first to write a new one)", err)
+	}
+	if _, err := io.WriteString(f, text); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s; start the node with: epost node --config %s\n", *out, *out)
+	return nil
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func quoteList(xs []string) string {
+	q := make([]string, len(xs))
+	for i, x := range xs {
+		q[i] = fmt.Sprintf("%q", x)
+	}
+	return strings.Join(q, ", ")
+}
+
+// cmdNode runs one node until SIGINT or SIGTERM.
+func cmdNode(args []string, stdout, stderr io.Writer) error {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return runNode(ctx, args, stdout, stderr)
+}
+
+// nodeAuth checks passwords against the users' hash files.
+type nodeAuth map[string]string
+
+func (a nodeAuth) Check(username, password string) (string, bool) {
+	addr, err := identity.CanonicalAddress(username)
+	if err != nil {
+		return "", false
+	}
+	h, ok := a[addr]
+	if !ok || !checkPassword(h, password) {
+		return "", false
+	}
+	return addr, true
+}
+
+func isLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
+}
+
+// runNode is `epost node` until ctx ends.
+func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("node", "--config FILE", stderr)
+	file := flags.String("config", "epost.toml", "configuration file (`epost init` writes one)")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		flags.Usage()
+		return fmt.Errorf("%w: node: unexpected argument %q", errUsage, pos[0])
+	}
+	var cfg nodeConfig
+	if _, err := toml.DecodeFile(*file, &cfg); err != nil {
+		return fmt.Errorf("node: %s: %w", *file, err)
+	}
+	if cfg.Node == "" || cfg.Dir == "" {
+		return fmt.Errorf("node: %s: dir and node are required", *file)
+	}
+	var level slog.Level
+	if cfg.Log == "" {
+		cfg.Log = "info"
+	}
+	if err := level.UnmarshalText([]byte(cfg.Log)); err != nil {
+		return fmt.Errorf("node: %s: log %q: want debug, info, warn or error", *file, cfg.Log)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	caPub, err := identity.ReadCAPublic(cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("node: %w (is %s a data directory made by `epost ca init`?)", err, cfg.Dir)
+	}
+	v := identity.NewVerifier(caPub)
+	key, cert, err := identity.ReadNode(cfg.Dir, cfg.Node, v)
+	if err != nil {
+		return fmt.Errorf("node: %w (issue it with `epost ca issue-node --name %s`)", err, cfg.Node)
+	}
+	type served struct {
+		keys   identity.UserKeys
+		cert   *identity.UserCert
+		backup []byte
+	}
+	var users []served
+	auth := nodeAuth{}
+	for _, u := range cfg.Users {
+		keys, ucert, err := identity.ReadUser(cfg.Dir, u, v)
+		if err != nil {
+			return fmt.Errorf("node: user %s: %w", u, err)
+		}
+		ud, _ := identity.UserDir(cfg.Dir, keys.Address)
+		h, err := os.ReadFile(filepath.Join(ud, PasswordFile))
+		if err != nil {
+			return fmt.Errorf("node: user %s has no password: run `epost user passwd --dir %s --password-file FILE %s`", u, cfg.Dir, u)
+		}
+		auth[keys.Address] = strings.TrimSpace(string(h))
+		b, _ := os.ReadFile(filepath.Join(ud, identity.UserBackupFile))
+		users = append(users, served{keys, ucert, b})
+	}
+	nc := node.DefaultConfig()
+	if len(cfg.Listen) > 0 {
+		nc.ListenAddrs = cfg.Listen
+	}
+	nc.Advertise = cfg.Advertise
+	nc.Key, nc.Cert, nc.CA = key, cert, caPub
+	for _, b := range cfg.Bootstrap {
+		nc.Bootstrap = append(nc.Bootstrap, env.Addr(b))
+	}
+	nc.DataDir = filepath.Join(cfg.Dir, "store", cfg.Node)
+	nc.Log = log
+	n, err := node.New(nc)
+	if err != nil {
+		return fmt.Errorf("node: %w (is the port in use?)", err)
+	}
+	defer n.Close()
+	if err := n.Start(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "node %s at %s\n", n.ID().Short(), n.Addr())
+	for !n.Active() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	fmt.Fprintln(stdout, "joined the ring")
+	for _, u := range users {
+		ready := make(chan error, 1)
+		if err := n.Do(func() {
+			a, err := n.Mail().AddUser(u.keys, u.cert, func(e error) { ready <- e })
+			if err != nil {
+				ready <- err
+				return
+			}
+			if len(u.backup) > 0 {
+				a.PublishKeyBackup(u.backup, func(err error) {
+					if err != nil {
+						log.Warn("publishing the key backup failed", "user", u.keys.Address, "err", err)
+					}
+				})
+			}
+		}); err != nil {
+			return err
+		}
+		select {
+		case err := <-ready:
+			if err != nil {
+				return fmt.Errorf("node: mailbox of %s: %w", u.keys.Address, err)
+			}
+		case <-ctx.Done():
+			return nil
+		}
+		fmt.Fprintf(stdout, "serving %s\n", u.keys.Address)
+	}
+	var closers []func() error
+	defer func() {
+		for _, f := range closers {
+			f()
+		}
+	}()
+	tlsCfg, err := imapd.SelfSigned("localhost")
+	if err != nil {
+		return err
+	}
+	if cfg.IMAP != "" {
+		ln, err := net.Listen("tcp", cfg.IMAP)
+		if err != nil {
+			return fmt.Errorf("node: IMAP on %s: %w", cfg.IMAP, err)
+		}
+		s := imapd.New(imapd.Config{Loop: n, Mail: n.Mail, Auth: auth, TLS: tlsCfg, InsecureAuth: isLoopback(cfg.IMAP), Log: log})
+		closers = append(closers, s.Close)
+		go func() { _ = s.Serve(ln) }()
+		fmt.Fprintf(stdout, "IMAP on %s\n", ln.Addr())
+	}
+	if cfg.SMTP != "" {
+		ln, err := net.Listen("tcp", cfg.SMTP)
+		if err != nil {
+			return fmt.Errorf("node: SMTP on %s: %w", cfg.SMTP, err)
+		}
+		s := smtpd.New(smtpd.Config{Loop: n, Mail: n.Mail, Auth: auth, Domains: cfg.Domains, TLS: tlsCfg, Hostname: "localhost", Log: log})
+		closers = append(closers, s.Close)
+		go func() { _ = s.Serve(ln) }()
+		fmt.Fprintf(stdout, "SMTP on %s\n", ln.Addr())
+	}
+	if cfg.Status != "" {
+		ln, err := net.Listen("tcp", cfg.Status)
+		if err != nil {
+			return fmt.Errorf("node: status page on %s: %w", cfg.Status, err)
+		}
+		srv := &http.Server{Handler: node.StatusHandler("epost node "+cfg.Node, func() []*node.Node { return []*node.Node{n} }), ReadHeaderTimeout: 10 * time.Second}
+		closers = append(closers, srv.Close)
+		go func() { _ = srv.Serve(ln) }()
+		fmt.Fprintf(stdout, "status page: http://%s/\n", ln.Addr())
+	}
+	fmt.Fprintln(stdout, "ready")
+	<-ctx.Done()
+	fmt.Fprintln(stdout, "stopping")
+	return nil
+}

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/smtp"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+)
+
+// TestNodeWalkthrough follows the README's community walk-through with two
+// `epost node`s on loopback: CA, node certificates, users with passwords,
+// `epost init`, the first node starting the ring, the second joining it,
+// and mail from alice on one node to bob on the other, by SMTP and IMAP.
+func TestNodeWalkthrough(t *testing.T) {
+	dir := t.TempDir()
+	must := func(f func([]string, io.Writer, io.Writer) error, args ...string) {
+		t.Helper()
+		if _, errOut, err := runCmd(t, f, args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut)
+		}
+	}
+	must(cmdCA, "init", "--dir", dir)
+	for _, n := range []string{"n1", "n2"} {
+		must(cmdCA, "issue-node", "--dir", dir, "--name", n)
+	}
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte("correct horse battery\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{"alice@example.org", "bob@example.org"} {
+		must(cmdUser, "new", "--dir", dir, "--scrypt-work-factor", "10", u)
+		must(cmdUser, "passwd", "--dir", dir, "--password-file", pwFile, u)
+	}
+	config := func(name, user, boot string) string {
+		out := filepath.Join(t.TempDir(), name+".toml")
+		args := []string{"--dir", dir, "--node", name, "--user", user, "--out", out}
+		if boot != "" {
+			args = append(args, "--bootstrap", boot)
+		}
+		must(cmdInit, args...)
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := strings.NewReplacer(
+			`listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]`, `listen = ["/ip4/127.0.0.1/tcp/0"]`,
+			`imap = "127.0.0.1:1143"`, `imap = "127.0.0.1:0"`,
+			`smtp = "127.0.0.1:1587"`, `smtp = "127.0.0.1:0"`,
+			`status = "127.0.0.1:8025"`, `status = ""`,
+			`log = "info"`, `log = "warn"`,
+		).Replace(string(b))
+		if err := os.WriteFile(out, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	type running struct {
+		out, errOut syncBuffer
+		exited      chan error
+		cancel      context.CancelFunc
+	}
+	start := func(cfg string) *running {
+		r := &running{exited: make(chan error, 1)}
+		ctx, cancel := context.WithCancel(t.Context())
+		r.cancel = cancel
+		go func() { r.exited <- runNode(ctx, []string{"--config", cfg}, &r.out, &r.errOut) }()
+		t.Cleanup(func() {
+			cancel()
+			if err := <-r.exited; err != nil {
+				t.Errorf("node: %v\n%s", err, r.errOut.String())
+			}
+		})
+		return r
+	}
+	readyRE := regexp.MustCompile(`(?m)^ready$`)
+	addrRE := regexp.MustCompile(`(?m)^node \S+ at (\S+)$`)
+	imapRE := regexp.MustCompile(`(?m)^IMAP on (\S+)$`)
+	smtpRE := regexp.MustCompile(`(?m)^SMTP on (\S+)$`)
+
+	a := start(config("n1", "alice@example.org", ""))
+	awaitOutput(t, &a.out, readyRE, 60*time.Second, a.exited)
+	boot := addrRE.FindStringSubmatch(a.out.String())[1]
+	b := start(config("n2", "bob@example.org", boot))
+	awaitOutput(t, &b.out, readyRE, 60*time.Second, b.exited)
+
+	smtpA := smtpRE.FindStringSubmatch(a.out.String())[1]
+	imapB := imapRE.FindStringSubmatch(b.out.String())[1]
+	msg := "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: across the ring\r\n\r\nHi Bob.\r\n"
+	if err := submit(smtpA, "alice@example.org", "correct horse battery", "bob@example.org", msg); err != nil {
+		t.Fatalf("alice sends: %v", err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !hasMail(imapB, "bob@example.org", "correct horse battery", "across the ring") {
+		if time.Now().After(deadline) {
+			t.Fatalf("bob never saw alice's message\nnode 1:\n%s\nnode 2:\n%s", a.errOut.String(), b.errOut.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A wrong password is refused.
+	if err := submit(smtpA, "alice@example.org", "wrong password", "bob@example.org", msg); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+}
+
+func hasMail(addr, user, pass, subject string) bool {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return false
+	}
+	cl := imapclient.New(conn, nil)
+	defer cl.Close()
+	if cl.Login(user, pass).Wait() != nil {
+		return false
+	}
+	if _, err := cl.Select("INBOX", nil).Wait(); err != nil {
+		return false
+	}
+	d, err := cl.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: subject}}}, nil).Wait()
+	return err == nil && len(d.AllUIDs()) > 0
+}
+
+// submit sends one message by SMTP with AUTH PLAIN, without STARTTLS (the
+// node's certificate is self-signed; on loopback the clear is allowed).
+func submit(addr, user, pass, to, msg string) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Auth(smtp.PlainAuth("", user, pass, "127.0.0.1")); err != nil {
+		return err
+	}
+	if err := c.Mail(user); err != nil {
+		return err
+	}
+	if err := c.Rcpt(to); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	if _, err := io.WriteString(w, msg); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
