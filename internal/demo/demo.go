@@ -104,6 +104,8 @@ type Community struct {
 	pw      passwords
 	dir     string
 	ownDir  bool
+	saved   savedState
+	resumed bool
 
 	srv       *http.Server
 	url       string
@@ -132,16 +134,37 @@ func Start(ctx context.Context, cfg Config) (*Community, error) {
 	if cfg.Log == nil {
 		cfg.Log = env.Discard
 	}
-	ca, err := identity.NewCA(rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("demo: %w", err)
-	}
-	c := &Community{cfg: cfg, ca: ca, pw: passwords{}, dir: cfg.Dir}
+	c := &Community{cfg: cfg, pw: passwords{}, dir: cfg.Dir}
+	var err error
 	if c.dir == "" {
 		if c.dir, err = os.MkdirTemp("", "epost-demo-"); err != nil {
 			return nil, fmt.Errorf("demo: %w", err)
 		}
 		c.ownDir = true
+	} else if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return nil, fmt.Errorf("demo: %w", err)
+	}
+	if !c.ownDir {
+		if c.saved, c.resumed, err = loadState(c.dir); err != nil {
+			return nil, err
+		}
+	}
+	if c.resumed {
+		if c.ca, err = identity.ReadCA(c.dir); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		if len(c.saved.Nodes) != cfg.Nodes {
+			return nil, fmt.Errorf("%w: %s holds a demo of %d nodes, not %d", ErrConfig, c.dir, len(c.saved.Nodes), cfg.Nodes)
+		}
+	} else {
+		if c.ca, err = identity.NewCA(rand.Reader); err != nil {
+			return nil, fmt.Errorf("demo: %w", err)
+		}
+		if !c.ownDir {
+			if err := identity.WriteCA(c.dir, c.ca); err != nil {
+				return nil, fmt.Errorf("demo: %w (is %s another community's directory?)", err, c.dir)
+			}
+		}
 	}
 	if cfg.HTTP != "" {
 		if err := c.serve(cfg.HTTP); err != nil {
@@ -160,6 +183,9 @@ func Start(ctx context.Context, cfg Config) (*Community, error) {
 			if err != nil {
 				return nil, errors.Join(err, c.Close())
 			}
+			if c.resumed && i < len(c.saved.Users) {
+				pw = c.saved.Users[i].Password
+			}
 			c.pw[userName(i)+"@"+Domain] = pw
 		}
 		for i, nd := range c.Nodes() {
@@ -167,6 +193,9 @@ func Start(ctx context.Context, cfg Config) (*Community, error) {
 				return nil, errors.Join(err, c.Close())
 			}
 		}
+	}
+	if err := c.saveState(); err != nil {
+		return nil, errors.Join(err, c.Close())
 	}
 	return c, nil
 }
@@ -194,13 +223,13 @@ func (c *Community) serve(addr string) error {
 // startNode issues node i a certificate, starts it, and waits until it
 // has joined.
 func (c *Community) startNode(ctx context.Context, i int) error {
-	key, err := identity.GenerateNodeKey(rand.Reader)
+	key, cert, err := c.nodeFiles(i)
 	if err != nil {
 		return fmt.Errorf("demo: node %d: %w", i, err)
 	}
-	cert, err := c.ca.IssueNode(rand.Reader, key.Public())
-	if err != nil {
-		return fmt.Errorf("demo: node %d: %w", i, err)
+	listen := "/ip4/127.0.0.1/tcp/0"
+	if c.resumed {
+		listen = c.saved.Nodes[i] // the same address, so the others find it again
 	}
 	// Join through the nodes already in the ring, the newest first: if
 	// one does not let this node in, the node moves on to the next.
@@ -209,14 +238,14 @@ func (c *Community) startNode(ctx context.Context, i int) error {
 		boots = append(boots, nd.Addr())
 	}
 	nd, err := node.New(node.Config{
-		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
+		ListenAddrs: []string{listen},
 		Key:         key,
 		Cert:        cert,
 		CA:          c.ca.Public(),
 		Bootstrap:   boots,
 		Overlay:     c.cfg.Overlay,
 		Log:         c.cfg.Log,
-		DataDir:     filepath.Join(c.dir, fmt.Sprintf("node-%d", i+1)),
+		DataDir:     filepath.Join(c.dir, "store", nodeName(i)),
 	})
 	if err != nil {
 		return fmt.Errorf("demo: node %d: %w", i, err)

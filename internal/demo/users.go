@@ -71,11 +71,14 @@ func newPassword() (string, error) {
 // message, and IMAP and SMTP listeners.
 func (c *Community) startUser(ctx context.Context, i int, nd *node.Node) error {
 	addr := userName(i) + "@" + Domain
-	keys, err := identity.GenerateUserKeys(rand.Reader, addr)
-	if err != nil {
-		return err
-	}
-	cert, err := c.ca.IssueUser(rand.Reader, addr, keys.Signing.Public(), keys.Sealing.Recipient())
+	keys, cert, err := c.userFiles(addr, func() (identity.UserKeys, *identity.UserCert, error) {
+		keys, err := identity.GenerateUserKeys(rand.Reader, addr)
+		if err != nil {
+			return keys, nil, err
+		}
+		cert, err := c.ca.IssueUser(rand.Reader, addr, keys.Signing.Public(), keys.Sealing.Recipient())
+		return keys, cert, err
+	})
 	if err != nil {
 		return err
 	}
@@ -98,19 +101,22 @@ func (c *Community) startUser(ctx context.Context, i int, nd *node.Node) error {
 	case <-time.After(c.cfg.JoinTimeout):
 		return fmt.Errorf("demo: mailbox of %s: %w", addr, errTimeout)
 	}
-	if err := c.welcome(nd, keys.Address); err != nil {
+	imapAt, smtpAt := "127.0.0.1:0", "127.0.0.1:0"
+	if c.resumed && i < len(c.saved.Users) {
+		imapAt, smtpAt = c.saved.Users[i].IMAP, c.saved.Users[i].SMTP // the same ports as last time
+	} else if err := c.welcome(nd, keys.Address); err != nil {
 		return err
 	}
 	u := User{Address: keys.Address, Password: pw, Node: nd.ID().Short()}
-	il, err := net.Listen("tcp", "127.0.0.1:0")
+	il, err := net.Listen("tcp", imapAt)
 	if err != nil {
-		return err
+		return fmt.Errorf("demo: IMAP for %s on %s: %w", addr, imapAt, err)
 	}
 	is := imapd.New(imapd.Config{Loop: nd, Mail: nd.Mail, Auth: c.pw, InsecureAuth: true, Log: c.cfg.Log})
-	sl, err := net.Listen("tcp", "127.0.0.1:0")
+	sl, err := net.Listen("tcp", smtpAt)
 	if err != nil {
 		il.Close()
-		return err
+		return fmt.Errorf("demo: SMTP for %s on %s: %w", addr, smtpAt, err)
 	}
 	ss := smtpd.New(smtpd.Config{Loop: nd, Mail: nd.Mail, Auth: c.pw, Domains: []string{Domain}, Hostname: "localhost", Log: c.cfg.Log})
 	u.IMAP, u.SMTP = il.Addr().String(), sl.Addr().String()
