@@ -163,7 +163,7 @@ func (f *Folder) apply(op Op) {
 		f.msgs[m.UID] = &m
 		f.nextUID = max(f.nextUID, m.UID+1)
 		f.reserved = max(f.reserved, f.nextUID)
-		if f.info.Name == "INBOX" {
+		if deliveryFolder(f.info.Name) {
 			f.a.delivered[m.ID] = true
 		}
 	case OpFlags:
@@ -183,7 +183,7 @@ func (f *Folder) apply(op Op) {
 			if m != nil {
 				c := *m
 				f.msgs[c.UID] = &c
-				if f.info.Name == "INBOX" {
+				if deliveryFolder(f.info.Name) {
 					f.a.delivered[c.ID] = true
 				}
 			}
@@ -589,3 +589,7 @@ func (f *Folder) republish(h headData) {
 		}
 	})
 }
+
+// deliveryFolder reports whether delivered mail lands in the folder: its
+// messages' ids say what has been delivered, so none is taken in twice.
+func deliveryFolder(name string) bool { return name == "INBOX" || name == "Junk" }

@@ -65,6 +65,12 @@ func (a *Account) deliver(mk object.Key, n *Notification, inbox *Folder, body []
 	}
 	var flags []string
 	gateway := n.Gateway && slices.Contains(x.cfg.Gateways, n.Sender)
+	if gateway && isJunk(body) {
+		// The gateway's filters judged it junk: file it there.
+		if junk := a.folders["Junk"]; junk != nil {
+			inbox = junk
+		}
+	}
 	if from := headerFrom(body); !gateway && !strings.EqualFold(from, n.Sender) {
 		x.stats.SenderMismatch++
 		flags = []string{FlagSenderMismatch}
@@ -107,6 +113,15 @@ func (a *Account) release(mk object.Key) {
 // headerFrom returns the address in a message's From header ("" if
 // none): the part in angle brackets, or the whole value.
 func headerFrom(msg []byte) string {
+	value := headerValue(msg, "From")
+	if l, r := strings.LastIndex(value, "<"), strings.LastIndex(value, ">"); l >= 0 && r > l {
+		value = value[l+1 : r]
+	}
+	return strings.TrimSpace(value)
+}
+
+// headerValue returns the first header field called name, unfolded.
+func headerValue(msg []byte, field string) string {
 	head := string(msg)
 	if i := strings.Index(head, "\r\n\r\n"); i >= 0 {
 		head = head[:i]
@@ -116,17 +131,23 @@ func headerFrom(msg []byte) string {
 	lines := strings.Split(strings.ReplaceAll(head, "\r\n", "\n"), "\n")
 	for i := 0; i < len(lines); i++ {
 		name, value, ok := strings.Cut(lines[i], ":")
-		if !ok || !strings.EqualFold(strings.TrimSpace(name), "From") {
+		if !ok || !strings.EqualFold(strings.TrimSpace(name), field) {
 			continue
 		}
 		for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], " ") || strings.HasPrefix(lines[i+1], "\t")) {
 			i++
 			value += lines[i]
 		}
-		if l, r := strings.LastIndex(value, "<"), strings.LastIndex(value, ">"); l >= 0 && r > l {
-			value = value[l+1 : r]
-		}
-		return strings.TrimSpace(value)
+		return value
 	}
 	return ""
+}
+
+// JunkHeader is the header a community gateway adds to mail its filters
+// judge junk ("yes ..."); such mail is filed in Junk.
+const JunkHeader = "X-Epost-Junk"
+
+// isJunk reports whether the message's header section says it is junk.
+func isJunk(msg []byte) bool {
+	return strings.HasPrefix(strings.ToLower(strings.TrimSpace(headerValue(msg, JunkHeader))), "yes")
 }

@@ -398,3 +398,47 @@ func TestOnlyOneNodeWritesAMailbox(t *testing.T) {
 	fin, _ := fresh.Folder("INBOX")
 	awaitMail(t, m, "delivered on the new node", 10*time1m, func() bool { return len(fin.Messages()) == 1 })
 }
+
+func TestGatewayJunkIsFiledInJunk(t *testing.T) {
+	sc := sim.DefaultConfig(20)
+	sc.InvariantEvery = 0
+	pc := testPostConfig()
+	pc.Gateways = []string{"u0@test.epost"}
+	m, err := NewMail(sc, overlay.SimConfig(), testPastConfig(), pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts, err := m.BuildStorage(12, 200*env.Millisecond, 2*env.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := m.AddUser(fmt.Sprintf("u%d@test.epost", i), hosts[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "mailboxes", 5*time1m, func() bool {
+		for i := range m.Users {
+			if a := m.Account(i); a == nil || !a.Ready() {
+				return false
+			}
+		}
+		return true
+	})
+	junk := []byte("From: x@spam.example\r\n" + post.JunkHeader + ": yes (score 9)\r\nSubject: buy\r\n\r\nnow\r\n")
+	for _, from := range []int{0, 2} { // the gateway, then a member claiming the same
+		var err error
+		done := false
+		m.Post(m.Users[from].Host).Inject(m.Users[from].Address, []string{m.Users[1].Address}, append(junk, byte('0'+from)), func(e error) { err, done = e, true })
+		awaitMail(t, m, "inject", 2*time1m, func() bool { return done })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := m.Account(1)
+	j, _ := a.Folder("Junk")
+	awaitMail(t, m, "delivered", 10*time1m, func() bool { return len(j.Messages())+len(inbox(m, 1)) == 2 })
+	if len(j.Messages()) != 1 || len(inbox(m, 1)) != 1 {
+		t.Fatalf("Junk %d, INBOX %d: want the gateway's junk in Junk and the member's in INBOX", len(j.Messages()), len(inbox(m, 1)))
+	}
+}
