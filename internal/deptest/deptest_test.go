@@ -39,6 +39,7 @@ var layer = map[string]int{
 	"mailbox":   7,
 	"imapd":     8,
 	"smtpd":     8,
+	"gateway":   8,
 	"scenario":  9,
 	"node":      10,
 	"demo":      11,
