@@ -20,6 +20,7 @@ import (
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/imapd"
 	"github.com/epost-mail/epost/internal/node"
+	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/smtpd"
 )
 
@@ -36,6 +37,22 @@ type nodeConfig struct {
 	SMTP      string   `toml:"smtp"`
 	Status    string   `toml:"status"`
 	Log       string   `toml:"log"`
+	// Gateways are the community's gateway users (the same list on every
+	// node): their mail may carry any From.
+	Gateways []string      `toml:"gateways"`
+	Gateway  gatewayConfig `toml:"gateway"`
+}
+
+// gatewayConfig makes this node the community's gateway to the Internet.
+type gatewayConfig struct {
+	User          string `toml:"user"`
+	MX            string `toml:"mx"`
+	Hostname      string `toml:"hostname"`
+	Smarthost     string `toml:"smarthost"`
+	SmarthostUser string `toml:"smarthost_user"`
+	SmarthostPass string `toml:"smarthost_password_file"`
+	DKIMKey       string `toml:"dkim_key"`
+	DKIMSelector  string `toml:"dkim_selector"`
 }
 
 const configTemplate = `# epost node configuration (TOML). Start the node with:
@@ -79,6 +96,26 @@ status = "127.0.0.1:8025"
 
 # Log level on stderr: debug, info, warn or error.
 log = "info"
+
+# The community's gateway users (the same list on every node): mail they
+# bring in from the Internet may carry any From without being flagged.
+gateways = []
+
+# Uncomment on the one node that is the community's gateway to the
+# Internet. Its user (listed in users above and in gateways) receives
+# mail for the domains on the MX address and injects it; members' mail to
+# outside addresses leaves through it, DKIM-signed, via the smarthost or
+# straight to the recipients' mail servers. ` + "`epost gateway dns`" + ` prints the DNS
+# records to publish.
+# [gateway]
+# user = "gateway@example.org"
+# mx = "0.0.0.0:25"
+# hostname = "mx.example.org"
+# smarthost = ""                  # host:port; empty delivers directly
+# smarthost_user = ""
+# smarthost_password_file = ""
+# dkim_key = ""                   # PEM private key (Ed25519 or RSA); empty sends unsigned
+# dkim_selector = "epost"
 `
 
 // cmdInit writes a commented configuration file.
@@ -242,6 +279,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	nc.DataDir = filepath.Join(cfg.Dir, "store", cfg.Node)
 	nc.Log = log
+	nc.Post = post.DefaultConfig()
+	nc.Post.Gateways = cfg.Gateways
 	n, err := node.New(nc)
 	if err != nil {
 		return fmt.Errorf("node: %w (is the port in use?)", err)
@@ -307,12 +346,24 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		go func() { _ = s.Serve(ln) }()
 		fmt.Fprintf(stdout, "IMAP on %s\n", ln.Addr())
 	}
+	var outbound smtpd.Outbound
+	if cfg.Gateway.User != "" {
+		gw, ob, err := startGateway(cfg, n, tlsCfg, log)
+		if err != nil {
+			return err
+		}
+		outbound = ob
+		if gw != nil {
+			closers = append(closers, gw.Close)
+			fmt.Fprintf(stdout, "MX on %s\n", gw.Addr())
+		}
+	}
 	if cfg.SMTP != "" {
 		ln, err := net.Listen("tcp", cfg.SMTP)
 		if err != nil {
 			return fmt.Errorf("node: SMTP on %s: %w", cfg.SMTP, err)
 		}
-		s := smtpd.New(smtpd.Config{Loop: n, Mail: n.Mail, Auth: auth, Domains: cfg.Domains, TLS: tlsCfg, Hostname: "localhost", Log: log})
+		s := smtpd.New(smtpd.Config{Loop: n, Mail: n.Mail, Auth: auth, Domains: cfg.Domains, Outbound: outbound, TLS: tlsCfg, Hostname: "localhost", Log: log})
 		closers = append(closers, s.Close)
 		go func() { _ = s.Serve(ln) }()
 		fmt.Fprintf(stdout, "SMTP on %s\n", ln.Addr())

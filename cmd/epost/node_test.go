@@ -86,7 +86,18 @@ func TestNodeWalkthrough(t *testing.T) {
 	imapRE := regexp.MustCompile(`(?m)^IMAP on (\S+)$`)
 	smtpRE := regexp.MustCompile(`(?m)^SMTP on (\S+)$`)
 
-	a := start(config("n1", "alice@example.org", ""))
+	cfgA := config("n1", "alice@example.org", "")
+	// Node 1 is also the community's gateway (alice stands in for the
+	// gateway user).
+	f, err := os.OpenFile(cfgA, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("\n[gateway]\nuser = \"alice@example.org\"\nmx = \"127.0.0.1:0\"\nhostname = \"mx.example.org\"\n"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	a := start(cfgA)
 	awaitOutput(t, &a.out, readyRE, 60*time.Second, a.exited)
 	boot := addrRE.FindStringSubmatch(a.out.String())[1]
 	b := start(config("n2", "bob@example.org", boot))
@@ -105,6 +116,28 @@ func TestNodeWalkthrough(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The MX takes mail for members only and relays nothing.
+	mx := regexp.MustCompile(`(?m)^MX on (\S+)$`).FindStringSubmatch(a.out.String())
+	if mx == nil {
+		t.Fatalf("the gateway node printed no MX address:\n%s", a.out.String())
+	}
+	c, err := smtp.Dial(mx[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("someone@elsewhere.example"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("victim@elsewhere.example"); err == nil || !strings.Contains(err.Error(), "550") {
+		t.Fatalf("relay through the MX: %v, want 550", err)
+	}
+	if err := c.Rcpt("nobody@example.org"); err == nil || !strings.Contains(err.Error(), "550") {
+		t.Fatalf("unknown member at the MX: %v, want 550", err)
+	}
+	if err := c.Rcpt("bob@example.org"); err != nil {
+		t.Fatalf("a member at the MX: %v", err)
+	}
+	c.Close()
 	// A wrong password is refused.
 	if err := submit(smtpA, "alice@example.org", "wrong password", "bob@example.org", msg); err == nil {
 		t.Fatal("a wrong password was accepted")
