@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/smtp"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -116,6 +117,53 @@ func TestNodeWalkthrough(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// Python's smtplib and imaplib, as independent clients, drive a whole
+	// session across the two nodes: alice sends, bob receives, flags,
+	// searches, moves to Archive and expunges.
+	imapA := imapRE.FindStringSubmatch(a.out.String())[1]
+	smtpB := smtpRE.FindStringSubmatch(b.out.String())[1]
+	pyScript := `
+import imaplib, smtplib, sys, time
+smtp_a, imap_b, smtp_b, imap_a = sys.argv[1:5]
+pw = "correct horse battery"
+def hp(a):
+    h, p = a.rsplit(":", 1)
+    return h, int(p)
+s = smtplib.SMTP(*hp(smtp_a)); s.login("alice@example.org", pw)
+s.sendmail("alice@example.org", ["bob@example.org"], "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: from python\r\n\r\nhello bob\r\n")
+s.quit()
+m = imaplib.IMAP4(*hp(imap_b)); m.login("bob@example.org", pw)
+for _ in range(300):
+    m.select("INBOX")
+    typ, data = m.search(None, 'SUBJECT "from python"')
+    if data[0]: break
+    time.sleep(0.1)
+else:
+    sys.exit("bob never got the message")
+num = data[0].split()[0]
+typ, body = m.fetch(num, "(BODY.PEEK[TEXT])")
+assert b"hello bob" in body[0][1], body
+m.store(num, "+FLAGS", "\\Flagged")
+typ, data = m.search(None, "FLAGGED")
+assert num in data[0].split(), data
+typ, resp = m.uid("SEARCH", None, 'SUBJECT "from python"')
+uid = resp[0].split()[0]
+typ, _ = m.uid("MOVE", uid, "Archive")
+assert typ == "OK", typ
+m.select("Archive")
+typ, data = m.search(None, 'SUBJECT "from python"')
+assert data[0], "not in Archive"
+m.store(data[0].split()[0], "+FLAGS", "\\Deleted"); m.expunge()
+typ, data = m.search(None, "ALL")
+assert not data[0], data
+m.logout()
+print("python session ok")
+`
+	py, err := exec.Command("python3", "-c", pyScript, smtpA, imapB, smtpB, imapA).CombinedOutput()
+	if err != nil || !strings.Contains(string(py), "python session ok") {
+		t.Fatalf("python session: %v\n%s", err, py)
+	}
+
 	// The MX takes mail for members only and relays nothing.
 	mx := regexp.MustCompile(`(?m)^MX on (\S+)$`).FindStringSubmatch(a.out.String())
 	if mx == nil {
