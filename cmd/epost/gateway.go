@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 
 	"github.com/epost-mail/epost/internal/gateway"
 	"github.com/epost-mail/epost/internal/node"
@@ -68,7 +69,9 @@ func startGateway(cfg nodeConfig, n *node.Node, tlsCfg *tls.Config, log *slog.Lo
 		}
 		ob.Next = sh
 	} else {
-		rg.mx = &gateway.DirectMX{Resolver: net.DefaultResolver, Hostname: g.Hostname}
+		// Queued outside mail is spooled on disk, so a restart loses none.
+		rg.mx = &gateway.DirectMX{Resolver: net.DefaultResolver, Hostname: g.Hostname, Log: log,
+			Spool: filepath.Join(cfg.Dir, "spool", cfg.Node)}
 		ob.Next = rg.mx
 	}
 	if g.MX == "" {
@@ -86,6 +89,11 @@ func startGateway(cfg nodeConfig, n *node.Node, tlsCfg *tls.Config, log *slog.Lo
 	if rg.mx != nil {
 		srv := rg.srv
 		rg.mx.Bounce = func(to string, msg []byte) { _ = srv.Inject([]string{to}, msg) }
+		if n, err := rg.mx.Resume(); err != nil {
+			return nil, nil, fmt.Errorf("node: outbound spool: %w", err)
+		} else if n > 0 {
+			log.Info("resuming outbound delivery", "messages", n)
+		}
 	}
 	go func() { _ = rg.srv.Serve(ln) }()
 	return rg, ob, nil

@@ -3,11 +3,16 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -66,6 +71,11 @@ type DirectMX struct {
 	Bounce func(to string, msg []byte)
 	// Log gets a line per delivery and failure. Nil discards.
 	Log *slog.Logger
+	// Spool, when set, is a directory where every queued message is
+	// written and synced before Relay returns, and removed once delivered
+	// or bounced: a restart loses nothing the submitter was told is
+	// accepted. Resume picks the spool up again.
+	Spool string
 
 	once   sync.Once
 	mu     sync.Mutex
@@ -76,11 +86,12 @@ type DirectMX struct {
 
 // outMessage is one message on its way to some of its recipients.
 type outMessage struct {
-	from    string
-	msg     []byte
-	first   time.Time
-	attempt int
-	pending []string // recipients not yet delivered nor failed
+	From    string
+	Msg     []byte
+	First   time.Time
+	Attempt int
+	Pending []string // recipients not yet delivered nor failed
+	file    string   // its spool file, if spooled
 }
 
 var _ Relayer = (*DirectMX)(nil)
@@ -147,7 +158,14 @@ func (d *DirectMX) Relay(from string, to []string, msg []byte) error {
 	if full {
 		return &smtp.SMTPError{Code: 452, EnhancedCode: smtp.EnhancedCode{4, 3, 1}, Message: "Outbound queue full; try again later"}
 	}
-	m := &outMessage{from: from, msg: bytes.Clone(msg), first: d.Now(), pending: append([]string(nil), to...)}
+	m := &outMessage{From: from, Msg: bytes.Clone(msg), First: d.Now(), Pending: append([]string(nil), to...)}
+	if err := d.spool(m); err != nil {
+		d.mu.Lock()
+		d.queued--
+		d.mu.Unlock()
+		d.Log.Error("gateway: spooling failed", "err", err)
+		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Outbound queue unavailable; try again later"}
+	}
 	go d.attempt(m)
 	return nil
 }
@@ -180,7 +198,7 @@ func (d *DirectMX) attempt(m *outMessage) {
 	d.sem <- struct{}{}
 	results := map[string]outcome{}
 	byDomain := map[string][]string{}
-	for _, r := range m.pending {
+	for _, r := range m.Pending {
 		byDomain[domainOf(r)] = append(byDomain[domainOf(r)], r)
 	}
 	domains := make([]string, 0, len(byDomain))
@@ -189,22 +207,22 @@ func (d *DirectMX) attempt(m *outMessage) {
 	}
 	sort.Strings(domains)
 	for _, dom := range domains {
-		for r, o := range d.deliverDomain(dom, m.from, byDomain[dom], m.msg) {
+		for r, o := range d.deliverDomain(dom, m.From, byDomain[dom], m.Msg) {
 			results[r] = o
 		}
 	}
 	<-d.sem
 
 	var retry, failed []string
-	expired := d.Now().Sub(m.first) >= d.GiveUp
-	for _, r := range m.pending {
+	expired := d.Now().Sub(m.First) >= d.GiveUp
+	for _, r := range m.Pending {
 		o := results[r]
 		switch {
 		case o.err == nil:
-			d.Log.Info("gateway: delivered", "from", m.from, "to", r)
+			d.Log.Info("gateway: delivered", "from", m.From, "to", r)
 		case o.perm || expired:
 			failed = append(failed, r)
-			d.Log.Warn("gateway: delivery failed", "from", m.from, "to", r, "err", o.err)
+			d.Log.Warn("gateway: delivery failed", "from", m.From, "to", r, "err", o.err)
 		default:
 			retry = append(retry, r)
 		}
@@ -213,19 +231,27 @@ func (d *DirectMX) attempt(m *outMessage) {
 		d.bounce(m, failed, results)
 	}
 	if len(retry) == 0 {
+		if m.file != "" {
+			if err := os.Remove(m.file); err != nil {
+				d.Log.Warn("gateway: removing a spool file", "err", err)
+			}
+		}
 		d.mu.Lock()
 		d.queued--
 		d.mu.Unlock()
 		return
 	}
-	m.pending = retry
+	m.Pending = retry
+	if err := d.spool(m); err != nil {
+		d.Log.Warn("gateway: updating a spool file", "err", err)
+	}
 	delay := d.RetryBase
-	for i := 0; i < m.attempt && delay < d.RetryMax; i++ {
+	for i := 0; i < m.Attempt && delay < d.RetryMax; i++ {
 		delay *= 2
 	}
 	delay = min(delay, d.RetryMax)
-	m.attempt++
-	d.Log.Info("gateway: delivery deferred", "from", m.from, "recipients", len(retry), "retry", delay)
+	m.Attempt++
+	d.Log.Info("gateway: delivery deferred", "from", m.From, "recipients", len(retry), "retry", delay)
 	d.After(delay, func() {
 		d.mu.Lock()
 		closed := d.closed
@@ -401,12 +427,12 @@ func (d *DirectMX) connect(ctx context.Context, host, addr string) (*smtp.Client
 // human-readable part; RFC 5321 section 6.1). A bounce is never sent for
 // a bounce (null sender).
 func (d *DirectMX) bounce(m *outMessage, failed []string, results map[string]outcome) {
-	if m.from == "" || d.Bounce == nil {
+	if m.From == "" || d.Bounce == nil {
 		return
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", d.Hostname)
-	fmt.Fprintf(&b, "To: <%s>\r\n", m.from)
+	fmt.Fprintf(&b, "To: <%s>\r\n", m.From)
 	b.WriteString("Subject: Undelivered Mail Returned to Sender\r\n")
 	b.WriteString("Auto-Submitted: auto-replied\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n")
 	b.WriteString("Your message could not be delivered to these recipients:\r\n\r\n")
@@ -414,8 +440,84 @@ func (d *DirectMX) bounce(m *outMessage, failed []string, results map[string]out
 		fmt.Fprintf(&b, "  <%s>: %v\r\n", r, results[r].err)
 	}
 	b.WriteString("\r\n----- Headers of the original message -----\r\n\r\n")
-	hdr, _, _ := bytes.Cut(m.msg, []byte("\r\n\r\n"))
+	hdr, _, _ := bytes.Cut(m.Msg, []byte("\r\n\r\n"))
 	b.Write(hdr)
 	b.WriteString("\r\n")
-	d.Bounce(m.from, []byte(b.String()))
+	d.Bounce(m.From, []byte(b.String()))
+}
+
+// spool writes m to the spool directory and syncs it (file, then
+// directory), when there is one.
+func (d *DirectMX) spool(m *outMessage) error {
+	if d.Spool == "" {
+		return nil
+	}
+	if m.file == "" {
+		sum := sha256.Sum256(append([]byte(m.From+"\x00"+strings.Join(m.Pending, ",")+"\x00"+m.First.String()), m.Msg...))
+		m.file = filepath.Join(d.Spool, hex.EncodeToString(sum[:12])+".json")
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(d.Spool, 0o700); err != nil {
+		return err
+	}
+	tmp := m.file + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, m.file); err != nil {
+		return err
+	}
+	dir, err := os.Open(d.Spool)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	return dir.Sync()
+}
+
+// Resume queues again every message a previous run spooled and did not
+// finish; it returns how many.
+func (d *DirectMX) Resume() (int, error) {
+	d.init()
+	if d.Spool == "" {
+		return 0, nil
+	}
+	files, err := filepath.Glob(filepath.Join(d.Spool, "*.json"))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return n, err
+		}
+		m := &outMessage{}
+		if err := json.Unmarshal(b, m); err != nil || len(m.Pending) == 0 {
+			d.Log.Warn("gateway: unreadable spool file left alone", "file", f, "err", err)
+			continue
+		}
+		m.file = f
+		d.mu.Lock()
+		d.queued++
+		d.mu.Unlock()
+		n++
+		go d.attempt(m)
+	}
+	return n, nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -284,5 +285,47 @@ func TestDirectMXClose(t *testing.T) {
 	case got := <-r.got:
 		t.Errorf("delivered after Close: %+v", got)
 	default:
+	}
+}
+
+// TestDirectMXSpoolSurvivesARestart: a message accepted for outside
+// delivery is on disk before Relay returns; a gateway that stops before
+// delivering it sends it after the restart, and the spool empties.
+func TestDirectMXSpoolSurvivesARestart(t *testing.T) {
+	r := startRemoteMX(t)
+	r.tempFail = 1
+	spool := t.TempDir()
+	d, tm, _ := directMX(t, r)
+	d.Spool = spool
+	if err := d.Relay("alice@example.org", []string{"dave@remote.example"}, []byte(outMsg)); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(spool, "*.json"))
+	if len(files) != 1 {
+		t.Fatalf("%d spool files after Relay, want 1", len(files))
+	}
+	recv(t, tm.fire, "the first attempt failing and scheduling a retry")
+	d.Close() // the process stops; the retry timer dies with it
+
+	again, _, _ := directMX(t, r)
+	again.Spool = spool
+	n, err := again.Resume()
+	if err != nil || n != 1 {
+		t.Fatalf("Resume: %d, %v", n, err)
+	}
+	got := recv(t, r.got, "delivery after the restart")
+	if len(got.to) != 1 || got.to[0] != "dave@remote.example" {
+		t.Fatalf("delivered to %v", got.to)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		files, _ = filepath.Glob(filepath.Join(spool, "*.json"))
+		if len(files) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("spool still holds %v after delivery", files)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
