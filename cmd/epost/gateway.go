@@ -75,6 +75,12 @@ func startGateway(cfg nodeConfig, n *node.Node, tlsCfg *tls.Config, log *slog.Lo
 		ob.Next = rg.mx
 	}
 	if g.MX == "" {
+		// No MX to deliver bounces through: they are logged.
+		if rg.mx != nil {
+			if _, err := rg.mx.Resume(); err != nil {
+				return nil, nil, fmt.Errorf("node: outbound spool: %w", err)
+			}
+		}
 		return nil, ob, nil
 	}
 	ln, err := net.Listen("tcp", g.MX)
