@@ -81,6 +81,11 @@ func TestDemoCommand(t *testing.T) {
 	// "ready" comes only after every user sent a message by SMTP and saw
 	// one arrive over IMAP.
 	awaitOutput(t, &out, readyRE, 120*time.Second, exited)
+	// `epost status` reads the same page.
+	st, _, err := runCmd(t, cmdStatus, "--url", url)
+	if err != nil || !strings.Contains(st, "4 active") || !strings.Contains(st, "mail: 1 users") {
+		t.Fatalf("epost status: %v\n%s", err, st)
+	}
 	var written struct {
 		Users  []struct{ Address, Password, IMAP, SMTP string }
 		Status string

@@ -30,6 +30,7 @@ func commands() []command {
 		{"version", "print the version", cmdVersion},
 		{"init", "write a commented node configuration: `init --node NAME [--user ADDRESS]...`", cmdInit},
 		{"node", "run one node: `node --config FILE`", cmdNode},
+		{"status", "print a running node's status: `status [--url http://127.0.0.1:8025/]`", cmdStatus},
 		{"gateway", "print the DNS records for a community's gateway: `gateway dns --domain D --mx HOST`", cmdGateway},
 		{"import", "import an mbox or maildir into a user's mailbox over IMAP: `import --user U --password-file F mbox|maildir PATH`", cmdImport},
 		{"export", "export a user's mailbox to a maildir over IMAP: `export --user U --password-file F --maildir PATH`", cmdExport},

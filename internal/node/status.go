@@ -46,6 +46,29 @@ type Status struct {
 	Delivered uint64 `json:"delivered"`
 	// IndirectLinks counts nodes reached only through a helper.
 	IndirectLinks int `json:"indirect_links"`
+
+	// Storage (nodes with a DataDir): what the store holds, and PAST's
+	// and POST's counters.
+	Storage *StorageStatus `json:"storage,omitempty"`
+}
+
+// StorageStatus is a node's storage and mail health.
+type StorageStatus struct {
+	Objects     int64  `json:"objects"`
+	Bytes       int64  `json:"bytes"`
+	Corrupt     uint64 `json:"corrupt"`        // entries found corrupt and dropped
+	Expired     uint64 `json:"expired"`        // objects whose lease ran out
+	Stored      uint64 `json:"stored"`         // replica writes made durable
+	Refused     uint64 `json:"refused"`        // bad or unwanted objects refused, all reasons
+	BadReceipts uint64 `json:"bad_receipts"`   // receipts that failed verification
+	BadObjects  uint64 `json:"bad_objects"`    // answers or pushes that failed verification
+	Pushes      uint64 `json:"pushes"`         // copies made by replica maintenance
+	Users       int    `json:"users"`          // users served
+	Delivered   uint64 `json:"delivered"`      // messages delivered to INBOX
+	Forged      uint64 `json:"forged"`         // notifications rejected
+	SenderFlag  uint64 `json:"sender_flagged"` // messages flagged $Phishing
+	LogEntries  uint64 `json:"log_entries"`    // folder log entries written
+	ForksMerged uint64 `json:"forks_merged"`
 }
 
 // Status returns a snapshot of the node. The overlay is read on the
@@ -87,7 +110,24 @@ func (n *Node) Status() Status {
 		}
 		s.Delivered = ov.Stats().Delivered
 		s.IndirectLinks = ov.IndirectLinks()
+		if n.past != nil {
+			ps := n.past.Stats()
+			ss := &StorageStatus{Stored: ps.Stored, BadReceipts: ps.BadReceipts, BadObjects: ps.BadObjects, Pushes: ps.Pushes}
+			for _, r := range ps.Refused {
+				ss.Refused += r
+			}
+			if n.post != nil {
+				m := n.post.Stats()
+				ss.Users = n.post.Users()
+				ss.Delivered, ss.Forged, ss.SenderFlag, ss.LogEntries, ss.ForksMerged = m.Delivered, m.Forged, m.SenderMismatch, m.Entries, m.ForksMerged
+			}
+			s.Storage = ss
+		}
 	})
+	if s.Storage != nil && n.st != nil {
+		st := n.st.Stats()
+		s.Storage.Objects, s.Storage.Bytes, s.Storage.Corrupt, s.Storage.Expired = st.Objects, st.Bytes, st.Corrupt, st.Expired
+	}
 	s.Running = err == nil
 	return s
 }
@@ -125,6 +165,7 @@ func Report(title string, nodes []*Node) StatusReport {
 //
 //	/             an HTML page: the ring drawn as SVG, and a table
 //	/status.json  the same data as a StatusReport
+//	/metrics      the same numbers in Prometheus' text format
 //
 // Every request reads each node on the node's own event loop, so a slow
 // loop delays the page, never the other way round. Serve it on loopback:
@@ -141,6 +182,7 @@ func StatusHandler(title string, nodes func() []*Node) http.Handler {
 		w.Header().Set("Cache-Control", "no-store")
 		_, _ = w.Write(append(b, '\n'))
 	})
+	mux.Handle("GET /metrics", MetricsHandler(title, nodes))
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		var buf bytes.Buffer
 		if err := statusPage.Execute(&buf, newPageData(Report(title, nodes()))); err != nil {

@@ -299,6 +299,9 @@ func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready fu
 	return a, nil
 }
 
+// Users is the number of users served here.
+func (x *Post) Users() int { return len(x.users) }
+
 // User returns the account for address, nil if not served here.
 func (x *Post) User(address string) *Account { return x.users[address] }
 

@@ -1,0 +1,87 @@
+package node
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metricsCollector exports the status of a set of nodes in Prometheus'
+// format, read afresh (on each node's loop) at every scrape.
+type metricsCollector struct {
+	title string
+	nodes func() []*Node
+}
+
+type metric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(Status) (float64, bool)
+}
+
+func storageValue(f func(*StorageStatus) float64) func(Status) (float64, bool) {
+	return func(s Status) (float64, bool) {
+		if s.Storage == nil {
+			return 0, false
+		}
+		return f(s.Storage), true
+	}
+}
+
+func desc(name, help string) *prometheus.Desc {
+	return prometheus.NewDesc("epost_"+name, help, []string{"node"}, nil)
+}
+
+var metrics = []metric{
+	{desc("node_active", "1 if the node has joined the ring and may deliver"), prometheus.GaugeValue, func(s Status) (float64, bool) { return b2f(s.Active), s.Running }},
+	{desc("leaf_set_members", "distinct leaf-set members"), prometheus.GaugeValue, func(s Status) (float64, bool) { return float64(s.LeafSet), s.Running }},
+	{desc("routing_table_entries", "filled routing-table slots"), prometheus.GaugeValue, func(s Status) (float64, bool) { return float64(s.TableEntries), s.Running }},
+	{desc("indirect_links", "nodes reached only through a helper"), prometheus.GaugeValue, func(s Status) (float64, bool) { return float64(s.IndirectLinks), s.Running }},
+	{desc("overlay_delivered_total", "overlay messages delivered here as root"), prometheus.CounterValue, func(s Status) (float64, bool) { return float64(s.Delivered), s.Running }},
+	{desc("store_objects", "objects in the local store"), prometheus.GaugeValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Objects) })},
+	{desc("store_bytes", "bytes of objects in the local store"), prometheus.GaugeValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Bytes) })},
+	{desc("store_corrupt_total", "entries found corrupt and dropped"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Corrupt) })},
+	{desc("store_expired_total", "objects whose lease ran out"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Expired) })},
+	{desc("past_stored_total", "replica writes made durable"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Stored) })},
+	{desc("past_refused_total", "objects refused (bad hash, signature, size, lease, rollback, flood)"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Refused) })},
+	{desc("past_bad_receipts_total", "storage receipts that failed verification"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.BadReceipts) })},
+	{desc("past_bad_objects_total", "objects read or pushed that failed verification"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.BadObjects) })},
+	{desc("past_pushes_total", "copies made by replica maintenance"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Pushes) })},
+	{desc("mail_users", "users served"), prometheus.GaugeValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Users) })},
+	{desc("mail_delivered_total", "messages delivered to a mailbox"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Delivered) })},
+	{desc("mail_forged_total", "notifications rejected as forged"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Forged) })},
+	{desc("mail_sender_flagged_total", "messages flagged because From is not their signed sender"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.SenderFlag) })},
+	{desc("mail_log_entries_total", "folder log entries written"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.LogEntries) })},
+	{desc("mail_forks_merged_total", "diverged folder logs merged"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.ForksMerged) })},
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range metrics {
+		ch <- m.desc
+	}
+}
+
+func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range Report(c.title, c.nodes()).Nodes {
+		for _, m := range metrics {
+			if v, ok := m.value(s); ok {
+				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, v, s.Short)
+			}
+		}
+	}
+}
+
+// MetricsHandler serves the nodes' metrics in Prometheus' text format.
+func MetricsHandler(title string, nodes func() []*Node) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metricsCollector{title: title, nodes: nodes})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
