@@ -40,6 +40,7 @@ var layer = map[string]int{
 	"imapd":     8,
 	"smtpd":     8,
 	"gateway":   8,
+	"mailnet":   7,
 	"scenario":  9,
 	"node":      10,
 	"demo":      11,

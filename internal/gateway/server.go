@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/epost-mail/epost/internal/mailnet"
 	"log/slog"
 	"net"
 	"strings"
@@ -284,53 +285,25 @@ func (s *Server) newSession(c *smtp.Conn) (smtp.Session, error) {
 
 // Errors of waiting for POST.
 var (
-	errUnavailable = errors.New("gateway: mail system unavailable")
-	errTimeout     = errors.New("gateway: no answer from the mail system in time")
+	errUnavailable = mailnet.ErrUnavailable
+	errTimeout     = mailnet.ErrTimeout
 )
-
-type result[T any] struct {
-	v   T
-	err error
-}
 
 // await starts a POST call on the loop and waits, on this goroutine, for
 // its callback, at most timeout.
 func await[T any](s *Server, timeout time.Duration, start func(m mailer, done func(T, error))) (T, error) {
-	var zero T
-	if s.cfg.Loop == nil {
-		return zero, errUnavailable
+	var loop mailnet.Loop
+	if s.cfg.Loop != nil {
+		loop = s.cfg.Loop
 	}
-	ch := make(chan result[T], 1)
-	unavailable := false
-	err := s.cfg.Loop.Do(func() {
+	return mailnet.Await(loop, timeout, s.closed, func(done func(T, error)) bool {
 		m := s.mail()
 		if m == nil {
-			unavailable = true
-			return
+			return false
 		}
-		start(m, func(v T, err error) {
-			select {
-			case ch <- result[T]{v, err}:
-			default: // a second callback: the first one counts
-			}
-		})
+		start(m, done)
+		return true
 	})
-	if err != nil {
-		return zero, fmt.Errorf("%w: %v", errUnavailable, err)
-	}
-	if unavailable {
-		return zero, errUnavailable
-	}
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case r := <-ch:
-		return r.v, r.err
-	case <-t.C:
-		return zero, errTimeout
-	case <-s.closed:
-		return zero, fmt.Errorf("%w: server closed", errUnavailable)
-	}
 }
 
 // lookupUser asks POST whether addr is a community member.

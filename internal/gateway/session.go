@@ -1,12 +1,11 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"github.com/epost-mail/epost/internal/mailnet"
 	"io"
 	"net"
-	"net/mail"
 	"slices"
 
 	"github.com/emersion/go-smtp"
@@ -131,7 +130,7 @@ func (ss *session) Data(r io.Reader) error {
 		fields = append([][2]string{{HeaderJunk, JunkHeaderValue(score)}}, fields...)
 	}
 	stamped := stamp(msg, ss.s.cfg.Hostname, fields)
-	if err := ss.s.inject(recipientGroups(stamped, ss.rcpts), stamped); err != nil {
+	if err := ss.s.inject(mailnet.RecipientGroups(stamped, ss.rcpts), stamped); err != nil {
 		return ss.injectFailed(err)
 	}
 	ss.s.stats.accepted.Add(1)
@@ -164,40 +163,3 @@ func (ss *session) Reset() {
 
 // Logout implements smtp.Session.
 func (ss *session) Logout() error { return nil }
-
-// recipientGroups splits the recipients into the groups POST injects one
-// notification to. Every recipient of a notification sees its whole
-// recipient list, so a blind copy (an envelope recipient not named in To
-// or Cc, RFC 5322 section 3.6.3) must not share one: the named recipients
-// form one group, each blind one a group of their own. The split depends
-// only on the message and the envelope, so a retry makes the same groups
-// and the same message ids.
-func recipientGroups(msg []byte, rcpts []string) [][]string {
-	named := map[string]bool{}
-	if m, err := mail.ReadMessage(bytes.NewReader(msg)); err == nil {
-		for _, field := range []string{"To", "Cc"} {
-			list, err := m.Header.AddressList(field)
-			if err != nil {
-				continue
-			}
-			for _, a := range list {
-				if c, err := identity.CanonicalAddress(a.Address); err == nil {
-					named[c] = true
-				}
-			}
-		}
-	}
-	var visible []string
-	var groups [][]string
-	for _, r := range rcpts {
-		if named[r] {
-			visible = append(visible, r)
-		} else {
-			groups = append(groups, []string{r})
-		}
-	}
-	if len(visible) > 0 {
-		groups = append([][]string{visible}, groups...)
-	}
-	return groups
-}

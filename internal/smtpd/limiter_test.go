@@ -3,6 +3,7 @@ package smtpd
 import (
 	"errors"
 	"fmt"
+	"github.com/epost-mail/epost/internal/mailnet"
 	"net"
 	"testing"
 	"time"
@@ -100,18 +101,18 @@ func TestLoginServer(t *testing.T) {
 func TestRecipientGroups(t *testing.T) {
 	msg := []byte("From: alice@example.org\r\nTo: Bob <Bob@Example.org>, carol@example.org\r\nCc: dave@example.org\r\nSubject: s\r\n\r\nbody\r\n")
 	rcpts := []string{"bob@example.org", "erin@example.org", "carol@example.org", "dave@example.org", "frank@example.org"}
-	got := fmt.Sprint(recipientGroups(msg, rcpts))
+	got := fmt.Sprint(mailnet.RecipientGroups(msg, rcpts))
 	want := "[[bob@example.org carol@example.org dave@example.org] [erin@example.org] [frank@example.org]]"
 	if got != want {
 		t.Fatalf("groups %s, want %s", got, want)
 	}
 	// Unparseable headers: everyone blind.
-	got = fmt.Sprint(recipientGroups([]byte("To: <<<\r\n\r\n"), rcpts[:2]))
+	got = fmt.Sprint(mailnet.RecipientGroups([]byte("To: <<<\r\n\r\n"), rcpts[:2]))
 	if got != "[[bob@example.org] [erin@example.org]]" {
 		t.Fatalf("groups %s", got)
 	}
 	// Undisclosed recipients (an empty group).
-	got = fmt.Sprint(recipientGroups([]byte("To: undisclosed-recipients:;\r\n\r\nx"), rcpts[:1]))
+	got = fmt.Sprint(mailnet.RecipientGroups([]byte("To: undisclosed-recipients:;\r\n\r\nx"), rcpts[:1]))
 	if got != "[[bob@example.org]]" {
 		t.Fatalf("groups %s", got)
 	}

@@ -3,6 +3,7 @@ package smtpd
 import (
 	"errors"
 	"fmt"
+	"github.com/epost-mail/epost/internal/mailnet"
 	"io"
 	"math"
 	"slices"
@@ -236,7 +237,7 @@ func (ss *session) Data(r io.Reader) error {
 // POST stored it for someone.
 func (ss *session) deliver(msg []byte) (stored bool, err error) {
 	if len(ss.community) > 0 {
-		if err := ss.s.send(ss.from, recipientGroups(msg, ss.community), msg); err != nil {
+		if err := ss.s.send(ss.from, mailnet.RecipientGroups(msg, ss.community), msg); err != nil {
 			return false, ss.sendFailed(err)
 		}
 		stored = true

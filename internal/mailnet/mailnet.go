@@ -1,0 +1,111 @@
+// Package mailnet holds what the mail servers (internal/smtpd,
+// internal/gateway) share: waiting on a goroutine of their own for a POST
+// call made on the node's event loop, and splitting a message's
+// recipients so that blind copies stay blind.
+//
+// Invariants: the loop never waits on a network goroutine (a callback only
+// sends on a buffered channel), and a second callback for one call is
+// ignored.
+package mailnet
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/mail"
+	"time"
+
+	"github.com/epost-mail/epost/internal/identity"
+)
+
+// Loop runs functions on the node's event loop and waits for them
+// (internal/node.Node satisfies it).
+type Loop interface {
+	Do(f func()) error
+}
+
+// Errors of waiting for POST.
+var (
+	ErrUnavailable = errors.New("mail system unavailable")
+	ErrTimeout     = errors.New("no answer from the mail system in time")
+)
+
+type result[T any] struct {
+	v   T
+	err error
+}
+
+// Await runs start on the loop and waits, on the calling goroutine, for
+// the callback it is given, at most timeout or until closed is closed.
+// start reports false when the mail system is missing (ErrUnavailable).
+func Await[T any](loop Loop, timeout time.Duration, closed <-chan struct{}, start func(done func(T, error)) bool) (T, error) {
+	var zero T
+	if loop == nil {
+		return zero, ErrUnavailable
+	}
+	ch := make(chan result[T], 1)
+	ok := true
+	err := loop.Do(func() {
+		ok = start(func(v T, err error) {
+			select {
+			case ch <- result[T]{v, err}:
+			default: // a second callback: the first one counts
+			}
+		})
+	})
+	if err != nil {
+		return zero, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	if !ok {
+		return zero, ErrUnavailable
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-t.C:
+		return zero, ErrTimeout
+	case <-closed:
+		return zero, fmt.Errorf("%w: server closed", ErrUnavailable)
+	}
+}
+
+// RecipientGroups splits a message's community recipients into the
+// groups POST sends one notification to. Every recipient of a
+// notification sees its whole (signed) recipient list, so a blind copy
+// (an envelope recipient not named in To or Cc, RFC 5322 section 3.6.3)
+// must not share one: the recipients the headers name form one group,
+// and each blind recipient gets a group of their own. The split depends
+// only on the message and the envelope, so a client's retry makes the
+// same groups, hence the same message ids, and nobody gets a second copy.
+// If the headers cannot be parsed, every recipient is treated as blind.
+func RecipientGroups(msg []byte, rcpts []string) [][]string {
+	named := map[string]bool{}
+	if m, err := mail.ReadMessage(bytes.NewReader(msg)); err == nil {
+		for _, field := range []string{"To", "Cc"} {
+			list, err := m.Header.AddressList(field)
+			if err != nil {
+				continue
+			}
+			for _, a := range list {
+				if c, err := identity.CanonicalAddress(a.Address); err == nil {
+					named[c] = true
+				}
+			}
+		}
+	}
+	var visible []string
+	var groups [][]string
+	for _, r := range rcpts {
+		if named[r] {
+			visible = append(visible, r)
+		} else {
+			groups = append(groups, []string{r})
+		}
+	}
+	if len(visible) > 0 {
+		groups = append([][]string{visible}, groups...)
+	}
+	return groups
+}
