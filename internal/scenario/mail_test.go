@@ -25,9 +25,15 @@ func testPostConfig() post.Config {
 // waits until every mailbox is loaded.
 func newMail(t *testing.T, seed uint64, n, u int) (*Mail, []sim.HostID) {
 	t.Helper()
+	return newMailWith(t, seed, n, u, testPostConfig())
+}
+
+// newMailWith is newMail with a given POST configuration.
+func newMailWith(t *testing.T, seed uint64, n, u int, pc post.Config) (*Mail, []sim.HostID) {
+	t.Helper()
 	sc := sim.DefaultConfig(seed)
 	sc.InvariantEvery = 0
-	m, err := NewMail(sc, overlay.SimConfig(), testPastConfig(), testPostConfig())
+	m, err := NewMail(sc, overlay.SimConfig(), testPastConfig(), pc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,31 +320,7 @@ func TestMailFromSomeoneElseIsFlagged(t *testing.T) {
 }
 
 func TestGatewayMailIsStoredOnceAndNotFlagged(t *testing.T) {
-	sc := sim.DefaultConfig(18)
-	sc.InvariantEvery = 0
-	pc := testPostConfig()
-	pc.Gateways = []string{"u0@test.epost"}
-	m, err := NewMail(sc, overlay.SimConfig(), testPastConfig(), pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hosts, err := m.BuildStorage(20, 200*env.Millisecond, 2*env.Minute, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 4; i++ {
-		if _, err := m.AddUser(fmt.Sprintf("u%d@test.epost", i), hosts[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitMail(t, m, "mailboxes", 5*time1m, func() bool {
-		for i := range m.Users {
-			if a := m.Account(i); a == nil || !a.Ready() {
-				return false
-			}
-		}
-		return true
-	})
+	m := newGatewayMail(t, 18, 20, 4)
 	spam := []byte("From: Prize Office <win@lottery.example>\r\nSubject: you won\r\n\r\nclick\r\n")
 	inject := func(gw int, to []int) {
 		var addrs []string
@@ -400,31 +382,7 @@ func TestOnlyOneNodeWritesAMailbox(t *testing.T) {
 }
 
 func TestGatewayJunkIsFiledInJunk(t *testing.T) {
-	sc := sim.DefaultConfig(20)
-	sc.InvariantEvery = 0
-	pc := testPostConfig()
-	pc.Gateways = []string{"u0@test.epost"}
-	m, err := NewMail(sc, overlay.SimConfig(), testPastConfig(), pc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hosts, err := m.BuildStorage(12, 200*env.Millisecond, 2*env.Minute, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i < 3; i++ {
-		if _, err := m.AddUser(fmt.Sprintf("u%d@test.epost", i), hosts[i]); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitMail(t, m, "mailboxes", 5*time1m, func() bool {
-		for i := range m.Users {
-			if a := m.Account(i); a == nil || !a.Ready() {
-				return false
-			}
-		}
-		return true
-	})
+	m := newGatewayMail(t, 20, 12, 3)
 	junk := []byte("From: x@spam.example\r\n" + post.JunkHeader + ": yes (score 9)\r\nSubject: buy\r\n\r\nnow\r\n")
 	for _, from := range []int{0, 2} { // the gateway, then a member claiming the same
 		var err error
@@ -441,4 +399,13 @@ func TestGatewayJunkIsFiledInJunk(t *testing.T) {
 	if len(j.Messages()) != 1 || len(inbox(m, 1)) != 1 {
 		t.Fatalf("Junk %d, INBOX %d: want the gateway's junk in Junk and the member's in INBOX", len(j.Messages()), len(inbox(m, 1)))
 	}
+}
+
+// newGatewayMail is newMail with u0 as the community's gateway user.
+func newGatewayMail(t *testing.T, seed uint64, n, u int) *Mail {
+	t.Helper()
+	pc := testPostConfig()
+	pc.Gateways = []string{"u0@test.epost"}
+	m, _ := newMailWith(t, seed, n, u, pc)
+	return m
 }
