@@ -238,7 +238,13 @@ func New(cfg Config) (*Transport, error) {
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrs(listen...),
-		libp2p.Transport(tcp.NewTCPTransport),
+		// Without port reuse each dial gets its own source port. With it,
+		// two nodes dialling each other at the same moment (a heartbeat
+		// crossing a join reply) make one TCP simultaneous open in which
+		// both sides start the Noise handshake as initiator and both dials
+		// fail. Hole punching still works over QUIC, which needs no port
+		// reuse.
+		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
 		libp2p.Transport(libp2pquic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
