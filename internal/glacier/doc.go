@@ -84,8 +84,9 @@
 // grows, since sampling 256 holders from many nodes approaches
 // independent sampling.
 //
-// Coding speed (this package's benchmarks, 256/64, 1 MiB, two cores):
-// Encode about 470 MB/s, decoding from parity only about 600 MB/s;
-// MakeFragments (encode, hash every shard, sign) about 110 MB/s and
-// Rebuild (check 64 proofs, decode, hash, parse) about 235 MB/s.
+// Coding speed (this package's benchmarks, 256/64, 1 MiB, on a shared
+// two-core machine, so ranges over runs): Encode 250-470 MB/s, decoding
+// from parity only 490-600 MB/s; MakeFragments (encode, hash every
+// shard, sign) 100-110 MB/s and Rebuild from the 64 parity fragments
+// (check 64 proofs, decode, hash, parse) 140-235 MB/s.
 package glacier
