@@ -14,7 +14,7 @@ import (
 // MaxBundleBytes bounds an encoded bundle: objects are aggregated up to
 // this size before coding, so per-fragment metadata stays small beside
 // the shard (see the package documentation).
-const MaxBundleBytes = 1 << 20
+const MaxBundleBytes = 2 << 20
 
 // MaxBundleObjects bounds the objects in one bundle.
 const MaxBundleObjects = 1000

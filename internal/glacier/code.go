@@ -83,7 +83,7 @@ func CodeFor(nodes int, maxOverhead float64) Code {
 	}
 	fits := func(m int) bool {
 		c := Code{N: n, M: m}
-		return float64(n*FragmentBytes(c, MaxBundleBytes)) <= maxOverhead*MaxBundleBytes
+		return float64(n*(FragmentBytes(c, MaxBundleBytes)+RecordExtra)) <= maxOverhead*MaxBundleBytes
 	}
 	if !(maxOverhead > 1) { // also catches NaN
 		return Code{N: n, M: n - 1}
@@ -103,6 +103,12 @@ func CodeFor(nodes int, maxOverhead float64) Code {
 	}
 	return Code{N: n, M: m}
 }
+
+// RecordExtra is what a holder stores beside each fragment, budgeted
+// generously: the owner's address and user certificate (about 290 bytes),
+// which let anyone check the manifest's signature, and the record's
+// framing.
+const RecordExtra = 320
 
 // newEncoder builds the Reed-Solomon codec for c.
 //

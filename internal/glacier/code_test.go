@@ -44,7 +44,7 @@ func TestCodeFor(t *testing.T) {
 			t.Errorf("CodeFor(%d) = %s, want N = %d", nodes, c, nodes*(256/nodes))
 		}
 		// Metadata included, a full bundle stays within the budget.
-		if got := float64(c.N*FragmentBytes(c, MaxBundleBytes)) / MaxBundleBytes; got > 4 {
+		if got := float64(c.N*(FragmentBytes(c, MaxBundleBytes)+RecordExtra)) / MaxBundleBytes; got > 4 {
 			t.Errorf("CodeFor(%d) = %s: full-bundle overhead %.4f > 4", nodes, c, got)
 		}
 		// And M is the smallest that does (in steps of the fragments per
@@ -55,7 +55,7 @@ func TestCodeFor(t *testing.T) {
 		}
 		if c.M > step {
 			d := Code{N: c.N, M: c.M - step}
-			if float64(d.N*FragmentBytes(d, MaxBundleBytes))/MaxBundleBytes <= 4 {
+			if float64(d.N*(FragmentBytes(d, MaxBundleBytes)+RecordExtra))/MaxBundleBytes <= 4 {
 				t.Errorf("CodeFor(%d) = %s, but M = %d also fits", nodes, c, d.M)
 			}
 		}

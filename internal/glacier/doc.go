@@ -23,6 +23,41 @@
 // Ring positions (bundle keys, fragment keys, owners) are id.ID; an
 // object's PAST key is the 32-byte key PAST stores it under.
 //
+// # Protocol
+//
+// Glacier runs between PAST and POST as an overlay App, a deterministic
+// state machine like the other cores.
+//
+//   - Archiving. Each local user has a queue (Archive). A queue is sealed
+//     into a bundle when it reaches MaxBundleBytes or MaxBundleObjects, or
+//     ArchiveDelay (10 minutes) after its oldest object arrived, so every
+//     object is archived within a bounded time. Sealing encodes the
+//     bundle, signs the manifest (chained to the previous one) and routes
+//     fragment i to the root of its offset key.
+//   - Holding. A holder verifies the owner's certificate (community CA),
+//     the manifest's signature and the fragment's proof, then stores it
+//     (store.KindFragment, with a lease on its own uptime counter) and
+//     acknowledges once it is durable. A node that holds its share of the
+//     bundle already (Config.PerNode) hands the fragment to its clockwise
+//     neighbour, so fragments land on distinct nodes, or balanced when the
+//     community is smaller than N. The owner re-sends what is not
+//     acknowledged.
+//   - Fetching. Fetch routes a request to every offset key; the node
+//     reached answers with what it holds of the bundle and walks the
+//     request clockwise when the fragment asked for was handed on. The
+//     fetcher verifies every record and decodes as soon as M fragments of
+//     one manifest are in. Recover walks a user's chain from Seq 0,
+//     checking that each manifest names its predecessor, until no node
+//     has the next bundle.
+//   - Audits and repair. Once per AuditPeriod every holder routes one
+//     small message per bundle (bundle key, manifest hash, indices held)
+//     to the bundle key's root, its coordinator. A coordinator that counts
+//     fewer than RepairBelow fragments in a window fetches M of them,
+//     decodes once, regenerates every missing fragment (the same shards,
+//     so the signed root still covers them) and places those.
+//     Coordinators keep only soft state; a new one recounts from the next
+//     round of reports.
+//
 // # Choosing N and M
 //
 // CodeFor(nodes, 4) gives the code. Fragments are balanced over holders
@@ -32,14 +67,18 @@
 //
 // Storage. The overhead budget covers metadata: each fragment carries the
 // signed manifest (about 200 bytes) and a Merkle proof (8 hashes), 485
-// bytes in all. For a full bundle of 1 MiB under 256/64 a shard is 16,384
-// bytes and the fragments total 4.118 times the bundle; under 256/66 a
-// shard is 15,888 bytes and the total 3.997. So CodeFor takes the
-// smallest M whose full-bundle total fits the budget, 66 rather than the
-// nominal 64. Smaller bundles pay relatively more metadata, which is why
-// objects are aggregated into bundles of up to MaxBundleBytes. A caller
-// that prefers the nominal code can pass a budget with room for the
-// metadata: CodeFor(n, 4.12) gives 256/64.
+// bytes in all, and CodeFor budgets RecordExtra (320 bytes) more for what
+// a holder keeps beside it (the owner's certificate, stored once per
+// owner and holder, and framing). Bundles hold up to MaxBundleBytes
+// (2 MiB). For a full bundle under 256/64 a shard is 32,768 bytes and
+// the fragments total 4.098 times the bundle; under 256/66 a shard is
+// 31,776 bytes and the total 3.977. So CodeFor takes the smallest M whose
+// full-bundle total fits the budget, 66 rather than the nominal 64.
+// Smaller bundles pay relatively more: a bundle of S bytes costs about
+// 256/66 + 256*805/S times S, so a bundle sealed half full by the
+// archive delay costs 4.08 and one of 100 KB 5.9. Heavy users fill
+// their bundles; a light user's mail is archived within the delay at
+// that higher cost.
 //
 // With fewer than 256 nodes every node holds j = floor(256/nodes)
 // fragments and N = nodes*j, so a bundle survives exactly when
@@ -60,17 +99,17 @@
 //     convolution over holders).
 //
 // The figures, stored being the fragments' total bytes over the bundle's
-// for a full bundle:
+// for a full bundle, metadata budget included:
 //
 //	nodes  code    stored  holders x frags  survives worst ceil(FN)  correlated  independent
-//	   16  256/80  3.319   16 x 16          yes (10 fail, 6 left)    0           0.167
-//	   50  250/65  3.962   50 x 5           yes (30 fail, 20 left)   0           0.0133
-//	  256  256/66  3.997   256 x 1          yes (154 fail, 102 left) 0           6.5e-7
-//	 1000  256/66  3.997   256 x 1          no                       1.3e-8      6.5e-7
-//	50000  256/66  3.997   256 x 1          no                       6.1e-7      6.5e-7
+//	   16  256/80  3.298   16 x 16          yes (10 fail, 6 left)    0           0.167
+//	   50  250/65  3.942   50 x 5           yes (30 fail, 20 left)   0           0.0133
+//	  256  256/66  3.977   256 x 1          yes (154 fail, 102 left) 0           6.5e-7
+//	 1000  256/66  3.977   256 x 1          no                       1.3e-8      6.5e-7
+//	50000  256/66  3.977   256 x 1          no                       6.1e-7      6.5e-7
 //
-// For comparison, 256/64 (stored 4.118) gives 1.6e-7 independent and
-// 2.1e-9 correlated at 1000 nodes; 256/65 (4.057) 3.2e-7 and 5.3e-9.
+// For comparison, 256/64 (stored 4.098) gives 1.6e-7 independent and
+// 2.1e-9 correlated at 1000 nodes; 256/65 (4.037) 3.2e-7 and 5.3e-9.
 //
 // Reading the table: below 256 nodes every node is a holder, so when
 // exactly 60% fail the survivors always hold enough (the worst case

@@ -145,7 +145,7 @@ func TestLossTable(t *testing.T) {
 		c := CodeFor(nodes, 4)
 		per := balancedHolders(t, nodes, c)
 		failed := int(math.Ceil(f * float64(nodes)))
-		meta := float64(c.N*FragmentBytes(c, MaxBundleBytes)) / MaxBundleBytes
+		meta := float64(c.N*(FragmentBytes(c, MaxBundleBytes)+RecordExtra)) / MaxBundleBytes
 		maxHeld := 0
 		for _, h := range per {
 			maxHeld = max(maxHeld, h)
@@ -161,7 +161,7 @@ func TestLossTable(t *testing.T) {
 	for _, m := range []int{64, 65, 66} {
 		c := Code{N: 256, M: m}
 		t.Logf("code 256/%d: full-bundle %.3f independent(0.6)=%.3g correlated(1000, 600)=%.3g correlated(50000, 30000)=%.3g",
-			m, float64(c.N*FragmentBytes(c, MaxBundleBytes))/MaxBundleBytes,
+			m, float64(c.N*(FragmentBytes(c, MaxBundleBytes)+RecordExtra))/MaxBundleBytes,
 			LossIndependent(c, per, f), LossCorrelated(c, per, 1000, 600), LossCorrelated(c, per, 50000, 30000))
 	}
 }

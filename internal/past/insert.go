@@ -78,7 +78,7 @@ func (p *Past) startInsert(kind store.Kind, key store.Key, data []byte, lease en
 	case lease <= 0 || lease > p.cfg.MaxLease:
 		fail(fmt.Errorf("%w: lease %v", ErrInput, lease))
 		return
-	case !kind.Valid():
+	case !pastKind(kind):
 		fail(fmt.Errorf("%w: kind %d", ErrInput, kind))
 		return
 	}

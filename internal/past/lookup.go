@@ -187,7 +187,7 @@ func (p *Past) finishLookup(r *lookupReq, err error) {
 func (p *Past) answer(l wire.PastLookup, root bool) bool {
 	kind := store.Kind(l.Kind)
 	o := wire.PastObject{Req: l.Req, Kind: l.Kind, Key: l.Key, Node: p.self}
-	if kind.Valid() {
+	if pastKind(kind) {
 		if b, err := p.st.Get(kind, l.Key); err == nil {
 			o.Found, o.Data = true, b
 		}

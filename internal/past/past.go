@@ -320,6 +320,12 @@ func (p *Past) LeafSetChanged(h NodeHandle, joined bool) {
 	}
 }
 
+// pastKind reports whether PAST stores and serves objects of kind k; the
+// store's other kinds (Glacier's fragments) belong to other layers.
+func pastKind(k store.Kind) bool {
+	return k == store.KindImmutable || k == store.KindMutable || k == store.KindSet
+}
+
 func isPast(t wire.Type) bool { return t >= 64 && t < 96 }
 
 func (p *Past) decode(e wire.Envelope, v any) bool {

@@ -37,7 +37,7 @@ type Scenario struct {
 
 // All returns the scenarios, sorted by name.
 func All() []Scenario {
-	all := []Scenario{pingScenario(), routingScenario(), churnScenario(), partitionScenario(), anomalyScenario(), comatoseScenario(), slowScenario(), storageScenario(), leasesScenario(), mailScenario()}
+	all := []Scenario{pingScenario(), routingScenario(), churnScenario(), partitionScenario(), anomalyScenario(), comatoseScenario(), slowScenario(), storageScenario(), leasesScenario(), glacierScenario(), mailScenario()}
 	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
 	return all
 }

@@ -26,7 +26,10 @@ type Storage struct {
 	Sets past.SetPolicy
 	// OnStart, if set, runs for every new incarnation's PAST instance, to
 	// attach the layer above.
-	OnStart  func(h sim.HostID, p *past.Past)
+	OnStart func(h sim.HostID, p *past.Past)
+	// Between, if set, builds a layer that runs between PAST and the layer
+	// above it (Glacier) on each incarnation, over the node's disk.
+	Between  func(h sim.HostID, e env.Env, disk *past.MemStorage, upper overlay.App) (overlay.App, func(*overlay.Overlay))
 	CA       *identity.CA
 	Verifier *identity.Verifier
 	keys     []identity.NodeKey
@@ -85,6 +88,10 @@ func (s *Storage) makeApp(h sim.HostID, e env.Env, upper overlay.App) (overlay.A
 	if old := s.pasts[h]; old != nil {
 		s.retired[h] = addPastStats(s.retired[h], old.Stats())
 	}
+	var attachBetween func(*overlay.Overlay)
+	if s.Between != nil {
+		upper, attachBetween = s.Between(h, e, disk, upper)
+	}
 	p, err := past.New(s.PastCfg, e, disk, past.Identity{Key: s.keys[h], Cert: s.certs[h], Verifier: s.Verifier}, upper)
 	if err != nil {
 		panic(err) // the harness's own configuration: a programming error
@@ -96,7 +103,12 @@ func (s *Storage) makeApp(h sim.HostID, e env.Env, upper overlay.App) (overlay.A
 	if s.OnStart != nil {
 		s.OnStart(h, p)
 	}
-	return p, func(o *overlay.Overlay) { p.Attach(o) }
+	return p, func(o *overlay.Overlay) {
+		p.Attach(o)
+		if attachBetween != nil {
+			attachBetween(o)
+		}
+	}
 }
 
 // Past returns host h's PAST instance, nil while it is down.

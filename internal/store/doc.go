@@ -18,6 +18,8 @@
 //	                          transaction that changes them, so exact
 //	obj/immutable   key -> object record        (Kind 1)
 //	obj/mutable     key -> object record        (Kind 2)
+//	obj/set         key -> object record        (Kind 3)
+//	obj/fragment    key -> object record        (Kind 4, Glacier)
 //	lease           kind || key -> lease record (CBOR: expiry tick, size)
 //	expiry          expiry (8 bytes, big-endian) || kind || key -> empty
 //	meta            name -> object record of a metadata value

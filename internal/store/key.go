@@ -35,15 +35,16 @@ const (
 	KindImmutable = object.KindImmutable
 	KindMutable   = object.KindMutable
 	KindSet       = object.KindSet
+	KindFragment  = object.KindFragment
 )
 
 // ImmutableKey returns the key of an immutable object: SHA-256 of data.
 func ImmutableKey(data []byte) Key { return Key(sha256.Sum256(data)) }
 
 // allKinds lists the valid kinds in scan order (scrub visits them in
-// this order). A new kind (Glacier fragments) is appended here and gets its
-// own bucket; nothing else in the layout changes.
-func allKinds() []Kind { return []Kind{KindImmutable, KindMutable, KindSet} }
+// this order). A new kind is appended here and gets its own bucket;
+// nothing else in the layout changes.
+func allKinds() []Kind { return []Kind{KindImmutable, KindMutable, KindSet, KindFragment} }
 
 // segments returns the range as one or two half-open intervals of full
 // 32-byte keys, in clockwise order from From. A nil hi means "to the end

@@ -60,6 +60,10 @@ const (
 	// notifications): the layer above merges them by union and checks
 	// their members; the store treats them like mutable objects.
 	KindSet Kind = 3
+	// KindFragment objects are Glacier's erasure-coded fragments: the
+	// archive checks each against its bundle's signed Merkle root; the
+	// store keeps a checksum and checks it on every read.
+	KindFragment Kind = 4
 )
 
 // String names the kind.
@@ -71,12 +75,14 @@ func (k Kind) String() string {
 		return "mutable"
 	case KindSet:
 		return "set"
+	case KindFragment:
+		return "fragment"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
 // Valid reports whether k is a kind the store knows.
-func (k Kind) Valid() bool { return k == KindImmutable || k == KindMutable || k == KindSet }
+func (k Kind) Valid() bool { return k >= KindImmutable && k <= KindFragment }
 
 // Entry names one stored object: its kind and key.
 type Entry struct {

@@ -1,0 +1,152 @@
+package glacier
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/wire"
+)
+
+// fetch gathers the fragments of one bundle until it can rebuild it.
+type fetch struct {
+	owner   id.ID
+	seq     uint64
+	bk      id.ID
+	keys    []id.ID
+	req     uint64
+	rounds  int
+	found   bool
+	n       int                             // fragments per bundle, from the first manifest seen
+	byMan   map[Hash]map[int]*Fragment      // fragments by manifest (an owner's fork has two)
+	done    func(*Bundle, *Manifest, error) // nil once finished
+	fetched map[int]bool
+}
+
+// Fetch rebuilds bundle seq of user owner from its fragments: it asks the
+// root of every fragment's key (which walks the request clockwise to where
+// a fragment was handed on), verifies every record (certificate, manifest
+// signature, Merkle proof, bundle hash) and decodes as soon as it has
+// enough fragments of one manifest. It fails with ErrNoBundle when nobody
+// answers at all, ErrUnrecoverable when too few fragments survive.
+func (g *Glacier) Fetch(owner id.ID, seq uint64, done func(*Bundle, *Manifest, error)) {
+	bk := BundleKey(owner, seq)
+	x := &fetch{owner: owner, seq: seq, bk: bk, req: g.req(), byMan: map[Hash]map[int]*Fragment{}, done: done, fetched: map[int]bool{}}
+	// The code is unknown until a fragment arrives: ask at the offsets of
+	// this node's own code, which is the community's.
+	x.n = g.cfg.Code.N
+	x.keys = FragmentKeys(bk, x.n)
+	g.fetches[x.req] = x
+	g.stats.Fetches++
+	g.fetchRound(x)
+}
+
+func (g *Glacier) fetchRound(x *fetch) {
+	x.rounds++
+	for i, k := range x.keys {
+		if x.fetched[i] {
+			continue
+		}
+		g.route(k, wire.TypeGlacierFetch, wire.GlacierFetch{Req: x.req, Origin: g.self, Bundle: x.bk, Index: uint16(i), Skips: uint8(g.cfg.FetchSkips)})
+	}
+	req := x.req
+	g.env.Clock.AfterFunc(g.cfg.FetchTimeout, func() {
+		x := g.fetches[req]
+		if x == nil {
+			return
+		}
+		if x.rounds < g.cfg.FetchAttempts {
+			g.fetchRound(x)
+			return
+		}
+		var err error
+		if !x.found {
+			err = fmt.Errorf("%w: %s bundle %d", ErrNoBundle, x.owner.Short(), x.seq)
+		} else {
+			best := 0
+			for _, m := range x.byMan {
+				best = max(best, len(m))
+			}
+			err = fmt.Errorf("%w: %s bundle %d: %d fragments found", ErrUnrecoverable, x.owner.Short(), x.seq, best)
+		}
+		g.finishFetch(x, nil, nil, err)
+	})
+}
+
+func (g *Glacier) finishFetch(x *fetch, b *Bundle, m *Manifest, err error) {
+	delete(g.fetches, x.req)
+	if err != nil {
+		g.stats.FetchesFailed++
+	} else {
+		g.stats.FetchesOK++
+	}
+	if d := x.done; d != nil {
+		x.done = nil
+		d(b, m, err)
+	}
+}
+
+func (x *fetch) add(g *Glacier, recs []wire.GlacierRecord) {
+	for _, r := range recs {
+		f, bk, err := g.checkRecord(r)
+		if err != nil || bk != x.bk || f.Manifest.Owner != x.owner || f.Manifest.Seq != x.seq {
+			g.stats.BadFragments++
+			continue
+		}
+		x.found = true
+		mh := f.Manifest.Hash()
+		set := x.byMan[mh]
+		if set == nil {
+			set = map[int]*Fragment{}
+			x.byMan[mh] = set
+		}
+		set[f.Index] = f
+		x.fetched[f.Index] = true
+		if len(set) < f.Manifest.Code.M {
+			continue
+		}
+		frags := make([]*Fragment, 0, len(set))
+		for i := 0; i < f.Manifest.Code.N; i++ {
+			if fr, ok := set[i]; ok {
+				frags = append(frags, fr)
+			}
+		}
+		b, err := Rebuild(frags)
+		if err != nil || b.Owner != x.owner || b.Seq != x.seq {
+			// The signed manifest names a bundle hash the fragments do not
+			// decode to: the owner signed garbage. Nothing better exists.
+			g.stats.BadFragments++
+			delete(x.byMan, mh)
+			continue
+		}
+		m := f.Manifest
+		g.finishFetch(x, b, &m, nil)
+		return
+	}
+}
+
+// Recover walks a user's chain of bundles from seq on, verifying that each
+// manifest names its predecessor (prev is the hash of bundle seq-1's
+// manifest; the zero hash at seq 0, or to accept whatever comes first),
+// and hands each bundle to each. It stops at the first bundle nobody holds
+// and reports the next position; other failures end it with an error.
+func (g *Glacier) Recover(owner id.ID, seq uint64, prev Hash, each func(*Bundle, *Manifest), done func(next uint64, last Hash, err error)) {
+	check := seq > 0 && prev != (Hash{})
+	var step func(seq uint64, prev Hash, check bool)
+	step = func(seq uint64, prev Hash, check bool) {
+		g.Fetch(owner, seq, func(b *Bundle, m *Manifest, err error) {
+			switch {
+			case errors.Is(err, ErrNoBundle):
+				done(seq, prev, nil)
+			case err != nil:
+				done(seq, prev, err)
+			case check && m.Prev != prev:
+				done(seq, prev, fmt.Errorf("%w: bundle %d names %x as its predecessor, not %x", ErrBroken, seq, m.Prev[:4], prev[:4]))
+			default:
+				each(b, m)
+				step(seq+1, m.Hash(), true)
+			}
+		})
+	}
+	step(seq, prev, check)
+}
