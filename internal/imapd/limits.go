@@ -171,13 +171,14 @@ func limiterKey(a net.Addr) string {
 }
 
 // Stats counts a server's logins and the refusals of hostile or broken
-// clients.
+// clients. (The node's status page does not show them yet: cmd/epost
+// makes the servers, and internal/node's Status has no hook for them.)
 type Stats struct {
 	LoginOK        uint64 // successful LOGIN and AUTHENTICATE
 	LoginFailed    uint64 // wrong credentials
 	LoginThrottled uint64 // logins refused because the username or address was locked out
 	TooLarge       uint64 // commands answered NO [TOOBIG] (an APPEND over AppendLimit, a big literal elsewhere)
-	TimedOut       uint64 // connections closed because the client said nothing for too long
+	TimedOut       uint64 // connections whose read passed its deadline (silent past LoginTimeout or IdleTimeout, or stalled mid-command)
 	ConnRefused    uint64 // connections refused for exceeding MaxConnections or MaxConnectionsPerIP
 }
 
