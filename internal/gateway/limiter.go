@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -79,6 +80,7 @@ type connLimiter struct {
 	total, perIP int
 	rate         *rateLimiter
 	rejected     func()
+	timedOut     func() // a connection's read timed out (once per connection)
 
 	mu    sync.Mutex
 	open  int
@@ -125,12 +127,23 @@ func (l *connLimiter) release(key string) {
 	}
 }
 
-// limitedConn gives its slot back when closed (once).
+// limitedConn gives its slot back when closed (once), and reports a read
+// timeout (once).
 type limitedConn struct {
 	net.Conn
-	l    *connLimiter
-	key  string
-	once sync.Once
+	l       *connLimiter
+	key     string
+	once    sync.Once
+	timeout sync.Once
+}
+
+func (c *limitedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	var ne net.Error
+	if err != nil && c.l.timedOut != nil && errors.As(err, &ne) && ne.Timeout() {
+		c.timeout.Do(c.l.timedOut)
+	}
+	return n, err
 }
 
 func (c *limitedConn) Close() error {

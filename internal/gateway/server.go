@@ -156,10 +156,16 @@ type Stats struct {
 	Refused      uint64 // RCPT or DATA answered 5xx (relay attempts, unknown users, too big)
 	RateLimited  uint64 // connections and messages refused for exceeding a rate
 	LookupFailed uint64 // RCPT answered 4xx: membership could not be checked
+
+	// Refusals of hostile or broken clients, each also counted above.
+	RelayRefused uint64 // RCPT outside the community's domains (550 5.7.1)
+	TooLarge     uint64 // DATA over MaxMessageBytes (552; a too large SIZE= at MAIL is go-smtp's and not counted)
+	TimedOut     uint64 // connections closed because a read took longer than ReadTimeout
 }
 
 type counters struct {
 	accepted, junk, tempFailed, refused, rateLimited, lookupFailed atomic.Uint64
+	relayRefused, tooLarge, timedOut                               atomic.Uint64
 }
 
 // mailer is what the server uses of POST; *post.Post is one, and unit
@@ -240,7 +246,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Unlock()
 	err := s.smtp.Serve(&connLimiter{
 		Listener: ln, total: s.cfg.MaxConnections, perIP: s.cfg.MaxConnectionsPerIP,
-		rate: s.conns, rejected: func() { s.stats.rateLimited.Add(1) }, byKey: map[string]int{},
+		rate: s.conns, rejected: func() { s.stats.rateLimited.Add(1) }, timedOut: func() { s.stats.timedOut.Add(1) }, byKey: map[string]int{},
 	})
 	select {
 	case <-s.closed:
@@ -275,6 +281,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Accepted: c.accepted.Load(), Junk: c.junk.Load(), TempFailed: c.tempFailed.Load(),
 		Refused: c.refused.Load(), RateLimited: c.rateLimited.Load(), LookupFailed: c.lookupFailed.Load(),
+		RelayRefused: c.relayRefused.Load(), TooLarge: c.tooLarge.Load(), TimedOut: c.timedOut.Load(),
 	}
 }
 

@@ -3,12 +3,14 @@ package gateway_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/smtp"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/gateway"
@@ -180,6 +182,9 @@ func TestInboundRefusesStrangersAndRelaying(t *testing.T) {
 	if inj := m.injected(); len(inj) != 0 {
 		t.Fatalf("%d messages injected, want none", len(inj))
 	}
+	if st := m.srv.Stats(); st.RelayRefused != 3 {
+		t.Errorf("RelayRefused %d, want 3 (two outside domains, one look-alike)", st.RelayRefused)
+	}
 }
 
 func TestInboundJunk(t *testing.T) {
@@ -267,6 +272,9 @@ func TestInboundLimits(t *testing.T) {
 	if err := send(m.addr, "carol@sender.example", []string{"alice@example.org"}, big); code(err) != "552" {
 		t.Errorf("oversized: %v, want 552", err)
 	}
+	if st := m.srv.Stats(); st.TooLarge != 1 {
+		t.Errorf("TooLarge %d, want 1", st.TooLarge)
+	}
 	if err := send(m.addr, "carol@sender.example", []string{"alice@example.org"}, inMsg); err != nil {
 		t.Errorf("second message: %v", err)
 	}
@@ -334,5 +342,28 @@ func TestCloseBeforeServe(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", ln.Addr().String()); err == nil {
 		t.Error("the listener is still open")
+	}
+}
+
+// TestSilentSenderTimesOut: an MTA that connects and says nothing is
+// answered 421 and disconnected after ReadTimeout; the test waits for the
+// server to hang up (EOF), not for a time.
+func TestSilentSenderTimesOut(t *testing.T) {
+	m, _, _ := startMX(t, func(c *gateway.Config) { c.ReadTimeout = 200 * time.Millisecond })
+	conn, err := net.Dial("tcp", m.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Minute)) // a guard against a hang
+	all, err := io.ReadAll(conn)
+	if err != nil {
+		t.Fatalf("reading to EOF: %v", err)
+	}
+	if !strings.Contains(string(all), "421 4.4.2") {
+		t.Fatalf("server said %q before hanging up", all)
+	}
+	if st := m.srv.Stats(); st.TimedOut != 1 {
+		t.Fatalf("TimedOut %d, want 1", st.TimedOut)
 	}
 }

@@ -73,6 +73,7 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 		return nil
 	}
 	if !slices.Contains(ss.s.cfg.Domains, domainOf(addr)) {
+		ss.s.stats.relayRefused.Add(1)
 		return ss.refuse(smtpErr(550, smtp.EnhancedCode{5, 7, 1}, "Relay access denied: <%s> is not in a domain this server accepts mail for", addr))
 	}
 	ok, err := ss.s.lookupUser(addr)
@@ -101,11 +102,15 @@ func (ss *session) Data(r io.Reader) error {
 			if se.Code >= 500 {
 				ss.s.stats.refused.Add(1)
 			}
+			if se.Code == smtp.ErrDataTooLarge.Code {
+				ss.s.stats.tooLarge.Add(1)
+			}
 			return se
 		}
 		return err
 	}
 	if int64(len(msg)) > ss.s.cfg.MaxMessageBytes {
+		ss.s.stats.tooLarge.Add(1)
 		return ss.refuse(smtp.ErrDataTooLarge)
 	}
 	env := Envelope{IP: ss.ip, Helo: ss.conn.Hostname(), From: ss.from}

@@ -12,24 +12,40 @@
 // never blocks on a client.
 //
 // Invariants:
+//
 //   - POST owns the mail. A session keeps only what IMAP makes
 //     per-connection: the selected folder's message-sequence-number to UID
 //     map as this client last heard it (RFC 9051 section 2.3.1.2), with
 //     the flags it last reported, so that unsolicited EXISTS, EXPUNGE and
 //     FETCH FLAGS responses tell the client exactly what changed. UIDs,
 //     UIDVALIDITY and UIDNEXT are POST's, so they persist across restarts.
+//
 //   - Sequence numbers change only when the client may see them change:
 //     expunges are reported (and the map shrunk) only where RFC 9051
 //     section 7.5.1 allows an EXPUNGE response, never during FETCH, STORE
 //     or SEARCH.
+//
 //   - OK means durable: APPEND, STORE, COPY, MOVE, EXPUNGE, CREATE,
 //     DELETE and RENAME answer OK only after POST's done callback
 //     reported success; a failure or a timeout answers NO [UNAVAILABLE].
+//
 //   - IDLE is driven by Folder.Watch, which POST calls on the loop after
 //     every change to a folder (a delivery, another session's STORE); the
 //     watch only signals a channel, so it never blocks the loop. Nothing
 //     polls. A watch cannot be removed, so the server registers one per
 //     folder and fans it out to the sessions that have the folder selected.
+//
+//   - Hostile clients are bounded: failed logins are counted per username
+//     and per remote address (Config.AuthLimit), and past a few of them the
+//     username or address is locked out for an exponentially growing time;
+//     connections are limited in all and per address; a client silent for
+//     Config.LoginTimeout before login, or Config.IdleTimeout after it
+//     (IDLE included), is disconnected; APPEND takes at most
+//     Config.AppendLimit bytes, other literals at most 4 KiB and a command
+//     line at most 50 KiB (go-imap's limits); a message whose MIME parts
+//     nest deeper than 32 levels is served as one text/plain part, since
+//     parsing such nesting costs time quadratic in its depth. Server.Stats
+//     counts the refusals.
 //
 // TLS: Config.TLS enables STARTTLS (Serve) and implicit TLS (ServeTLS);
 // SelfSigned makes a node's default certificate. Without TLS, only

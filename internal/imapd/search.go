@@ -82,14 +82,17 @@ func match(l *loaded, c *imap.SearchCriteria) bool {
 			}
 		}
 	}
-	for _, s := range c.Text {
-		if !matchEntity(entity(l.body), s, true) {
-			return false
+	if len(c.Text)+len(c.Body) > 0 {
+		view := mimeView(l.body)
+		for _, s := range c.Text {
+			if !matchEntity(entity(view), s, true) {
+				return false
+			}
 		}
-	}
-	for _, s := range c.Body {
-		if !matchEntity(entity(l.body), s, false) {
-			return false
+		for _, s := range c.Body {
+			if !matchEntity(entity(view), s, false) {
+				return false
+			}
 		}
 	}
 	for i := range c.Not {
@@ -116,6 +119,57 @@ func matchDate(t, since, before time.Time) bool {
 		return false
 	}
 	return true
+}
+
+// maxMIMEDepth is how deeply multiparts and message/rfc822 parts may nest
+// before a message's structure is no longer parsed: each level wraps
+// another reader around every byte below it, so a message nested
+// thousands deep (a few hundred kilobytes) would cost a FETCH or SEARCH
+// minutes of CPU. Real mail nests a handful of levels.
+const maxMIMEDepth = 32
+
+// mimeView is what FETCH's MIME parts and SEARCH's text matching parse: msg
+// itself, or, when it nests deeper than maxMIMEDepth, msg with a first
+// header field saying it is plain text, so that it is served as one
+// text/plain part: its raw MIME source, which a client can show and
+// SEARCH can match. BODY[], BODY[HEADER] and
+// BODY[TEXT] always serve the stored bytes.
+func mimeView(msg []byte) []byte {
+	e, err := gomessage.Read(bytes.NewReader(msg))
+	if e == nil || err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err) {
+		return msg
+	}
+	if !tooDeep(e, 0) {
+		return msg
+	}
+	return append([]byte("Content-Type: text/plain\r\n"), msg...)
+}
+
+// tooDeep reports whether e has parts nested deeper than maxMIMEDepth
+// below depth. It stops at the first such part, so it reads at most
+// maxMIMEDepth readers deep.
+func tooDeep(e *gomessage.Entity, depth int) bool {
+	if depth > maxMIMEDepth {
+		return true
+	}
+	if mr := e.MultipartReader(); mr != nil {
+		for {
+			part, err := mr.NextPart()
+			if part == nil || err != nil && !gomessage.IsUnknownCharset(err) && !gomessage.IsUnknownEncoding(err) {
+				return false
+			}
+			if tooDeep(part, depth+1) {
+				return true
+			}
+		}
+	}
+	t, _, _ := e.Header.ContentType()
+	if strings.EqualFold(t, "message/rfc822") || strings.EqualFold(t, "message/global") {
+		if inner, err := gomessage.Read(e.Body); inner != nil && (err == nil || gomessage.IsUnknownCharset(err) || gomessage.IsUnknownEncoding(err)) {
+			return tooDeep(inner, depth+1)
+		}
+	}
+	return false
 }
 
 func entity(msg []byte) *gomessage.Entity {

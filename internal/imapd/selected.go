@@ -458,23 +458,35 @@ func writeFetch(rw *imapserver.FetchResponseWriter, l *loaded, options *imap.Fet
 	if options.Envelope {
 		rw.WriteEnvelope(envelope(l.body))
 	}
+	var view []byte // the MIME structure's view of the bytes, when needed
+	parts := func() []byte {
+		if view == nil {
+			view = mimeView(l.body)
+		}
+		return view
+	}
 	if options.BodyStructure != nil {
-		rw.WriteBodyStructure(validBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(l.body))))
+		rw.WriteBodyStructure(validBodyStructure(imapserver.ExtractBodyStructure(bytes.NewReader(parts()))))
 	}
 	for _, bs := range options.BodySection {
-		buf := bodySection(l.body, bs)
+		var buf []byte
+		if len(bs.Part) > 0 {
+			buf = bodySection(parts(), bs)
+		} else {
+			buf = bodySection(l.body, bs)
+		}
 		if err := writeLiteral(rw.WriteBodySection(bs, int64(len(buf))), buf); err != nil {
 			return err
 		}
 	}
 	for _, bs := range options.BinarySection {
-		buf := imapserver.ExtractBinarySection(bytes.NewReader(l.body), bs)
+		buf := imapserver.ExtractBinarySection(bytes.NewReader(parts()), bs)
 		if err := writeLiteral(rw.WriteBinarySection(bs, int64(len(buf))), buf); err != nil {
 			return err
 		}
 	}
 	for _, bss := range options.BinarySectionSize {
-		rw.WriteBinarySectionSize(bss, imapserver.ExtractBinarySectionSize(bytes.NewReader(l.body), bss))
+		rw.WriteBinarySectionSize(bss, imapserver.ExtractBinarySectionSize(bytes.NewReader(parts()), bss))
 	}
 	return rw.Close()
 }

@@ -50,6 +50,24 @@ type Config struct {
 	// AppendLimit is the largest message APPEND accepts; zero uses
 	// DefaultAppendLimit.
 	AppendLimit uint32
+	// AuthLimit tunes the LOGIN/AUTHENTICATE brute-force limiter. Zero
+	// fields take DefaultAuthLimit's.
+	AuthLimit AuthLimit
+	// MaxConnections bounds open connections, MaxConnectionsPerIP those
+	// from one remote address (an IPv6 /64); a connection beyond either
+	// gets a BYE and is closed. Defaults 200 and 50 (mail clients open
+	// several connections per account, and a node's clients usually share
+	// its loopback address).
+	MaxConnections, MaxConnectionsPerIP int
+	// LoginTimeout is how long a client that has not logged in may stay
+	// silent before the server hangs up (an autologout, RFC 9051 section
+	// 5.4). Default 30 s.
+	LoginTimeout time.Duration
+	// IdleTimeout is the same after login, in IDLE too; RFC 9051 section
+	// 5.4 asks for at least 30 min. Default 35 min.
+	IdleTimeout time.Duration
+	// Now is the login limiter's clock. Default time.Now.
+	Now func() time.Time
 	// Log receives the server's errors; nil discards them.
 	Log *slog.Logger
 	// Debug, if set, receives the raw protocol traffic (passwords
@@ -60,6 +78,12 @@ type Config struct {
 // DefaultTimeout is how long a command waits for POST: longer than PAST's
 // insert timeout, so that POST answers first.
 const DefaultTimeout = 2 * time.Minute
+
+// Default timeouts: go-imap's own before and after login.
+const (
+	DefaultLoginTimeout = 30 * time.Second
+	DefaultIdleTimeout  = 35 * time.Minute
+)
 
 // DefaultAppendLimit is the largest message APPEND takes by default.
 const DefaultAppendLimit = 64 << 20
@@ -76,8 +100,10 @@ var (
 
 // Server is the IMAP server of one node.
 type Server struct {
-	cfg  Config
-	imap *imapserver.Server
+	cfg     Config
+	imap    *imapserver.Server
+	limiter *authLimiter
+	stats   counters
 
 	// Owned by the loop: which folders POST calls us back for, and the
 	// sessions to wake when one changes.
@@ -100,10 +126,35 @@ func New(cfg Config) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 200
+	}
+	if cfg.MaxConnectionsPerIP <= 0 {
+		cfg.MaxConnectionsPerIP = 50
+	}
+	if cfg.LoginTimeout <= 0 {
+		cfg.LoginTimeout = DefaultLoginTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	s := &Server{cfg: cfg, watched: map[*post.Folder]bool{}, subs: map[*post.Folder]map[*session]bool{}, done: make(chan struct{})}
+	s.limiter = newAuthLimiter(cfg.AuthLimit, cfg.Now)
 	s.imap = imapserver.New(&imapserver.Options{
-		NewSession: func(*imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
-			return &session{s: s, notify: make(chan struct{}, 1)}, nil, nil
+		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
+			ss := &session{s: s, notify: make(chan struct{}, 1)}
+			nc := c.NetConn()
+			if tc, ok := nc.(*tls.Conn); ok {
+				nc = tc.NetConn()
+			}
+			ss.remote = limiterKey(nc.RemoteAddr())
+			if gc, ok := nc.(*guardedConn); ok {
+				gc.sess.Store(ss)
+			}
+			return ss, nil, nil
 		},
 		Caps:         Caps(),
 		Logger:       log.New(slogWriter{cfg.Log}, "", 0),
@@ -139,6 +190,15 @@ func Caps() imap.CapSet {
 
 // Serve accepts IMAP connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
+	return s.serve(s.guard(ln))
+}
+
+// guard applies the connection limits and timeouts to ln's connections.
+func (s *Server) guard(ln net.Listener) net.Listener {
+	return &guardedListener{Listener: ln, s: s, byKey: map[string]int{}}
+}
+
+func (s *Server) serve(ln net.Listener) error {
 	err := s.imap.Serve(ln)
 	s.mu.Lock()
 	closed := s.closed

@@ -2,11 +2,14 @@ package imapd
 
 import (
 	"bytes"
+	"fmt"
 	"io"
+	"math"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -38,6 +41,9 @@ type session struct {
 	sel  *selected  // nil unless a folder is selected
 
 	notify chan struct{} // signalled (on the loop) when the selected folder changes
+
+	remote string      // the client's address, as the login limiter counts it
+	authed atomic.Bool // logged in: the connection's timeout is IdleTimeout
 }
 
 // selected is what IMAP makes per-session for the selected folder: the
@@ -85,7 +91,33 @@ func (ss *session) unselectLocked() {
 
 // Login checks the password (RFC 9051 section 6.2.3); AUTHENTICATE PLAIN
 // comes here too.
+//
+// Failures count against the username and the client's address; while
+// either is locked out (see AuthLimit), a login is refused before the
+// password is checked.
 func (ss *session) Login(username, password string) error {
+	lim := ss.s.limiter
+	if d := max(lim.lockedFor(ss.remote), lim.lockedFor(userKey(username))); d > 0 {
+		ss.s.stats.loginThrottled.Add(1)
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
+			Text: fmt.Sprintf("Too many failed logins, try again in %d s", int(math.Ceil(d.Seconds())))}
+	}
+	err := ss.login(username, password)
+	if err == imapserver.ErrAuthFailed {
+		ss.s.stats.loginFailed.Add(1)
+		lock := max(lim.fail(ss.remote, lim.cfg.FreePerIP), lim.fail(userKey(username), lim.cfg.Free))
+		ss.s.cfg.Log.Warn("imapd: authentication failed", "remote", ss.remote, "username", username,
+			"lockout", lock.Round(time.Second))
+	} else if err == nil {
+		ss.s.stats.loginOK.Add(1)
+	}
+	return err
+}
+
+func (ss *session) login(username, password string) error {
+	if ss.s.cfg.Auth == nil {
+		return imapserver.ErrAuthFailed
+	}
 	addr, ok := ss.s.cfg.Auth.Check(username, password)
 	if !ok {
 		return imapserver.ErrAuthFailed
@@ -110,6 +142,7 @@ func (ss *session) Login(username, password string) error {
 	ss.mu.Lock()
 	ss.addr = addr
 	ss.mu.Unlock()
+	ss.authed.Store(true)
 	return nil
 }
 
@@ -119,6 +152,7 @@ func (ss *session) Unauthenticate() error {
 	defer ss.mu.Unlock()
 	ss.unselectLocked()
 	ss.addr = ""
+	ss.authed.Store(false)
 	return nil
 }
 

@@ -62,5 +62,7 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 	if s.cfg.TLS == nil {
 		return errors.New("imapd: ServeTLS without Config.TLS")
 	}
-	return s.Serve(tls.NewListener(ln, s.cfg.TLS))
+	// Guarded beneath TLS: go-imap recognises implicit TLS by its
+	// *tls.Conn.
+	return s.serve(tls.NewListener(s.guard(ln), s.cfg.TLS))
 }

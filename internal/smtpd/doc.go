@@ -33,8 +33,15 @@
 //   - Passwords never cross a network in the clear: AUTH is offered and
 //     accepted only over TLS, or on a loopback connection.
 //   - Guessing passwords is slow: failed AUTH attempts are counted per
-//     remote address (IPv6 per /64), and after a few of them the address is
-//     locked out for an exponentially growing time.
+//     username and per remote address (IPv6 per /64), and after a few of
+//     them the username or address is locked out for an exponentially
+//     growing time (a username sooner than an address, so one user's typos
+//     on the shared loopback address do not lock out the others).
+//   - Hostile input is bounded: a message by MaxMessageBytes (552), a
+//     transaction by MaxRecipients (452), a command line by go-smtp's 2000
+//     bytes (500, and the connection ends), connections in all and per
+//     address (421), and a silent client by ReadTimeout (421). Stats counts
+//     the refusals.
 //   - Blind copies stay blind: every recipient of a POST notification sees
 //     its signed recipient list, so envelope recipients not named in To or
 //     Cc each get a notification of their own (deterministically, so a

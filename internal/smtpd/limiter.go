@@ -2,34 +2,46 @@ package smtpd
 
 import (
 	"net"
+	"strings"
 	"sync"
 	"time"
 )
 
-// AuthLimit configures the brute-force limiter on AUTH failures. Each
-// remote address (an IPv6 address counts as its /64) may fail Free times;
-// each further failure locks it out, for Base after the first, doubling
-// each time up to Max. While locked out, AUTH is refused with 454 before
-// any password is checked. An address's record is forgotten Forget after
-// its last failure; a success does not clear it (so one valid account
-// does not buy unlimited guesses at others).
+// AuthLimit configures the brute-force limiter on AUTH failures, counted
+// both per username and per remote address (an IPv6 address counts as
+// its /64). A username may fail Free times, an address FreePerIP times;
+// each further failure locks the username or address out, for Base after
+// the first, doubling each time up to Max. While either is locked out,
+// AUTH is refused with 454 before any password is checked. A record is
+// forgotten Forget after its last failure; a success does not clear it
+// (so one valid account does not buy unlimited guesses at others).
+//
+// The per-username count stops guessing one password from many
+// addresses; the larger per-address one stops trying a few passwords on
+// many usernames, while someone else's typos on a shared address (most
+// clients are on the node's loopback) do not lock out every user at once.
 type AuthLimit struct {
-	Free   int
-	Base   time.Duration
-	Max    time.Duration
-	Forget time.Duration
+	Free      int
+	FreePerIP int
+	Base      time.Duration
+	Max       time.Duration
+	Forget    time.Duration
 }
 
-// DefaultAuthLimit: five typos are free, then 30 s, 1 min, 2 min, ... up
-// to 30 min; a day-long attack gets at most a few dozen guesses per
-// address an hour once locked out.
+// DefaultAuthLimit: five typos per username and twenty per address are
+// free, then 30 s, 1 min, 2 min, ... up to 30 min; a day-long attack gets
+// at most a few dozen guesses per address an hour once locked out.
 func DefaultAuthLimit() AuthLimit {
-	return AuthLimit{Free: 5, Base: 30 * time.Second, Max: 30 * time.Minute, Forget: time.Hour}
+	return AuthLimit{Free: 5, FreePerIP: 20, Base: 30 * time.Second, Max: 30 * time.Minute, Forget: time.Hour}
 }
 
 // maxTracked bounds the limiter's memory: beyond it, expired records are
-// pruned on every failure.
+// pruned on every new key, and if none has expired the one whose last
+// failure is oldest goes.
 const maxTracked = 10000
+
+// maxKeyLen bounds a key's length (usernames come from the client).
+const maxKeyLen = 256
 
 type authRecord struct {
 	fails int
@@ -51,6 +63,9 @@ func newAuthLimiter(cfg AuthLimit, now func() time.Time) *authLimiter {
 	d := DefaultAuthLimit()
 	if cfg.Free <= 0 {
 		cfg.Free = d.Free
+	}
+	if cfg.FreePerIP <= 0 {
+		cfg.FreePerIP = max(4*cfg.Free, cfg.Free) // max: no overflow with a huge Free
 	}
 	if cfg.Base <= 0 {
 		cfg.Base = d.Base
@@ -83,9 +98,9 @@ func (l *authLimiter) lockedFor(key string) time.Duration {
 	return 0
 }
 
-// fail records a failure from key and returns the lockout it starts (0
-// while failures are still free).
-func (l *authLimiter) fail(key string) time.Duration {
+// fail records a failure against key and returns the lockout it starts
+// (0 while the first free failures last).
+func (l *authLimiter) fail(key string, free int) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -94,21 +109,35 @@ func (l *authLimiter) fail(key string) time.Duration {
 		if len(l.recs) >= maxTracked {
 			l.prune(now)
 		}
+		if len(l.recs) >= maxTracked {
+			l.evictOldest()
+		}
 		r = &authRecord{}
 		l.recs[key] = r
 	}
 	r.fails++
 	r.last = now
-	if r.fails < l.cfg.Free {
+	if r.fails < free {
 		return 0
 	}
 	d := l.cfg.Base
-	for i := l.cfg.Free; i < r.fails && d < l.cfg.Max; i++ {
+	for i := free; i < r.fails && d < l.cfg.Max; i++ {
 		d *= 2
 	}
 	d = min(d, l.cfg.Max)
 	r.until = now.Add(d)
 	return d
+}
+
+func (l *authLimiter) evictOldest() {
+	var oldest string
+	var at time.Time
+	for k, r := range l.recs {
+		if oldest == "" || r.last.Before(at) {
+			oldest, at = k, r.last
+		}
+	}
+	delete(l.recs, oldest)
 }
 
 func (l *authLimiter) prune(now time.Time) {
@@ -117,6 +146,15 @@ func (l *authLimiter) prune(now time.Time) {
 			delete(l.recs, k)
 		}
 	}
+}
+
+// userKey is the limiter key of a username, apart from addresses'.
+func userKey(username string) string {
+	k := "user:" + strings.ToLower(username)
+	if len(k) > maxKeyLen {
+		k = k[:maxKeyLen]
+	}
+	return k
 }
 
 // limiterKey is what failures are counted against: the remote IP, an IPv6

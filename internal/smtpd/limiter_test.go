@@ -20,7 +20,7 @@ func TestLimiterBacksOffExponentially(t *testing.T) {
 		if d := l.lockedFor(ip); d != 0 {
 			t.Fatalf("failure %d: still locked for %v", i+1, d)
 		}
-		if got := l.fail(ip); got != w {
+		if got := l.fail(ip, 2); got != w {
 			t.Fatalf("failure %d: lockout %v, want %v", i+1, got, w)
 		}
 		if w > 0 && l.lockedFor(ip) != w {
@@ -33,7 +33,7 @@ func TestLimiterBacksOffExponentially(t *testing.T) {
 	}
 	// Forgotten a while after the last failure: free failures again.
 	clock.Advance(time.Minute + time.Second)
-	if got := l.fail(ip); got != 0 {
+	if got := l.fail(ip, 2); got != 0 {
 		t.Fatalf("after Forget: lockout %v, want 0", got)
 	}
 }

@@ -1,6 +1,7 @@
 package smtpd
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -10,17 +11,21 @@ import (
 // all, or MaxConnectionsPerIP from one remote address, a new connection
 // is answered "421" and closed at once (RFC 5321 section 3.8), before any
 // session state is made.
+//
+// It also counts connections that end because a read timed out
+// (ReadTimeout: a client that stopped talking, or sends too slowly).
 type connLimiter struct {
 	net.Listener
 	total, perIP int
+	stats        *counters
 
 	mu    sync.Mutex
 	open  int
 	byKey map[string]int
 }
 
-func newConnLimiter(ln net.Listener, total, perIP int) *connLimiter {
-	return &connLimiter{Listener: ln, total: total, perIP: perIP, byKey: map[string]int{}}
+func newConnLimiter(ln net.Listener, total, perIP int, stats *counters) *connLimiter {
+	return &connLimiter{Listener: ln, total: total, perIP: perIP, stats: stats, byKey: map[string]int{}}
 }
 
 // Accept returns the next connection within the limits.
@@ -41,6 +46,7 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		if ok {
 			return &limitedConn{Conn: c, l: l, key: key}, nil
 		}
+		l.stats.connRefused.Add(1)
 		go func() {
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 			c.Write([]byte("421 4.7.0 Too many connections; try again later\r\n"))
@@ -58,12 +64,23 @@ func (l *connLimiter) release(key string) {
 	}
 }
 
-// limitedConn gives its slot back when closed (once).
+// limitedConn gives its slot back when closed (once), and counts a read
+// timeout (once).
 type limitedConn struct {
 	net.Conn
-	l    *connLimiter
-	key  string
-	once sync.Once
+	l       *connLimiter
+	key     string
+	once    sync.Once
+	timeout sync.Once
+}
+
+func (c *limitedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	var ne net.Error
+	if err != nil && errors.As(err, &ne) && ne.Timeout() {
+		c.timeout.Do(func() { c.l.stats.timedOut.Add(1) })
+	}
+	return n, err
 }
 
 func (c *limitedConn) Close() error {

@@ -149,7 +149,9 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Stats counts a server's work.
+// Stats counts a server's work. (The node's status page does not show
+// it yet: cmd/epost makes the servers, and internal/node's Status has no
+// hook for them.)
 type Stats struct {
 	Accepted     uint64 // messages answered 250
 	TempFailed   uint64 // messages answered 4xx after DATA
@@ -159,10 +161,18 @@ type Stats struct {
 	AuthLocked   uint64 // AUTH refused because the address was locked out
 	RateLimited  uint64 // messages answered 451 for exceeding SendLimit
 	LookupFailed uint64 // RCPT answered 4xx: membership could not be checked
+
+	// Refusals of hostile or broken clients, each also counted above
+	// where it falls under Refused.
+	RelayRefused uint64 // MAIL without AUTH (530), as someone else (553), RCPT outside without Outbound (550)
+	TooLarge     uint64 // DATA over MaxMessageBytes (552; a too large SIZE= at MAIL is go-smtp's and not counted)
+	TimedOut     uint64 // connections closed because a read took longer than ReadTimeout
+	ConnRefused  uint64 // connections answered 421 for exceeding MaxConnections or MaxConnectionsPerIP
 }
 
 type counters struct {
 	accepted, tempFailed, refused, authOK, authFailed, authLocked, lookupFailed, rateLimited atomic.Uint64
+	relayRefused, tooLarge, timedOut, connRefused                                            atomic.Uint64
 }
 
 // mailer is what the server uses of POST; *post.Post is one, and unit
@@ -229,7 +239,7 @@ func newServer(cfg Config, mail func() mailer) *Server {
 // Serve accepts SMTP connections on ln until Close. For implicit TLS,
 // pass a tls.NewListener.
 func (s *Server) Serve(ln net.Listener) error {
-	err := s.smtp.Serve(newConnLimiter(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP))
+	err := s.smtp.Serve(newConnLimiter(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerIP, &s.stats))
 	select {
 	case <-s.closed:
 		return nil
@@ -253,6 +263,8 @@ func (s *Server) Stats() Stats {
 		Accepted: c.accepted.Load(), TempFailed: c.tempFailed.Load(), Refused: c.refused.Load(),
 		AuthOK: c.authOK.Load(), AuthFailed: c.authFailed.Load(), AuthLocked: c.authLocked.Load(),
 		LookupFailed: c.lookupFailed.Load(), RateLimited: c.rateLimited.Load(),
+		RelayRefused: c.relayRefused.Load(), TooLarge: c.tooLarge.Load(), TimedOut: c.timedOut.Load(),
+		ConnRefused: c.connRefused.Load(),
 	}
 }
 

@@ -70,7 +70,7 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 		// RFC 4954 section 6.
 		return nil, smtpErr(538, smtp.EnhancedCode{5, 7, 11}, "Encryption required: use STARTTLS first")
 	}
-	if err := ss.lockedOut(); err != nil {
+	if err := ss.lockedOut(""); err != nil {
 		return nil, err
 	}
 	switch strings.ToUpper(mech) {
@@ -86,19 +86,25 @@ func (ss *session) Auth(mech string) (sasl.Server, error) {
 	return nil, smtp.ErrAuthUnknownMechanism
 }
 
-func (ss *session) lockedOut() error {
+// lockedOut refuses AUTH while the remote address, or username when it is
+// known (non-empty), is locked out.
+func (ss *session) lockedOut(username string) error {
 	d := ss.s.limiter.lockedFor(ss.remote)
+	if username != "" {
+		d = max(d, ss.s.limiter.lockedFor(userKey(username)))
+	}
 	if d <= 0 {
 		return nil
 	}
 	ss.s.stats.authLocked.Add(1)
 	secs := int(math.Ceil(d.Seconds()))
-	return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, "Too many failed logins from your address; try again in %d s", secs)
+	return smtpErr(454, smtp.EnhancedCode{4, 7, 0}, "Too many failed logins; try again in %d s", secs)
 }
 
-// login checks credentials; a failure counts against the remote address.
+// login checks credentials; a failure counts against the remote address
+// and the username.
 func (ss *session) login(authzid, username, password string) error {
-	if err := ss.lockedOut(); err != nil {
+	if err := ss.lockedOut(username); err != nil {
 		return err
 	}
 	addr, ok := ss.s.cfg.Auth.Check(username, password)
@@ -118,7 +124,8 @@ func (ss *session) login(authzid, username, password string) error {
 	}
 	if !ok {
 		ss.s.stats.authFailed.Add(1)
-		lock := ss.s.limiter.fail(ss.remote)
+		cfg := ss.s.limiter.cfg
+		lock := max(ss.s.limiter.fail(ss.remote, cfg.FreePerIP), ss.s.limiter.fail(userKey(username), cfg.Free))
 		ss.s.cfg.Log.Warn("smtpd: authentication failed", "remote", ss.remote, "username", username,
 			"lockout", lock.Round(time.Second))
 		return smtp.ErrAuthFailed
@@ -133,17 +140,23 @@ func (ss *session) refuse(err *smtp.SMTPError) error {
 	return err
 }
 
+// refuseRelay refuses what would make the node an open relay.
+func (ss *session) refuseRelay(err *smtp.SMTPError) error {
+	ss.s.stats.relayRefused.Add(1)
+	return ss.refuse(err)
+}
+
 // Mail implements smtp.Session. RFC 6409 section 6.1: the submission
 // server may, and here must, insist that the envelope sender is the
 // authenticated user.
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.Reset()
 	if ss.user == "" {
-		return ss.refuse(smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required"))
+		return ss.refuseRelay(smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required"))
 	}
 	addr, err := identity.CanonicalAddress(from)
 	if err != nil || addr != ss.user {
-		return ss.refuse(smtpErr(553, smtp.EnhancedCode{5, 7, 1},
+		return ss.refuseRelay(smtpErr(553, smtp.EnhancedCode{5, 7, 1},
 			"Sender <%s> is not the authenticated user <%s>", from, ss.user))
 	}
 	ss.from = addr
@@ -175,7 +188,7 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	if !ss.inCommunity(addr) {
 		if ss.s.cfg.Outbound == nil {
-			return ss.refuse(smtpErr(550, smtp.EnhancedCode{5, 7, 1},
+			return ss.refuseRelay(smtpErr(550, smtp.EnhancedCode{5, 7, 1},
 				"Relay not configured: <%s> is outside the community", addr))
 		}
 		ss.outbound = append(ss.outbound, addr)
@@ -207,11 +220,15 @@ func (ss *session) Data(r io.Reader) error {
 			if se.Code >= 500 {
 				ss.s.stats.refused.Add(1)
 			}
+			if se.Code == smtp.ErrDataTooLarge.Code {
+				ss.s.stats.tooLarge.Add(1)
+			}
 			return se
 		}
 		return err
 	}
 	if int64(len(msg)) > ss.s.cfg.MaxMessageBytes {
+		ss.s.stats.tooLarge.Add(1)
 		return ss.refuse(smtp.ErrDataTooLarge)
 	}
 	n := len(ss.community) + len(ss.outbound)

@@ -1,0 +1,4 @@
+package imapd
+
+// BrokenMIME is brokenMIME, for the integration tests.
+var BrokenMIME = brokenMIME
