@@ -92,6 +92,8 @@ func startGateway(cfg nodeConfig, n *node.Node, tlsCfg *tls.Config, log *slog.Lo
 		Loop: n, Mail: n.Mail, Gateway: g.User, Domains: cfg.Domains, Hostname: g.Hostname,
 		TLS: tlsCfg, Resolver: net.DefaultResolver, Log: log,
 	})
+	gwSrv := rg.srv
+	n.AddCounters("gateway", func() any { return gwSrv.Stats() })
 	if rg.mx != nil {
 		srv := rg.srv
 		rg.mx.Bounce = func(to string, msg []byte) { _ = srv.Inject([]string{to}, msg) }

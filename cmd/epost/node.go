@@ -342,6 +342,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("node: IMAP on %s: %w", cfg.IMAP, err)
 		}
 		s := imapd.New(imapd.Config{Loop: n, Mail: n.Mail, Auth: auth, TLS: tlsCfg, InsecureAuth: isLoopback(cfg.IMAP), Log: log})
+		n.AddCounters("imap", func() any { return s.Stats() })
 		closers = append(closers, s.Close)
 		go func() { _ = s.Serve(ln) }()
 		fmt.Fprintf(stdout, "IMAP on %s\n", ln.Addr())
@@ -364,6 +365,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			return fmt.Errorf("node: SMTP on %s: %w", cfg.SMTP, err)
 		}
 		s := smtpd.New(smtpd.Config{Loop: n, Mail: n.Mail, Auth: auth, Domains: cfg.Domains, Outbound: outbound, TLS: tlsCfg, Hostname: "localhost", Log: log})
+		n.AddCounters("smtp", func() any { return s.Stats() })
 		closers = append(closers, s.Close)
 		go func() { _ = s.Serve(ln) }()
 		fmt.Fprintf(stdout, "SMTP on %s\n", ln.Addr())

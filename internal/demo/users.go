@@ -119,6 +119,8 @@ func (c *Community) startUser(ctx context.Context, i int, nd *node.Node) error {
 		return fmt.Errorf("demo: SMTP for %s on %s: %w", addr, smtpAt, err)
 	}
 	ss := smtpd.New(smtpd.Config{Loop: nd, Mail: nd.Mail, Auth: c.pw, Domains: []string{Domain}, Hostname: "localhost", Log: c.cfg.Log})
+	nd.AddCounters("imap", func() any { return is.Stats() })
+	nd.AddCounters("smtp", func() any { return ss.Stats() })
 	u.IMAP, u.SMTP = il.Addr().String(), sl.Addr().String()
 	c.mu.Lock()
 	c.users = append(c.users, u)

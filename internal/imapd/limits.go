@@ -171,8 +171,8 @@ func limiterKey(a net.Addr) string {
 }
 
 // Stats counts a server's logins and the refusals of hostile or broken
-// clients. (The node's status page does not show them yet: cmd/epost
-// makes the servers, and internal/node's Status has no hook for them.)
+// clients; the node's status page and metrics show them
+// (node.AddCounters).
 type Stats struct {
 	LoginOK        uint64 // successful LOGIN and AUTHENTICATE
 	LoginFailed    uint64 // wrong credentials

@@ -56,6 +56,10 @@ var metrics = []metric{
 	{desc("mail_forks_merged_total", "diverged folder logs merged"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.ForksMerged) })},
 }
 
+// serverDesc carries the mail front-ends' counters, one series per
+// front-end and counter.
+var serverDesc = prometheus.NewDesc("epost_server_events_total", "mail front-end counters: logins, refusals of hostile clients, messages accepted", []string{"node", "server", "counter"}, nil)
+
 func b2f(b bool) float64 {
 	if b {
 		return 1
@@ -67,6 +71,7 @@ func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, m := range metrics {
 		ch <- m.desc
 	}
+	ch <- serverDesc
 }
 
 func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
@@ -74,6 +79,11 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, m := range metrics {
 			if v, ok := m.value(s); ok {
 				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, v, s.Short)
+			}
+		}
+		for server, cs := range s.Servers {
+			for name, v := range cs {
+				ch <- prometheus.MustNewConstMetric(serverDesc, prometheus.CounterValue, float64(v), s.Short, server, name)
 			}
 		}
 	}

@@ -12,6 +12,13 @@ import (
 func TestMetricsAndStorageStatus(t *testing.T) {
 	r := newStorageRing(t, 2)
 	waitFor(t, "ring settled", 60*time.Second, r.settled)
+	type fakeStats struct {
+		LoginThrottled uint64
+		TooLarge       uint64
+		note           string
+	}
+	r.nodes[0].AddCounters("imap", func() any { return fakeStats{LoginThrottled: 3, TooLarge: 1} })
+	r.nodes[0].AddCounters("imap", func() any { return fakeStats{LoginThrottled: 2} })
 	srv := httptest.NewServer(StatusHandler("test", func() []*Node { return r.nodes }))
 	defer srv.Close()
 	res, err := http.Get(srv.URL + "/metrics")
@@ -32,7 +39,14 @@ func TestMetricsAndStorageStatus(t *testing.T) {
 			}
 		}
 	}
-	if s := r.nodes[0].Status(); s.Storage == nil {
+	if want := `epost_server_events_total{counter="login_throttled",node="` + r.nodes[0].ID().Short() + `",server="imap"} 5`; !strings.Contains(string(b), want) {
+		t.Errorf("metrics lack the front-end counter %q:\n%s", want, b)
+	}
+	s := r.nodes[0].Status()
+	if s.Storage == nil {
 		t.Fatal("a node with a store reports no storage status")
+	}
+	if got := s.Servers["imap"]; got["login_throttled"] != 5 || got["too_large"] != 1 || len(got) != 2 {
+		t.Errorf("status servers = %v, want imap login_throttled 5 and too_large 1 (two front-ends summed)", s.Servers)
 	}
 }

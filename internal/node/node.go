@@ -105,9 +105,26 @@ type Node struct {
 	past *past.Past // owned by the loop; nil without DataDir
 	post *post.Post // owned by the loop; nil without DataDir
 
-	mu      sync.Mutex
-	started bool
-	closed  bool
+	mu       sync.Mutex
+	started  bool
+	closed   bool
+	counters []namedCounters // front-ends' counters, for the status page
+}
+
+// namedCounters is one front-end's counters, read on demand.
+type namedCounters struct {
+	name string
+	read func() any
+}
+
+// AddCounters makes a front-end's counters (read returns a struct whose
+// uint64 fields are counters, such as imapd.Stats) part of the node's
+// status page and metrics, under name ("imap", "smtp", "gateway"). Two
+// front-ends of one kind on a node are summed.
+func (n *Node) AddCounters(name string, read func() any) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.counters = append(n.counters, namedCounters{name, read})
 }
 
 // New sets a node up: its transport listens from here on, but nothing

@@ -6,10 +6,12 @@ import (
 	"html/template"
 	"math"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/overlay"
@@ -50,6 +52,44 @@ type Status struct {
 	// Storage (nodes with a DataDir): what the store holds, and PAST's
 	// and POST's counters.
 	Storage *StorageStatus `json:"storage,omitempty"`
+	// Servers holds the mail front-ends' counters (logins, refusals of
+	// hostile clients, messages accepted) by front-end and counter name.
+	Servers map[string]map[string]uint64 `json:"servers,omitempty"`
+}
+
+// counterMap turns a struct of uint64 counters into name -> value, the
+// names in snake case ("LoginThrottled" becomes "login_throttled").
+func counterMap(v any) map[string]uint64 {
+	out := map[string]uint64{}
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		rv = rv.Elem()
+	}
+	if rv.Kind() != reflect.Struct {
+		return out
+	}
+	for i := 0; i < rv.NumField(); i++ {
+		f := rv.Type().Field(i)
+		if !f.IsExported() || rv.Field(i).Kind() != reflect.Uint64 {
+			continue
+		}
+		out[snake(f.Name)] = rv.Field(i).Uint()
+	}
+	return out
+}
+
+func snake(s string) string {
+	var b strings.Builder
+	for i, r := range s {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // StorageStatus is a node's storage and mail health.
@@ -129,6 +169,22 @@ func (n *Node) Status() Status {
 		s.Storage.Objects, s.Storage.Bytes, s.Storage.Corrupt, s.Storage.Expired = st.Objects, st.Bytes, st.Corrupt, st.Expired
 	}
 	s.Running = err == nil
+	n.mu.Lock()
+	cs := append([]namedCounters(nil), n.counters...)
+	n.mu.Unlock()
+	for _, c := range cs {
+		if s.Servers == nil {
+			s.Servers = map[string]map[string]uint64{}
+		}
+		m := s.Servers[c.name]
+		if m == nil {
+			m = map[string]uint64{}
+			s.Servers[c.name] = m
+		}
+		for k, v := range counterMap(c.read()) {
+			m[k] += v
+		}
+	}
 	return s
 }
 

@@ -149,9 +149,8 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Stats counts a server's work. (The node's status page does not show
-// it yet: cmd/epost makes the servers, and internal/node's Status has no
-// hook for them.)
+// Stats counts a server's work; the node's status page and metrics show
+// it (node.AddCounters).
 type Stats struct {
 	Accepted     uint64 // messages answered 250
 	TempFailed   uint64 // messages answered 4xx after DATA
