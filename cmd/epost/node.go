@@ -37,6 +37,9 @@ type nodeConfig struct {
 	SMTP      string   `toml:"smtp"`
 	Status    string   `toml:"status"`
 	Log       string   `toml:"log"`
+	// Community is about how many nodes the community has: it sizes the
+	// archive's erasure code.
+	Community int `toml:"community"`
 	// Gateways are the community's gateway users (the same list on every
 	// node): their mail may carry any From.
 	Gateways []string      `toml:"gateways"`
@@ -96,6 +99,11 @@ status = "127.0.0.1:8025"
 
 # Log level on stderr: debug, info, warn or error.
 log = "info"
+
+# About how many nodes the community has (the same on every node). It
+# sizes the archive's erasure code: fragments spread over distinct nodes
+# from 256 nodes on, balanced over all nodes below. 0 means 1000.
+community = 0
 
 # The community's gateway users (the same list on every node): mail they
 # bring in from the Internet may carry any From without being flagged.
@@ -278,6 +286,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		nc.Bootstrap = append(nc.Bootstrap, env.Addr(b))
 	}
 	nc.DataDir = filepath.Join(cfg.Dir, "store", cfg.Node)
+	nc.Community = cfg.Community
 	nc.Log = log
 	nc.Post = post.DefaultConfig()
 	nc.Post.Gateways = cfg.Gateways

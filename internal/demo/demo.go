@@ -246,6 +246,7 @@ func (c *Community) startNode(ctx context.Context, i int) error {
 		Overlay:     c.cfg.Overlay,
 		Log:         c.cfg.Log,
 		DataDir:     filepath.Join(c.dir, "store", nodeName(i)),
+		Community:   c.cfg.Nodes,
 	})
 	if err != nil {
 		return fmt.Errorf("demo: node %d: %w", i, err)

@@ -1,6 +1,7 @@
 package glacier
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -21,6 +22,9 @@ type owner struct {
 	queued  []env.Time // when each queued object arrived
 	bytes   int
 	timer   env.Timer
+	// probing: the chain's end is not known here (a new disk): nothing is
+	// sealed until the probe has found it, so no bundle is overwritten.
+	probing bool
 }
 
 // QueueStatus is what waits in one user's archive queue.
@@ -33,10 +37,12 @@ type QueueStatus struct {
 }
 
 // AddOwner makes this node archive for a local user, continuing the chain
-// at seq after the bundle whose manifest hash is prev (0 and the zero hash
-// for a new user). The caller persists what OnSealed reports and passes
-// it back here after a restart.
-func (g *Glacier) AddOwner(address string, key identity.SigningKey, cert []byte, seq uint64, prev Hash) error {
+// at seq after the bundle whose manifest hash is prev. The caller persists
+// what OnSealed reports and passes it back here after a restart, with
+// known true. With known false (a node that has no record of the chain,
+// such as a new disk for an old user) the archive first finds the chain's
+// end in the network, and seals nothing before.
+func (g *Glacier) AddOwner(address string, key identity.SigningKey, cert []byte, seq uint64, prev Hash, known bool) error {
 	c, err := g.verifier.VerifyUser(cert, address)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrInput, err)
@@ -47,8 +53,91 @@ func (g *Glacier) AddOwner(address string, key identity.SigningKey, cert []byte,
 	if _, ok := g.owners[c.UserID.ID]; ok {
 		return nil
 	}
-	g.owners[c.UserID.ID] = &owner{id: c.UserID.ID, address: c.Address, key: key, cert: cert, seq: seq, prev: prev}
+	w := &owner{id: c.UserID.ID, address: c.Address, key: key, cert: cert, seq: seq, prev: prev, probing: !known}
+	g.owners[c.UserID.ID] = w
+	if !known {
+		g.probeEnd(w)
+	}
 	return nil
+}
+
+// probeEnd finds the first position of w's chain that no node holds:
+// doubling steps, then bisection, each step one Fetch. Once found, the
+// queue is sealed as usual.
+func (g *Glacier) probeEnd(w *owner) {
+	type bound struct {
+		seq  uint64
+		hash Hash
+	}
+	var have *bound   // highest position known to exist
+	var lo, hi uint64 // once hi is found missing: lo exists, hi does not
+	var step func(s uint64)
+	var bisect func()
+	finish := func() {
+		w.probing = false
+		w.seq, w.prev = 0, Hash{}
+		if have != nil {
+			w.seq, w.prev = have.seq+1, have.hash
+		}
+		if g.OnSealed != nil {
+			g.OnSealed(w.id, w.seq, w.prev)
+		}
+		g.env.Log.Info("glacier: chain end found", "owner", w.address, "next", w.seq)
+		if len(w.queue) > 0 {
+			g.seal(w)
+		}
+	}
+	probe := func(s uint64, found func(*Manifest), missing func()) {
+		g.Fetch(w.id, s, func(_ *Bundle, m *Manifest, err error) {
+			switch {
+			case err == nil:
+				found(m)
+			case errors.Is(err, ErrNoBundle):
+				missing()
+			default:
+				// Fragments exist but too few: the position is taken all
+				// the same.
+				found(nil)
+			}
+		})
+	}
+	// lo exists and hi does not: halve the gap until they are adjacent.
+	bisect = func() {
+		if hi-lo <= 1 {
+			finish()
+			return
+		}
+		mid := lo + (hi-lo)/2
+		probe(mid, func(m *Manifest) {
+			lo = mid
+			have = &bound{mid, Hash{}}
+			if m != nil {
+				have.hash = m.Hash()
+			}
+			bisect()
+		}, func() {
+			hi = mid
+			bisect()
+		})
+	}
+	step = func(s uint64) {
+		probe(s, func(m *Manifest) {
+			lo = s
+			have = &bound{s, Hash{}}
+			if m != nil {
+				have.hash = m.Hash()
+			}
+			step(2*s + 1)
+		}, func() {
+			if s == 0 {
+				finish()
+				return
+			}
+			hi = s
+			bisect()
+		})
+	}
+	step(0)
 }
 
 // Archive queues an object of a local user for the archive. The object is
@@ -60,7 +149,7 @@ func (g *Glacier) Archive(user id.ID, o Object) error {
 		return fmt.Errorf("%w: %s does not archive here", ErrInput, user.Short())
 	}
 	size := len(o.Data) + 64 // with the object's framing in the bundle
-	if len(w.queue) > 0 && (w.bytes+size > g.cfg.MaxBundleBytes || len(w.queue) >= g.cfg.MaxBundleObjects) {
+	if len(w.queue) > 0 && !w.probing && (w.bytes+size > g.cfg.MaxBundleBytes || len(w.queue) >= g.cfg.MaxBundleObjects) {
 		g.seal(w)
 	}
 	w.queue = append(w.queue, o)
@@ -68,11 +157,11 @@ func (g *Glacier) Archive(user id.ID, o Object) error {
 	w.bytes += size
 	g.stats.Queued++
 	g.stats.QueuedBytes += uint64(len(o.Data))
-	if w.bytes >= g.cfg.MaxBundleBytes || len(w.queue) >= g.cfg.MaxBundleObjects {
+	if !w.probing && (w.bytes >= g.cfg.MaxBundleBytes || len(w.queue) >= g.cfg.MaxBundleObjects) {
 		g.seal(w)
 		return nil
 	}
-	if w.timer == nil {
+	if w.timer == nil && !w.probing {
 		w.timer = g.env.Clock.AfterFunc(g.cfg.ArchiveDelay, func() {
 			w.timer = nil
 			g.seal(w)
@@ -111,9 +200,32 @@ func (g *Glacier) Queue(user id.ID) QueueStatus {
 	return q
 }
 
+// Queues sums every local user's archive queue: what is not archived yet
+// (Oldest is the longest wait), and bundles still being placed.
+func (g *Glacier) Queues() QueueStatus {
+	var q QueueStatus
+	now := g.env.Clock.Now()
+	for _, w := range g.owners {
+		q.Objects += len(w.queue)
+		q.Bytes += w.bytes
+		if len(w.queued) > 0 {
+			q.Oldest = max(q.Oldest, env.Duration(now-w.queued[0]))
+		}
+	}
+	for _, p := range g.placing {
+		if !p.repair {
+			q.Placing++
+		}
+	}
+	return q
+}
+
 // seal turns the queue into a bundle, encodes it and starts placing its
 // fragments.
 func (g *Glacier) seal(w *owner) {
+	if w.probing {
+		return
+	}
 	if w.timer != nil {
 		w.timer.Stop()
 		w.timer = nil

@@ -21,6 +21,21 @@ type fetch struct {
 	byMan   map[Hash]map[int]*Fragment      // fragments by manifest (an owner's fork has two)
 	done    func(*Bundle, *Manifest, error) // nil once finished
 	fetched map[int]bool
+	// final: indices whose walk ended at a node that answered.
+	final map[uint16]bool
+}
+
+// answered notes that the walk for index i ended. Once so many walks have
+// ended that fewer than M fragments could be out there, and none was
+// found, the bundle is not there: no need to wait for the timeouts.
+func (x *fetch) answered(g *Glacier, i uint16) {
+	if int(i) >= x.n {
+		return
+	}
+	x.final[i] = true
+	if !x.found && len(x.final) >= x.n-g.cfg.Code.M+1 {
+		g.finishFetch(x, nil, nil, fmt.Errorf("%w: %s bundle %d", ErrNoBundle, x.owner.Short(), x.seq))
+	}
 }
 
 // Fetch rebuilds bundle seq of user owner from its fragments: it asks the
@@ -31,7 +46,7 @@ type fetch struct {
 // answers at all, ErrUnrecoverable when too few fragments survive.
 func (g *Glacier) Fetch(owner id.ID, seq uint64, done func(*Bundle, *Manifest, error)) {
 	bk := BundleKey(owner, seq)
-	x := &fetch{owner: owner, seq: seq, bk: bk, req: g.req(), byMan: map[Hash]map[int]*Fragment{}, done: done, fetched: map[int]bool{}}
+	x := &fetch{owner: owner, seq: seq, bk: bk, req: g.req(), byMan: map[Hash]map[int]*Fragment{}, done: done, fetched: map[int]bool{}, final: map[uint16]bool{}}
 	// The code is unknown until a fragment arrives: ask at the offsets of
 	// this node's own code, which is the community's.
 	x.n = g.cfg.Code.N

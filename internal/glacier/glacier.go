@@ -604,6 +604,7 @@ func (g *Glacier) onStore(s wire.GlacierStore) {
 // routed fetch on clockwise when the fragment asked for is not among
 // them.
 func (g *Glacier) onFetch(f wire.GlacierFetch) {
+	reply := wire.GlacierFragments{Req: f.Req, From: g.self, Index: f.Index}
 	held := g.held[f.Bundle]
 	if len(held) > 0 {
 		idxs := make([]int, 0, len(held))
@@ -630,16 +631,21 @@ func (g *Glacier) onFetch(f wire.GlacierFetch) {
 			recs = append(recs, r)
 		}
 		if len(recs) > 0 {
-			g.send(f.Origin, wire.TypeGlacierFragments, wire.GlacierFragments{Req: f.Req, From: g.self, Records: recs})
+			reply.Records = recs
 		}
 	}
-	if _, ok := held[f.Index]; ok || f.Skips == 0 {
+	_, holds := held[f.Index]
+	next, ok := g.ov.Leaf().RightNeighbour()
+	if holds || f.Skips == 0 || !ok {
+		reply.Last = true
+		g.send(f.Origin, wire.TypeGlacierFragments, reply)
 		return
 	}
-	if next, ok := g.ov.Leaf().RightNeighbour(); ok {
-		f.Skips--
-		g.send(next, wire.TypeGlacierFetch, f)
+	if len(reply.Records) > 0 {
+		g.send(f.Origin, wire.TypeGlacierFragments, reply)
 	}
+	f.Skips--
+	g.send(next, wire.TypeGlacierFetch, f)
 }
 
 func (g *Glacier) onStored(s wire.GlacierStored) {
@@ -651,6 +657,9 @@ func (g *Glacier) onStored(s wire.GlacierStored) {
 func (g *Glacier) onFragments(f wire.GlacierFragments) {
 	if x := g.fetches[f.Req]; x != nil {
 		x.add(g, f.Records)
+		if g.fetches[f.Req] != nil && f.Last {
+			x.answered(g, f.Index)
+		}
 		return
 	}
 	if r := g.repairs[f.Req]; r != nil {

@@ -26,6 +26,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/glacier"
 	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/overlay"
@@ -79,6 +80,12 @@ type Config struct {
 	// Post tunes POST, which runs over PAST with a DataDir; zero uses
 	// post.DefaultConfig.
 	Post post.Config
+	// Glacier tunes the archive, which runs between PAST and the layers
+	// above with a DataDir; a zero Code uses glacier.ConfigFor(Community).
+	Glacier glacier.Config
+	// Community is about how many nodes the community has; it sizes the
+	// archive's code (glacier.CodeFor). Zero means 1,000.
+	Community int
 }
 
 // DefaultConfig listens on every interface, TCP and QUIC, on port 4001,
@@ -102,8 +109,9 @@ type Node struct {
 	app  overlay.App
 	rec  *Recorder // app, when it is the default Recorder
 	st   *store.Store
-	past *past.Past // owned by the loop; nil without DataDir
-	post *post.Post // owned by the loop; nil without DataDir
+	past *past.Past       // owned by the loop; nil without DataDir
+	gl   *glacier.Glacier // owned by the loop; nil without DataDir
+	post *post.Post       // owned by the loop; nil without DataDir
 
 	mu       sync.Mutex
 	started  bool
@@ -180,11 +188,17 @@ func New(cfg Config) (*Node, error) {
 	n.ov.Authenticate = tr.Authenticate
 	if n.past != nil {
 		n.past.Attach(n.ov)
+		if err := n.gl.Attach(n.ov); err != nil {
+			tr.Close()
+			n.st.Close()
+			return nil, fmt.Errorf("node %s: %w", cfg.Cert.NodeID.Short(), err)
+		}
 		pcfg := cfg.Post
 		if pcfg.ChunkSize == 0 {
 			pcfg = post.DefaultConfig()
 		}
 		n.post = post.New(pcfg, e, n.past, post.Node{Key: cfg.Key, Cert: cfg.Cert, Verifier: identity.NewVerifier(cfg.CA)}, n.st)
+		n.wireArchive()
 	}
 	return n, nil
 }

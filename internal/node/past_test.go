@@ -39,6 +39,12 @@ type storageRing struct {
 }
 
 func newStorageRing(t *testing.T, n int) *storageRing {
+	return newStorageRingWith(t, n, nil)
+}
+
+// newStorageRingWith is newStorageRing with tweak applied to every node's
+// configuration before it starts.
+func newStorageRingWith(t *testing.T, n int, tweak func(*Config)) *storageRing {
 	r := &storageRing{t: t}
 	src := &seq{n: 1000}
 	var err error
@@ -65,6 +71,9 @@ func newStorageRing(t *testing.T, n int) *storageRing {
 			DataDir:     filepath.Join(dir, fmt.Sprintf("node%d", i)),
 			Past:        testPastConfig(),
 		})
+		if tweak != nil {
+			tweak(&r.cfgs[i])
+		}
 		r.nodes = append(r.nodes, nil)
 		r.start(i)
 	}

@@ -109,6 +109,16 @@ type StorageStatus struct {
 	SenderFlag  uint64 `json:"sender_flagged"` // messages flagged $Phishing
 	LogEntries  uint64 `json:"log_entries"`    // folder log entries written
 	ForksMerged uint64 `json:"forks_merged"`
+
+	// The archive (Glacier): what waits to be archived here, and what
+	// this node holds for others.
+	ArchiveQueued    int     `json:"archive_queued"`         // objects not yet sealed into a bundle
+	ArchiveOldestSec float64 `json:"archive_oldest_seconds"` // the longest an object has waited
+	ArchivePlacing   int     `json:"archive_placing"`        // bundles whose fragments are not all acknowledged
+	ArchivedBundles  uint64  `json:"archived_bundles"`       // bundles fully placed
+	Fragments        int     `json:"fragments"`              // fragments held for the community
+	BadFragments     uint64  `json:"bad_fragments"`          // fragments that failed verification
+	Repairs          uint64  `json:"archive_repairs"`        // bundles this node repaired as coordinator
 }
 
 // Status returns a snapshot of the node. The overlay is read on the
@@ -155,6 +165,12 @@ func (n *Node) Status() Status {
 			ss := &StorageStatus{Stored: ps.Stored, BadReceipts: ps.BadReceipts, BadObjects: ps.BadObjects, Pushes: ps.Pushes}
 			for _, r := range ps.Refused {
 				ss.Refused += r
+			}
+			if n.gl != nil {
+				q, gs := n.gl.Queues(), n.gl.Stats()
+				ss.ArchiveQueued, ss.ArchiveOldestSec, ss.ArchivePlacing = q.Objects, round1(q.Oldest.Seconds()), q.Placing
+				ss.ArchivedBundles, ss.BadFragments, ss.Repairs = gs.Archived, gs.BadFragments, gs.Repairs
+				ss.Fragments, _ = n.gl.Held()
 			}
 			if n.post != nil {
 				m := n.post.Stats()

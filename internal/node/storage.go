@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/glacier"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/past"
 	"github.com/epost-mail/epost/internal/store"
@@ -66,12 +67,26 @@ func (n *Node) openPast(e env.Env) error {
 	if pcfg.Replicas == 0 {
 		pcfg = past.DefaultConfig()
 	}
-	ident := past.Identity{Key: n.cfg.Key, Cert: n.cfg.Cert, Verifier: identity.NewVerifier(n.cfg.CA)}
-	p, err := past.New(pcfg, e, loopStorage{st: st, loop: n.loop}, ident, n.app)
+	gcfg := n.cfg.Glacier
+	if gcfg.Code.N == 0 {
+		c := n.cfg.Community
+		if c <= 0 {
+			c = 1000
+		}
+		gcfg = glacier.ConfigFor(c)
+	}
+	ls := loopStorage{st: st, loop: n.loop}
+	g, err := glacier.New(gcfg, e, ls, identity.NewVerifier(n.cfg.CA), n.app)
 	if err != nil {
 		st.Close()
 		return err
 	}
-	n.st, n.past = st, p
+	ident := past.Identity{Key: n.cfg.Key, Cert: n.cfg.Cert, Verifier: identity.NewVerifier(n.cfg.CA)}
+	p, err := past.New(pcfg, e, ls, ident, g)
+	if err != nil {
+		st.Close()
+		return err
+	}
+	n.st, n.past, n.gl = st, p, g
 	return nil
 }

@@ -147,7 +147,12 @@ func (a *Account) writeRoot(done func(error)) {
 		done(err)
 		return
 	}
-	a.x.past.InsertMutable(m, a.x.cfg.MailLease, func(_ past.InsertResult, err error) { done(err) })
+	a.x.past.InsertMutable(m, a.x.cfg.MailLease, func(_ past.InsertResult, err error) {
+		if err == nil {
+			a.archiveMutable(m)
+		}
+		done(err)
+	})
 }
 
 // loadFolders rebuilds every folder from its log, then the account is

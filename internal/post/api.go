@@ -92,6 +92,9 @@ func (f *Folder) Append(msg []byte, flags []string, date int64, done func(uint32
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}
+			if err == nil {
+				f.a.archive(object.KindImmutable, object.ImmutableKey(c), c)
+			}
 			if n--; n > 0 {
 				return
 			}
@@ -125,11 +128,16 @@ func (f *Folder) Fetch(uid uint32, done func([]byte, error)) {
 
 // FetchBody reads and opens a body.
 func FetchBody(x *Post, ref BodyRef, done func([]byte, error)) {
+	fetchBody(x, ref, func(b []byte, _ [][]byte, err error) { done(b, err) })
+}
+
+// fetchBody reads and opens a body, and hands over its sealed chunks too.
+func fetchBody(x *Post, ref BodyRef, done func([]byte, [][]byte, error)) {
 	chunks := make([][]byte, len(ref.Chunks))
 	n := len(ref.Chunks)
 	if n == 0 {
 		b, err := OpenBody(ref, nil)
-		x.env.Clock.AfterFunc(0, func() { done(b, err) })
+		x.env.Clock.AfterFunc(0, func() { done(b, nil, err) })
 		return
 	}
 	var firstErr error
@@ -143,10 +151,11 @@ func FetchBody(x *Post, ref BodyRef, done func([]byte, error)) {
 				return
 			}
 			if firstErr != nil {
-				done(nil, firstErr)
+				done(nil, nil, firstErr)
 				return
 			}
-			done(OpenBody(ref, chunks))
+			body, err := OpenBody(ref, chunks)
+			done(body, chunks, err)
 		})
 	}
 }
@@ -230,7 +239,12 @@ func (a *Account) PublishKeyBackup(backup []byte, done func(error)) {
 		a.x.env.Clock.AfterFunc(0, func() { done(err) })
 		return
 	}
-	a.x.past.InsertMutable(m, a.x.cfg.MailLease, func(_ past.InsertResult, err error) { done(err) })
+	a.x.past.InsertMutable(m, a.x.cfg.MailLease, func(_ past.InsertResult, err error) {
+		if err == nil {
+			a.archiveMutable(m)
+		}
+		done(err)
+	})
 }
 
 // FetchKeyBackup reads a user's key backup from the network: the highest

@@ -266,6 +266,7 @@ func (f *Folder) flush() {
 			fail(fmt.Errorf("post: folder %s: log entry: %w", f.info.Name, err))
 			return
 		}
+		f.a.archive(object.KindImmutable, sealedKey(sealed), sealed)
 		// The entry is durable; note the new head here first (this node is
 		// the authority on it), then move the network's head.
 		h := wire.MustMarshal(headData{Last: [32]byte(sealedKey(sealed)), Seq: e.Seq})
@@ -283,6 +284,7 @@ func (f *Folder) flush() {
 				fail(fmt.Errorf("post: folder %s: head: %w", f.info.Name, err))
 				return
 			}
+			f.a.archiveMutable(m)
 			x.stats.Entries++
 			f.flushing = false
 			f.reloads = 0

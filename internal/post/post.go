@@ -106,6 +106,29 @@ type Post struct {
 	// OnDelivered, if set, hears of every message appended to an INBOX
 	// from a notification (experiments measure delivery with it).
 	OnDelivered func(user string, id [16]byte)
+	// Archive, if set, is handed every object a local user's mailbox
+	// needs once it is durable in PAST (log entries, heads, the root
+	// record, certificate, key backup, and message bodies, the received
+	// ones included), for the erasure-coded archive. Kind and key are
+	// those PAST stores it under; data is what PAST was given.
+	Archive func(user id.UserID, kind object.Kind, key object.Key, data []byte)
+	// OnAddUser, if set, hears of every user this node starts serving,
+	// before anything of theirs is archived.
+	OnAddUser func(keys identity.UserKeys, cert *identity.UserCert)
+}
+
+// archive hands one of a's durable objects to the archive.
+func (a *Account) archive(kind object.Kind, key object.Key, data []byte) {
+	if a.x.Archive != nil {
+		a.x.Archive(a.cert.UserID, kind, key, data)
+	}
+}
+
+// archiveMutable hands a's signed mutable object to the archive.
+func (a *Account) archiveMutable(m *past.Mutable) {
+	if a.x.Archive != nil {
+		a.x.Archive(a.cert.UserID, object.KindMutable, past.MutableKey(a.cert.UserID, m.Name), m.Encode())
+	}
 }
 
 // New makes POST over p, installs its set policy and takes the pushed
@@ -294,6 +317,9 @@ func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready fu
 		a.onReady = append(a.onReady, ready)
 	}
 	x.users[keys.Address] = a
+	if x.OnAddUser != nil {
+		x.OnAddUser(keys, cert)
+	}
 	a.publishCert()
 	a.loadRoot()
 	return a, nil
@@ -315,7 +341,9 @@ func (a *Account) publishCert() {
 		if err != nil {
 			a.x.env.Log.Warn("post: publish certificate", "user", a.keys.Address, "err", err)
 			a.x.env.Clock.AfterFunc(a.x.cfg.WatchPeriod, a.publishCert)
+			return
 		}
+		a.archiveMutable(m)
 	})
 }
 

@@ -42,13 +42,13 @@ func (a *Account) pending(member []byte) {
 	}
 	// Read the body first: a message is taken in only once it can be read,
 	// and its From is checked against the signed sender.
-	FetchBody(x, n.Body, func(body []byte, err error) {
+	fetchBody(x, n.Body, func(body []byte, chunks [][]byte, err error) {
 		if err != nil {
 			delete(a.inflight, mk)
 			x.env.Log.Info("post: body not readable yet; the next poll retries", "user", a.keys.Address, "err", err)
 			return
 		}
-		a.deliver(mk, n, inbox, body)
+		a.deliver(mk, n, inbox, body, chunks)
 	})
 }
 
@@ -56,7 +56,7 @@ func (a *Account) pending(member []byte) {
 // other than the member who signed it (RFC 9051's $Phishing keyword).
 const FlagSenderMismatch = "$Phishing"
 
-func (a *Account) deliver(mk object.Key, n *Notification, inbox *Folder, body []byte) {
+func (a *Account) deliver(mk object.Key, n *Notification, inbox *Folder, body []byte, chunks [][]byte) {
 	x := a.x
 	if a.delivered[n.ID] {
 		x.stats.Duplicates++
@@ -87,6 +87,11 @@ func (a *Account) deliver(mk object.Key, n *Notification, inbox *Folder, body []
 			return
 		}
 		x.stats.Delivered++
+		// The body is the sender's object; the recipient archives its own
+		// copy, so that the mailbox can be rebuilt without the sender.
+		for i, c := range chunks {
+			a.archive(object.KindImmutable, n.Body.Chunks[i], c)
+		}
 		if x.OnDelivered != nil {
 			x.OnDelivered(a.keys.Address, n.ID)
 		}

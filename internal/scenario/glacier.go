@@ -234,7 +234,7 @@ func runGlacierSeed(c GlacierConfig, gcfg glacier.Config, seed uint64) (glacierR
 		}
 		home := hosts[rng.IntN(len(hosts))]
 		owners[i] = ownerInfo{uid: cert.UserID.ID, home: home, keys: keys}
-		if err := gls[home].AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}); err != nil {
+		if err := gls[home].AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
 			return out, err
 		}
 	}

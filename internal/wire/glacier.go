@@ -58,11 +58,17 @@ type GlacierFetch struct {
 }
 
 // GlacierFragments answers a fetch with the records the sender holds.
+// Last is set by the node where the walk for fragment Index ends (it holds
+// that fragment, or may walk no further): its answer, records or none,
+// is final for that index, so a fetch learns quickly that a bundle is not
+// there.
 type GlacierFragments struct {
 	_       struct{} `cbor:",toarray"`
 	Req     uint64
 	From    NodeHandle
 	Records []GlacierRecord
+	Index   uint16
+	Last    bool
 }
 
 // GlacierHolding tells the coordinator of a bundle (the root of its key)
