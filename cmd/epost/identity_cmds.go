@@ -234,6 +234,8 @@ func userRecover(args []string, stdout, stderr io.Writer) error {
 	bootstrap := flags.String("bootstrap", "", "address of a community node to join through (with --node)")
 	listen := flags.String("listen", "/ip4/0.0.0.0/tcp/0", "where the temporary node listens (with --node)")
 	timeout := flags.Duration("timeout", 2*time.Minute, "how long to try the network (with --node)")
+	fromArchive := flags.Bool("from-archive", false, "first rebuild the user's whole mailbox, key backup included, from the erasure-coded archive (with --node; for when every replica is gone)")
+	community := flags.Int("community", 0, "about how many nodes the community has, as in the node configuration (with --from-archive; 0 means 1000)")
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
@@ -246,6 +248,9 @@ func userRecover(args []string, stdout, stderr io.Writer) error {
 	case network && (*nodeName == "" || *bootstrap == "" || *backupFile != "" || len(pos) != 1):
 		flags.Usage()
 		return fmt.Errorf("%w: user recover from the network needs --node NAME, --bootstrap ADDR and the ADDRESS, and no --backup", errUsage)
+	case *fromArchive && !network:
+		flags.Usage()
+		return fmt.Errorf("%w: user recover --from-archive reads the network: it needs --node NAME and --bootstrap ADDR", errUsage)
 	case !network && (*backupFile == "" || len(pos) != 0):
 		flags.Usage()
 		return fmt.Errorf("%w: user recover: --backup FILE (or --node and --bootstrap) is required", errUsage)
@@ -253,7 +258,8 @@ func userRecover(args []string, stdout, stderr io.Writer) error {
 	var data []byte
 	if network {
 		fmt.Fprintf(stdout, "Fetching the key backup of %s from the network...\n", pos[0])
-		data, err = fetchBackup(*dir, *nodeName, *bootstrap, *listen, pos[0], *timeout)
+		data, err = fetchBackup(recoverOpts{dir: *dir, node: *nodeName, bootstrap: *bootstrap, listen: *listen, address: pos[0],
+			timeout: *timeout, fromArchive: *fromArchive, community: *community, progress: stdout})
 	} else {
 		data, err = os.ReadFile(*backupFile)
 	}

@@ -3,19 +3,33 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/node"
 )
+
+// recoverOpts says how `user recover` reaches the network.
+type recoverOpts struct {
+	dir, node, bootstrap, listen, address string
+	timeout                               time.Duration
+	// fromArchive first restores the user's mailbox (key backup included)
+	// into PAST from the archive, for when every replica of it is gone.
+	fromArchive bool
+	community   int
+	progress    io.Writer
+}
 
 // fetchBackup joins the community as the node called name in dir, on a
 // scratch disk, and reads the user's sealed key backup from the network.
 // The backup is signed by the user and checked against the community CA
 // before it is returned.
-func fetchBackup(dir, name, bootstrap, listen, address string, timeout time.Duration) ([]byte, error) {
+func fetchBackup(o recoverOpts) ([]byte, error) {
+	dir, name, bootstrap, listen, address, timeout := o.dir, o.node, o.bootstrap, o.listen, o.address, o.timeout
 	caPub, err := identity.ReadCAPublic(dir)
 	if err != nil {
 		return nil, err
@@ -34,6 +48,7 @@ func fetchBackup(dir, name, bootstrap, listen, address string, timeout time.Dura
 	cfg.Key, cfg.Cert, cfg.CA = key, cert, caPub
 	cfg.Bootstrap = []env.Addr{env.Addr(bootstrap)}
 	cfg.DataDir = scratch
+	cfg.Community = o.community
 	cfg.Log = env.Discard
 	n, err := node.New(cfg)
 	if err != nil {
@@ -49,6 +64,28 @@ func fetchBackup(dir, name, bootstrap, listen, address string, timeout time.Dura
 			return nil, fmt.Errorf("could not join the community through %s within %v", bootstrap, timeout)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	if o.fromArchive {
+		addr, err := identity.CanonicalAddress(address)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(o.progress, "Restoring the mailbox of %s from the archive...\n", addr)
+		type outcome struct {
+			n   int
+			err error
+		}
+		ch := make(chan outcome, 1)
+		if err := n.Do(func() {
+			n.RecoverArchive(id.ForUser(addr), func(k int, err error) { ch <- outcome{k, err} })
+		}); err != nil {
+			return nil, err
+		}
+		r := <-ch
+		if r.err != nil {
+			return nil, fmt.Errorf("restore from the archive: %w", r.err)
+		}
+		fmt.Fprintf(o.progress, "Restored %d objects from the archive.\n", r.n)
 	}
 	// Right after joining, the leaf set may still be filling: retry.
 	var last error

@@ -17,7 +17,7 @@ type fetch struct {
 	req     uint64
 	rounds  int
 	found   bool
-	n       int                             // fragments per bundle, from the first manifest seen
+	n, m    int                             // the code: this node's until a manifest tells
 	byMan   map[Hash]map[int]*Fragment      // fragments by manifest (an owner's fork has two)
 	done    func(*Bundle, *Manifest, error) // nil once finished
 	fetched map[int]bool
@@ -33,7 +33,7 @@ func (x *fetch) answered(g *Glacier, i uint16) {
 		return
 	}
 	x.final[i] = true
-	if !x.found && len(x.final) >= x.n-g.cfg.Code.M+1 {
+	if !x.found && len(x.final) >= x.n-x.m+1 {
 		g.finishFetch(x, nil, nil, fmt.Errorf("%w: %s bundle %d", ErrNoBundle, x.owner.Short(), x.seq))
 	}
 }
@@ -49,21 +49,26 @@ func (g *Glacier) Fetch(owner id.ID, seq uint64, done func(*Bundle, *Manifest, e
 	x := &fetch{owner: owner, seq: seq, bk: bk, req: g.req(), byMan: map[Hash]map[int]*Fragment{}, done: done, fetched: map[int]bool{}, final: map[uint16]bool{}}
 	// The code is unknown until a fragment arrives: ask at the offsets of
 	// this node's own code, which is the community's.
-	x.n = g.cfg.Code.N
+	x.n, x.m = g.cfg.Code.N, g.cfg.Code.M
 	x.keys = FragmentKeys(bk, x.n)
 	g.fetches[x.req] = x
 	g.stats.Fetches++
 	g.fetchRound(x)
 }
 
-func (g *Glacier) fetchRound(x *fetch) {
-	x.rounds++
+// askAll asks the root of every fragment key not yet answered.
+func (g *Glacier) askAll(x *fetch) {
 	for i, k := range x.keys {
 		if x.fetched[i] {
 			continue
 		}
 		g.route(k, wire.TypeGlacierFetch, wire.GlacierFetch{Req: x.req, Origin: g.self, Bundle: x.bk, Index: uint16(i), Skips: uint8(g.cfg.FetchSkips)})
 	}
+}
+
+func (g *Glacier) fetchRound(x *fetch) {
+	x.rounds++
+	g.askAll(x)
 	req := x.req
 	g.env.Clock.AfterFunc(g.cfg.FetchTimeout, func() {
 		x := g.fetches[req]
@@ -109,6 +114,16 @@ func (x *fetch) add(g *Glacier, recs []wire.GlacierRecord) {
 			continue
 		}
 		x.found = true
+		if c := f.Manifest.Code; c.N != x.n {
+			// The bundle was coded for a community of another size than
+			// this node assumes: ask again at its own offsets.
+			x.n, x.m = c.N, c.M
+			x.keys = FragmentKeys(x.bk, c.N)
+			x.fetched = map[int]bool{}
+			x.final = map[uint16]bool{}
+			g.askAll(x)
+		}
+		x.m = f.Manifest.Code.M
 		mh := f.Manifest.Hash()
 		set := x.byMan[mh]
 		if set == nil {
