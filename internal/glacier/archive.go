@@ -55,6 +55,10 @@ func (g *Glacier) AddOwner(address string, key identity.SigningKey, cert []byte,
 	}
 	w := &owner{id: c.UserID.ID, address: c.Address, key: key, cert: cert, seq: seq, prev: prev, probing: !known}
 	g.owners[c.UserID.ID] = w
+	if g.cfg.RenewPeriod > 0 {
+		first := g.cfg.RenewPeriod/2 + env.Duration(g.env.Rand.IntN(int(g.cfg.RenewPeriod/2)+1))
+		g.env.Clock.AfterFunc(first, func() { g.renew(w) })
+	}
 	if !known {
 		g.probeEnd(w)
 	}
@@ -138,6 +142,26 @@ func (g *Glacier) probeEnd(w *owner) {
 		})
 	}
 	step(0)
+}
+
+// renew extends the leases of every fragment of every bundle in w's chain,
+// then schedules the next round: the archive lives as long as its owner
+// keeps renewing, like PAST's objects.
+func (g *Glacier) renew(w *owner) {
+	if g.owners[w.id] != w {
+		return
+	}
+	g.env.Clock.AfterFunc(g.cfg.RenewPeriod, func() { g.renew(w) })
+	if w.probing {
+		return
+	}
+	for s := uint64(0); s < w.seq; s++ {
+		bk := BundleKey(w.id, s)
+		for i, k := range FragmentKeys(bk, g.cfg.Code.N) {
+			g.route(k, wire.TypeGlacierRenew, wire.GlacierRenew{Bundle: bk, Owner: w.id, Index: uint16(i), Lease: int64(g.cfg.Lease), Skips: uint8(g.cfg.FetchSkips)})
+			g.stats.MaintenanceMsgs++
+		}
+	}
 }
 
 // Archive queues an object of a local user for the archive. The object is

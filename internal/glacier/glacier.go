@@ -35,6 +35,7 @@ type Storage interface {
 	Lease(kind store.Kind, key store.Key) (env.Time, error)
 	Ticks() env.Time
 	PutAsync(kind store.Kind, key store.Key, data []byte, expiry env.Time, done func(error))
+	ExtendLeaseAsync(kind store.Kind, key store.Key, expiry env.Time, done func(error))
 	Keys(kind store.Kind, r store.Range, after *store.Key, limit int) ([]store.Key, bool, error)
 }
 
@@ -90,8 +91,10 @@ type Config struct {
 	// the bandwidth maintenance takes.
 	MaxRepairs int
 	// Lease is the lease fragments are stored with (ticks of the holder's
-	// own uptime counter); MaxLease the most a holder grants.
+	// own uptime counter); MaxLease the most a holder grants. Owners renew
+	// their bundles' fragments every RenewPeriod.
 	Lease, MaxLease env.Duration
+	RenewPeriod     env.Duration
 }
 
 // DefaultConfig is for a community of at least 256 nodes.
@@ -114,6 +117,7 @@ func DefaultConfig() Config {
 		MaxRepairs:       2,
 		Lease:            365 * 24 * env.Hour,
 		MaxLease:         2 * 365 * 24 * env.Hour,
+		RenewPeriod:      30 * 24 * env.Hour,
 	}
 }
 
@@ -148,6 +152,7 @@ type Stats struct {
 	// Fetching and recovery.
 	Fetches, FetchesOK, FetchesFailed uint64
 	// Maintenance.
+	Renewals     uint64 // lease renewals of fragments held here
 	Holdings     uint64 // audit messages sent
 	Repairs      uint64 // bundles repaired by this node as coordinator
 	Regenerated  uint64 // fragments it regenerated
@@ -449,6 +454,11 @@ func (g *Glacier) Deliver(m overlay.Message) {
 		if g.decode(e, &h) {
 			g.onHolding(h)
 		}
+	case wire.TypeGlacierRenew:
+		var r wire.GlacierRenew
+		if g.decode(e, &r) {
+			g.onRenew(r)
+		}
 	default:
 		g.stats.Malformed++
 	}
@@ -494,6 +504,11 @@ func (g *Glacier) Direct(from NodeHandle, payload []byte) {
 		var f wire.GlacierFragments
 		if g.decode(e, &f) {
 			g.onFragments(f)
+		}
+	case wire.TypeGlacierRenew:
+		var r wire.GlacierRenew
+		if g.decode(e, &r) {
+			g.onRenew(r)
 		}
 	default:
 		g.stats.Malformed++
@@ -646,6 +661,42 @@ func (g *Glacier) onFetch(f wire.GlacierFetch) {
 	}
 	f.Skips--
 	g.send(next, wire.TypeGlacierFetch, f)
+}
+
+// onRenew extends the leases of the bundle's fragments held here (and of
+// their owner's certificate record), and walks the renewal on clockwise
+// when the fragment it names was handed on.
+func (g *Glacier) onRenew(r wire.GlacierRenew) {
+	if env.Duration(r.Lease) <= 0 || env.Duration(r.Lease) > g.cfg.MaxLease {
+		g.stats.Malformed++
+		return
+	}
+	expiry := g.ticks().Add(env.Duration(r.Lease))
+	held := g.held[r.Bundle]
+	keys := make([]store.Key, 0, len(held)+1)
+	for _, k := range held {
+		keys = append(keys, k)
+	}
+	if c := g.certs[g.bundleOwner[r.Bundle]]; c != nil && len(held) > 0 && c.expiry < expiry {
+		c.expiry = expiry
+		keys = append(keys, c.key)
+	}
+	sort.Slice(keys, func(i, j int) bool { return string(keys[i][:]) < string(keys[j][:]) })
+	for _, k := range keys {
+		g.stats.Renewals++
+		g.st.ExtendLeaseAsync(store.KindFragment, k, expiry, func(err error) {
+			if err != nil {
+				g.stats.StoreErrors++
+			}
+		})
+	}
+	if _, ok := held[r.Index]; ok || r.Skips == 0 {
+		return
+	}
+	if next, ok := g.ov.Leaf().RightNeighbour(); ok {
+		r.Skips--
+		g.send(next, wire.TypeGlacierRenew, r)
+	}
 }
 
 func (g *Glacier) onStored(s wire.GlacierStored) {

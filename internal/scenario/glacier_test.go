@@ -1,11 +1,14 @@
 package scenario
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/glacier"
 	"github.com/epost-mail/epost/internal/identity"
+	store "github.com/epost-mail/epost/internal/store/object"
 	"github.com/epost-mail/epost/internal/wire"
 )
 
@@ -152,5 +155,73 @@ func TestGlacierRefusesForgedFragments(t *testing.T) {
 	}
 	if st := g.Stats(); st.Stored != 1 {
 		t.Fatalf("genuine fragment: stored %d, want 1", st.Stored)
+	}
+}
+
+// TestGlacierLeasesLiveAsLongAsTheOwnerRenews: fragments carry leases on
+// their holders' uptime counters. An owner that renews keeps its archive
+// past the lease; without renewals the fragments expire and are swept.
+func TestGlacierLeasesLiveAsLongAsTheOwnerRenews(t *testing.T) {
+	for _, renew := range []bool{true, false} {
+		gcfg := glacier.ConfigFor(30)
+		gcfg.Lease = 2 * env.Hour
+		gcfg.RenewPeriod = 40 * env.Minute
+		if !renew {
+			gcfg.RenewPeriod = 1000 * env.Hour
+		}
+		s, gls, hosts, err := NewGlacierCommunity(11, 30, gcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rr := randReader{s.S.Rand()}
+		const address = "keeper@sim.epost"
+		keys, _ := identity.GenerateUserKeys(rr, address)
+		cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		home := hosts[5]
+		if err := gls[home].AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 20 {
+			data := []byte(fmt.Sprintf("object %d of the keeper", i))
+			if err := gls[home].Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gls[home].Flush()
+		if err := s.S.RunFor(6 * env.Hour); err != nil {
+			t.Fatal(err)
+		}
+		fragments := 0
+		for _, h := range hosts {
+			ks, _, _ := s.Disk(h).Keys(store.KindFragment, store.Range{}, nil, 1<<20)
+			fragments += len(ks)
+		}
+		if !renew {
+			if fragments != 0 {
+				t.Errorf("without renewals %d fragment records outlived their 2 h lease by 4 h", fragments)
+			}
+			continue
+		}
+		if fragments < gcfg.Code.N {
+			t.Fatalf("with renewals only %d fragment records are left after 3 leases, want at least %d", fragments, gcfg.Code.N)
+		}
+		got := 0
+		done := false
+		gls[hosts[9]].Recover(cert.UserID.ID, 0, glacier.Hash{}, func(b *glacier.Bundle, _ *glacier.Manifest) { got += len(b.Objects) },
+			func(_ uint64, _ glacier.Hash, err error) {
+				if err != nil {
+					t.Errorf("recover: %v", err)
+				}
+				done = true
+			})
+		if _, err := s.S.RunWhile(func() bool { return !done }, s.S.Now().Add(env.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		if got != 20 {
+			t.Errorf("recovered %d of 20 objects after three lease periods", got)
+		}
 	}
 }

@@ -9,6 +9,7 @@ const (
 	TypeGlacierFetch     Type = 98  // asks for the fragments of one bundle a node holds
 	TypeGlacierFragments Type = 99  // the answer to a fetch
 	TypeGlacierHolding   Type = 100 // audit: a holder tells a bundle's coordinator what it holds
+	TypeGlacierRenew     Type = 101 // an owner renews the lease of a bundle's fragments
 )
 
 // GlacierRecord is one fragment as a holder stores and serves it: the
@@ -69,6 +70,18 @@ type GlacierFragments struct {
 	Records []GlacierRecord
 	Index   uint16
 	Last    bool
+}
+
+// GlacierRenew asks the holders of a bundle's fragments to keep them for
+// Lease more ticks. Routed to fragment Index's key, it walks clockwise up
+// to Skips more nodes, as a fetch does.
+type GlacierRenew struct {
+	_      struct{} `cbor:",toarray"`
+	Bundle id.ID
+	Owner  id.ID
+	Index  uint16
+	Lease  int64
+	Skips  uint8
 }
 
 // GlacierHolding tells the coordinator of a bundle (the root of its key)
