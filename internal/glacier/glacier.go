@@ -95,6 +95,9 @@ type Config struct {
 	// their bundles' fragments every RenewPeriod.
 	Lease, MaxLease env.Duration
 	RenewPeriod     env.Duration
+	// HandoverDelay is how long after a node joins the leaf set this node
+	// waits before handing it the fragments whose keys it now owns.
+	HandoverDelay env.Duration
 }
 
 // DefaultConfig is for a community of at least 256 nodes.
@@ -118,6 +121,7 @@ func DefaultConfig() Config {
 		Lease:            365 * 24 * env.Hour,
 		MaxLease:         2 * 365 * 24 * env.Hour,
 		RenewPeriod:      30 * 24 * env.Hour,
+		HandoverDelay:    30 * env.Second,
 	}
 }
 
@@ -153,6 +157,7 @@ type Stats struct {
 	Fetches, FetchesOK, FetchesFailed uint64
 	// Maintenance.
 	Renewals     uint64 // lease renewals of fragments held here
+	HandedOver   uint64 // fragments handed to a node that joined closer to their key
 	Holdings     uint64 // audit messages sent
 	Repairs      uint64 // bundles repaired by this node as coordinator
 	Regenerated  uint64 // fragments it regenerated
@@ -190,7 +195,12 @@ type Glacier struct {
 	// certificate record per owner (stored once, not beside every
 	// fragment: 300 bytes a fragment is 2% of the archive).
 	bundleOwner map[id.ID]id.ID
+	bundleN     map[id.ID]int // each held bundle's fragment count (its code's N)
 	certs       map[id.ID]*certEntry
+	// handed: fragments already handed to a node that joined closer to
+	// their key; handoverSet: a check is scheduled.
+	handed      map[store.Key]bool
+	handoverSet bool
 	coord       map[auditKey]*audit
 	// verified caches manifests whose signature checked out.
 	verified map[Hash]bool
@@ -226,6 +236,8 @@ func New(cfg Config, e env.Env, st Storage, v *identity.Verifier, upper overlay.
 		repairs:     map[uint64]*repair{},
 		held:        map[id.ID]map[uint16]store.Key{},
 		bundleOwner: map[id.ID]id.ID{},
+		bundleN:     map[id.ID]int{},
+		handed:      map[store.Key]bool{},
 		certs:       map[id.ID]*certEntry{},
 		coord:       map[auditKey]*audit{},
 		verified:    map[Hash]bool{},
@@ -263,6 +275,7 @@ func (g *Glacier) Attach(ov Overlay) error {
 		for _, k := range m {
 			if f, err := g.readFragment(k); err == nil {
 				g.bundleOwner[bk] = f.Manifest.Owner
+				g.bundleN[bk] = f.Manifest.Code.N
 				break
 			}
 		}
@@ -380,6 +393,7 @@ func (g *Glacier) unhold(bk id.ID, idx uint16) {
 		if len(m) == 0 {
 			delete(g.held, bk)
 			delete(g.bundleOwner, bk)
+			delete(g.bundleN, bk)
 		}
 	}
 }
@@ -515,8 +529,15 @@ func (g *Glacier) Direct(from NodeHandle, payload []byte) {
 	}
 }
 
-// LeafSetChanged implements overlay.App.
+// LeafSetChanged implements overlay.App: a node that joins closer to some
+// fragment's key than this node becomes that key's root, and is handed
+// the fragment, so fetches and renewals routed to the key find it there.
 func (g *Glacier) LeafSetChanged(h NodeHandle, joined bool) {
+	if joined && !g.handoverSet && len(g.held) > 0 {
+		g.handoverSet = true
+		// Let the leaf set settle first: a join brings several changes.
+		g.env.Clock.AfterFunc(g.cfg.HandoverDelay, g.handover)
+	}
 	if g.upper != nil {
 		g.upper.LeafSetChanged(h, joined)
 	}
@@ -597,6 +618,7 @@ func (g *Glacier) onStore(s wire.GlacierStore) {
 	k := fragmentKey(bk, idx, mh)
 	g.hold(bk, idx, k)
 	g.bundleOwner[bk] = f.Manifest.Owner
+	g.bundleN[bk] = f.Manifest.Code.N
 	expiry := g.ticks().Add(env.Duration(s.Lease))
 	g.keepCert(f.Manifest.Owner, s.Record.Address, s.Record.Cert, expiry)
 	data := wire.MustMarshal(wire.GlacierRecord{Fragment: s.Record.Fragment})
@@ -661,6 +683,74 @@ func (g *Glacier) onFetch(f wire.GlacierFetch) {
 	}
 	f.Skips--
 	g.send(next, wire.TypeGlacierFetch, f)
+}
+
+// handover sends every fragment whose key a leaf-set member is now the
+// root of to that member. This node's copy stays until its lease runs
+// out: renewals routed to the key reach the new holder, not it.
+func (g *Glacier) handover() {
+	g.handoverSet = false
+	if g.ov == nil || !g.ov.Active() {
+		return
+	}
+	members := g.ov.Leaf().Members()
+	if len(members) == 0 {
+		return
+	}
+	bks := make([]id.ID, 0, len(g.held))
+	for bk := range g.held {
+		bks = append(bks, bk)
+	}
+	sortIDs(bks)
+	for _, bk := range bks {
+		n := g.bundleN[bk]
+		if n == 0 {
+			continue
+		}
+		keys := FragmentKeys(bk, n)
+		held := g.held[bk]
+		idxs := make([]int, 0, len(held))
+		for i := range held {
+			idxs = append(idxs, int(i))
+		}
+		sort.Ints(idxs)
+		for _, i := range idxs {
+			sk := held[uint16(i)]
+			if g.handed[sk] || i >= len(keys) {
+				continue
+			}
+			root := g.self
+			for _, m := range members {
+				if id.Closer(keys[i], m.ID.ID, root.ID.ID) {
+					root = m
+				}
+			}
+			if root.ID == g.self.ID {
+				continue
+			}
+			b, err := g.st.Get(store.KindFragment, sk)
+			if err != nil {
+				continue
+			}
+			exp, err := g.st.Lease(store.KindFragment, sk)
+			if err != nil || exp <= g.ticks() {
+				continue
+			}
+			var r wire.GlacierRecord
+			if wire.Unmarshal(b, &r) != nil {
+				continue
+			}
+			if c := g.certs[g.bundleOwner[bk]]; c != nil {
+				r.Address, r.Cert = c.rec.Address, c.rec.Cert
+			}
+			g.handed[sk] = true
+			g.stats.HandedOver++
+			g.stats.MaintenanceMsgs++
+			g.send(root, wire.TypeGlacierStore, wire.GlacierStore{
+				Req: 0, Origin: g.self, Record: r, Cap: uint16(g.cfg.PerNode), Lease: int64(exp - g.ticks()),
+			})
+		}
+	}
 }
 
 // onRenew extends the leases of the bundle's fragments held here (and of

@@ -225,3 +225,61 @@ func TestGlacierLeasesLiveAsLongAsTheOwnerRenews(t *testing.T) {
 		}
 	}
 }
+
+// TestGlacierHandsFragmentsToNodesThatJoin: when nodes join next to
+// fragments' keys, the holders hand those fragments to them, so a fetch
+// that asks only each key's root (no walking) still rebuilds everything.
+func TestGlacierHandsFragmentsToNodesThatJoin(t *testing.T) {
+	gcfg := glacier.ConfigFor(300)
+	gcfg.FetchSkips = 0
+	s, gls, hosts, err := NewGlacierCommunity(12, 60, gcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := randReader{s.S.Rand()}
+	const address = "mover@sim.epost"
+	keys, _ := identity.GenerateUserKeys(rr, address)
+	cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := hosts[0]
+	if err := gls[home].AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		data := []byte(fmt.Sprintf("object %d that moves", i))
+		if err := gls[home].Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gls[home].Flush()
+	if err := s.S.RunFor(2 * env.Minute); err != nil {
+		t.Fatal(err)
+	}
+	// Five times as many nodes join: most keys get a new root.
+	if _, err := s.BuildStorage(240, 200*env.Millisecond, 5*env.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	var handed uint64
+	for _, g := range gls {
+		handed += g.Stats().HandedOver
+	}
+	if handed == 0 {
+		t.Fatal("no fragment was handed to the nodes that joined")
+	}
+	got, done := 0, false
+	gls[hosts[7]].Recover(cert.UserID.ID, 0, glacier.Hash{}, func(b *glacier.Bundle, _ *glacier.Manifest) { got += len(b.Objects) },
+		func(_ uint64, _ glacier.Hash, err error) {
+			if err != nil {
+				t.Errorf("recover: %v", err)
+			}
+			done = true
+		})
+	if _, err := s.S.RunWhile(func() bool { return !done }, s.S.Now().Add(env.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got != 10 {
+		t.Errorf("recovered %d of 10 objects from the keys' roots after %d handovers", got, handed)
+	}
+}
