@@ -25,6 +25,11 @@ type owner struct {
 	// probing: the chain's end is not known here (a new disk): nothing is
 	// sealed until the probe has found it, so no bundle is overwritten.
 	probing bool
+	// The queue's journal: the next entry's number, the number below
+	// which everything is archived, and the bundles sealed and not yet
+	// placed with the entries they took.
+	jnext, jdone uint64
+	outstanding  []pendingBundle
 }
 
 // QueueStatus is what waits in one user's archive queue.
@@ -54,6 +59,13 @@ func (g *Glacier) AddOwner(address string, key identity.SigningKey, cert []byte,
 		return nil
 	}
 	w := &owner{id: c.UserID.ID, address: c.Address, key: key, cert: cert, seq: seq, prev: prev, probing: !known}
+	if r := g.journals[w.id]; r != nil {
+		w.jdone = r.done
+		w.jnext = r.done
+		for j := range r.entries {
+			w.jnext = max(w.jnext, j+1)
+		}
+	}
 	g.owners[c.UserID.ID] = w
 	if g.cfg.RenewPeriod > 0 {
 		first := g.cfg.RenewPeriod/2 + env.Duration(g.env.Rand.IntN(int(g.cfg.RenewPeriod/2)+1))
@@ -176,6 +188,7 @@ func (g *Glacier) Archive(user id.ID, o Object) error {
 	if len(w.queue) > 0 && !w.probing && (w.bytes+size > g.cfg.MaxBundleBytes || len(w.queue) >= g.cfg.MaxBundleObjects) {
 		g.seal(w)
 	}
+	g.journal(w, o)
 	w.queue = append(w.queue, o)
 	w.queued = append(w.queued, g.env.Clock.Now())
 	w.bytes += size
@@ -266,6 +279,7 @@ func (g *Glacier) seal(w *owner) {
 		return
 	}
 	queued := w.queued
+	w.sealedRange(m.Seq, w.jnext-uint64(len(w.queue)), w.jnext)
 	w.queue, w.queued, w.bytes = nil, nil, 0
 	w.prev = m.Hash()
 	w.seq++
@@ -353,6 +367,9 @@ func (g *Glacier) sendFragments(p *placement) {
 		if p.repair {
 			return
 		}
+		if w := g.owners[p.owner]; w != nil {
+			g.placed(w, p.seq)
+		}
 		g.stats.Incomplete++
 		g.env.Log.Warn("glacier: placement incomplete", "bundle", p.seq, "unacknowledged", p.left)
 	})
@@ -371,6 +388,9 @@ func (p *placement) acked(g *Glacier, s wire.GlacierStored) {
 	delete(g.placing, p.req)
 	if p.repair {
 		return
+	}
+	if w := g.owners[p.owner]; w != nil {
+		g.placed(w, p.seq)
 	}
 	g.stats.Archived++
 	if g.OnArchived != nil {

@@ -201,6 +201,8 @@ type Glacier struct {
 	// their key; handoverSet: a check is scheduled.
 	handed      map[store.Key]bool
 	handoverSet bool
+	// journals: what Attach found of each owner's queue journal.
+	journals map[id.ID]*recovered
 	coord       map[auditKey]*audit
 	// verified caches manifests whose signature checked out.
 	verified map[Hash]bool
@@ -238,6 +240,7 @@ func New(cfg Config, e env.Env, st Storage, v *identity.Verifier, upper overlay.
 		bundleOwner: map[id.ID]id.ID{},
 		bundleN:     map[id.ID]int{},
 		handed:      map[store.Key]bool{},
+		journals:    map[id.ID]*recovered{},
 		certs:       map[id.ID]*certEntry{},
 		coord:       map[auditKey]*audit{},
 		verified:    map[Hash]bool{},
@@ -261,6 +264,10 @@ func (g *Glacier) Attach(ov Overlay) error {
 			bk, idx := parseFragmentKey(k)
 			if idx == certIndex {
 				g.loadCert(bk, k)
+				continue
+			}
+			if !isFragmentIndex(idx) {
+				g.loadJournal(bk, idx, k)
 				continue
 			}
 			g.hold(bk, idx, k)

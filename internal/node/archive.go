@@ -42,11 +42,46 @@ func (n *Node) wireArchive() {
 		}
 		if err := g.AddOwner(keys.Address, keys.Signing, cert.Bytes(), cs.Seq, cs.Prev, known); err != nil {
 			n.log.Error("glacier: add owner", "user", keys.Address, "err", err)
+			return
 		}
+		n.requeue(cert.UserID, g.Unarchived(cert.UserID.ID))
 	}
 	n.post.Archive = func(user id.UserID, kind object.Kind, key object.Key, data []byte) {
 		if err := g.Archive(user.ID, glacier.Object{Key: key, Kind: uint8(kind), Data: data}); err != nil {
 			n.log.Warn("glacier: archive", "user", user.Short(), "err", err)
+		}
+	}
+}
+
+// requeue gives the archive again what it had queued for user when the
+// node stopped, reading each object back from PAST.
+func (n *Node) requeue(user id.UserID, refs []glacier.ObjectRef) {
+	if len(refs) > 0 {
+		n.log.Info("glacier: queueing again what was not archived before the restart", "user", user.Short(), "objects", len(refs))
+	}
+	archive := func(r glacier.ObjectRef, data []byte) {
+		if err := n.gl.Archive(user.ID, glacier.Object{Key: r.Key, Kind: r.Kind, Data: data}); err != nil {
+			n.log.Warn("glacier: archive", "user", user.Short(), "err", err)
+		}
+	}
+	for _, r := range refs {
+		switch object.Kind(r.Kind) {
+		case object.KindImmutable:
+			n.past.Lookup(object.Key(r.Key), func(b []byte, err error) {
+				if err != nil {
+					n.log.Warn("glacier: object to archive again not found", "key", object.Key(r.Key).Short(), "err", err)
+					return
+				}
+				archive(r, b)
+			})
+		case object.KindMutable:
+			n.past.LookupMutable(object.Key(r.Key), func(res past.MutableResult, err error) {
+				if err != nil || len(res.Versions) == 0 {
+					n.log.Warn("glacier: object to archive again not found", "key", object.Key(r.Key).Short(), "err", err)
+					return
+				}
+				archive(r, res.Versions[0].Encode())
+			})
 		}
 	}
 }

@@ -305,8 +305,8 @@ func runGlacierSeed(c GlacierConfig, gcfg glacier.Config, seed uint64) (glacierR
 			}
 			keys, _, _ := s.Disk(h).Keys(store.KindFragment, store.Range{}, nil, 1<<30)
 			for _, k := range keys {
-				if k[16] == 0xFF && k[17] == 0xFF {
-					continue // an owner's certificate, not a fragment
+				if k[16] == 0xFF && k[17] >= 0xFD {
+					continue // an owner's certificate or queue journal, not a fragment
 				}
 				var bk id.ID
 				copy(bk[:], k[:16])
@@ -321,6 +321,9 @@ func runGlacierSeed(c GlacierConfig, gcfg glacier.Config, seed uint64) (glacierR
 	for _, h := range hosts {
 		keys, _, _ := s.Disk(h).Keys(store.KindFragment, store.Range{}, nil, 1<<30)
 		for _, k := range keys {
+			if k[16] == 0xFF && (k[17] == 0xFD || k[17] == 0xFE) {
+				continue // the owners' queue journals: short-lived, not archive storage
+			}
 			b, err := s.Disk(h).Get(store.KindFragment, k)
 			if err == nil {
 				out.fragmentBytes += int64(len(b))
