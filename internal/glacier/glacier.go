@@ -203,7 +203,7 @@ type Glacier struct {
 	handoverSet bool
 	// journals: what Attach found of each owner's queue journal.
 	journals map[id.ID]*recovered
-	coord       map[auditKey]*audit
+	coord    map[auditKey]*audit
 	// verified caches manifests whose signature checked out.
 	verified map[Hash]bool
 	// inflight: fragment writes not yet durable, with what waits on them.

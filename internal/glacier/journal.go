@@ -43,7 +43,7 @@ type journalEntry struct {
 
 type journalMark struct {
 	_    struct{} `cbor:",toarray"`
-	Done uint64 // every entry below Done is archived
+	Done uint64   // every entry below Done is archived
 }
 
 func journalKey(owner id.ID, j uint64) store.Key {
