@@ -8,6 +8,7 @@ import (
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/glacier"
 	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/overlay"
 	store "github.com/epost-mail/epost/internal/store/object"
 	"github.com/epost-mail/epost/internal/wire"
 )
@@ -352,4 +353,30 @@ func TestGlacierQueueSurvivesACrash(t *testing.T) {
 	if again := g.Unarchived(cert.UserID.ID); len(again) != 0 {
 		t.Errorf("the list was handed out twice")
 	}
+}
+
+// FuzzGlacierMessages: whatever a peer sends, Glacier drops or handles it
+// without panicking.
+func FuzzGlacierMessages(f *testing.F) {
+	s, gls, hosts, err := NewGlacierCommunity(14, 5, glacier.ConfigFor(5))
+	if err != nil {
+		f.Fatal(err)
+	}
+	g := gls[hosts[2]]
+	peer := s.Node(hosts[1]).Self()
+	for _, t := range []wire.Type{wire.TypeGlacierStore, wire.TypeGlacierStored, wire.TypeGlacierFetch, wire.TypeGlacierFragments, wire.TypeGlacierHolding, wire.TypeGlacierRenew} {
+		b, _ := wire.Encode(t, []any{})
+		f.Add(b)
+	}
+	b, _ := wire.Encode(wire.TypeGlacierFetch, wire.GlacierFetch{Req: 1, Origin: peer, Index: 3, Skips: 2})
+	f.Add(b)
+	b, _ = wire.Encode(wire.TypeGlacierHolding, wire.GlacierHolding{N: 10, Indices: []uint16{1, 2, 40}, Holder: peer})
+	f.Add(b)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		g.Direct(peer, b)
+		g.Deliver(overlay.Message{Key: peer.ID.ID, Src: peer, Payload: b})
+		if err := s.S.RunFor(10 * env.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
