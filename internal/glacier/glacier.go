@@ -132,6 +132,9 @@ func ConfigFor(nodes int) Config {
 	c.PerNode = 1
 	if nodes > 0 && nodes < c.Code.N {
 		c.PerNode = (c.Code.N + nodes - 1) / nodes
+		// Balance is exact only if a fragment may walk the whole ring to
+		// the last node with room.
+		c.SoftSkips = max(c.SoftSkips, nodes)
 	}
 	c.RepairBelow = c.Code.N - c.Code.N/8
 	return c
