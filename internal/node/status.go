@@ -48,6 +48,13 @@ type Status struct {
 	Delivered uint64 `json:"delivered"`
 	// IndirectLinks counts nodes reached only through a helper.
 	IndirectLinks int `json:"indirect_links"`
+	// Hostile or broken peers: connections refused (a certificate from
+	// another community, a key that does not match it), frames and
+	// overlay messages dropped as malformed or unauthenticated.
+	PeersRefused    uint64 `json:"peers_refused"`
+	MalformedFrames uint64 `json:"malformed_frames"`
+	Unauthenticated uint64 `json:"unauthenticated_messages"`
+	MalformedMsgs   uint64 `json:"malformed_messages"`
 
 	// Storage (nodes with a DataDir): what the store holds, and PAST's
 	// and POST's counters.
@@ -158,7 +165,9 @@ func (n *Node) Status() Status {
 			s.TableRows = append(s.TableRows, len(row))
 			s.Table = append(s.Table, handleIDs(row)...)
 		}
-		s.Delivered = ov.Stats().Delivered
+		ost := ov.Stats()
+		s.Delivered = ost.Delivered
+		s.Unauthenticated, s.MalformedMsgs = ost.Unauthenticated, ost.Malformed
 		s.IndirectLinks = ov.IndirectLinks()
 		if n.past != nil {
 			ps := n.past.Stats()
@@ -185,6 +194,8 @@ func (n *Node) Status() Status {
 		s.Storage.Objects, s.Storage.Bytes, s.Storage.Corrupt, s.Storage.Expired = st.Objects, st.Bytes, st.Corrupt, st.Expired
 	}
 	s.Running = err == nil
+	ts := n.tr.Stats()
+	s.PeersRefused, s.MalformedFrames = ts.Refused, ts.Malformed
 	n.mu.Lock()
 	cs := append([]namedCounters(nil), n.counters...)
 	n.mu.Unlock()
