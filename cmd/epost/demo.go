@@ -63,7 +63,7 @@ func cmdDemo(args []string, stdout, stderr io.Writer) error {
 // "ready" once the ring has settled, and then a view of the nodes every
 // --refresh. When ctx ends it closes every node and returns nil.
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	flags := newFlagSet("demo", "[--nodes N] [--dir DIR] [--http ADDR] [--refresh DURATION] [--log LEVEL]", stderr)
+	flags := newFlagSet("demo", "[--nodes N] [--dir DIR] [--http ADDR] [--refresh DURATION] [--log LEVEL] [--log-format text|json]", stderr)
 	usage := flags.Usage
 	flags.Usage = func() {
 		usage()
@@ -82,6 +82,7 @@ stops every node; without --dir the stores are removed then.`)
 	refresh := flags.Duration("refresh", 3*time.Second, "how often the terminal view is printed")
 	dir := flags.String("dir", "", "directory for the nodes' stores and demo.json (default: a temporary one, removed at exit)")
 	logLevel := flags.String("log", "warn", "node log level on stderr: debug, info, warn or error")
+	logFormat := flags.String("log-format", "text", "log lines as text or json")
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
@@ -105,7 +106,9 @@ stops every node; without --dir the stores are removed then.`)
 	cfg.Nodes = *nodes
 	cfg.HTTP = *httpAddr
 	cfg.Dir = *dir
-	cfg.Log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if cfg.Log, err = newLogger(stderr, level, *logFormat); err != nil {
+		return fmt.Errorf("%w: demo: --log-format: %v", errUsage, err)
+	}
 	cfg.OnNode = func(i int, nd *node.Node) {
 		fmt.Fprintf(stdout, "node %-3d %s  %s\n", i+1, nd.ID().Short(), nd.Addr())
 	}

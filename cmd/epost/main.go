@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"sort"
 
@@ -59,6 +60,20 @@ func help(w io.Writer) {
 	fmt.Fprintln(w, "  help     show this list")
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "`epost help COMMAND` or `epost COMMAND --help` shows a command's flags.")
+}
+
+// newLogger makes the logger a command's nodes write to w: text lines by
+// default, one JSON object per line with format "json" (for log
+// collectors).
+func newLogger(w io.Writer, level slog.Level, format string) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: level}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
 
 // errUsage marks a bad command line: exit status 2, like flag.

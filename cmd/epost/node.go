@@ -37,6 +37,7 @@ type nodeConfig struct {
 	SMTP      string   `toml:"smtp"`
 	Status    string   `toml:"status"`
 	Log       string   `toml:"log"`
+	LogFormat string   `toml:"log_format"`
 	// Community is about how many nodes the community has: it sizes the
 	// archive's erasure code.
 	Community int `toml:"community"`
@@ -97,8 +98,10 @@ smtp = "127.0.0.1:1587"
 # The status page (HTTP); empty turns it off. Keep it on loopback.
 status = "127.0.0.1:8025"
 
-# Log level on stderr: debug, info, warn or error.
+# Log level on stderr: debug, info, warn or error; lines as "text" or
+# "json" (one object per line, for log collectors).
 log = "info"
+log_format = "text"
 
 # About how many nodes the community has (the same on every node). It
 # sizes the archive's erasure code: fragments spread over distinct nodes
@@ -245,7 +248,10 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := level.UnmarshalText([]byte(cfg.Log)); err != nil {
 		return fmt.Errorf("node: %s: log %q: want debug, info, warn or error", *file, cfg.Log)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log, err := newLogger(stderr, level, cfg.LogFormat)
+	if err != nil {
+		return fmt.Errorf("node: %s: %w", *file, err)
+	}
 	caPub, err := identity.ReadCAPublic(cfg.Dir)
 	if err != nil {
 		return fmt.Errorf("node: %w (is %s a data directory made by `epost ca init`?)", err, cfg.Dir)
