@@ -39,6 +39,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("status: %w", err)
 	}
 	fmt.Fprintf(stdout, "%s, %s\n", r.Title, r.Time)
+	if p := r.Process; p.RSSBytes > 0 {
+		fmt.Fprintf(stdout, "process: %.1f MiB resident (%.1f MiB per node), %.1f MiB Go heap, %d goroutines\n",
+			float64(p.RSSBytes)/(1<<20), float64(p.RSSPerNodeBytes)/(1<<20), float64(p.HeapBytes)/(1<<20), p.Goroutines)
+	}
 	if err := demo.WriteView(stdout, r); err != nil {
 		return err
 	}

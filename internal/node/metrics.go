@@ -80,10 +80,18 @@ func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- m.desc
 	}
 	ch <- serverDesc
+	ch <- processDesc
 }
 
+// processDesc: the process's resident memory, for the per-node figure.
+var processDesc = prometheus.NewDesc("epost_process_resident_bytes", "resident memory of the process the nodes run in", nil, nil)
+
 func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range Report(c.title, c.nodes()).Nodes {
+	r := Report(c.title, c.nodes())
+	if r.Process.RSSBytes > 0 {
+		ch <- prometheus.MustNewConstMetric(processDesc, prometheus.GaugeValue, float64(r.Process.RSSBytes))
+	}
+	for _, s := range r.Nodes {
 		for _, m := range metrics {
 			if v, ok := m.value(s); ok {
 				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, v, s.Short)

@@ -42,6 +42,12 @@ func TestMetricsAndStorageStatus(t *testing.T) {
 	if want := `epost_server_events_total{counter="login_throttled",node="` + r.nodes[0].ID().Short() + `",server="imap"} 5`; !strings.Contains(string(b), want) {
 		t.Errorf("metrics lack the front-end counter %q:\n%s", want, b)
 	}
+	if !strings.Contains(string(b), "epost_process_resident_bytes ") {
+		t.Errorf("metrics lack the process's resident memory:\n%s", b)
+	}
+	if p := Report("test", r.nodes).Process; p.RSSBytes <= 0 || p.RSSPerNodeBytes != p.RSSBytes/2 || p.Goroutines == 0 {
+		t.Errorf("process status = %+v", p)
+	}
 	s := r.nodes[0].Status()
 	if s.Storage == nil {
 		t.Fatal("a node with a store reports no storage status")

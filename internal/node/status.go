@@ -6,7 +6,9 @@ import (
 	"html/template"
 	"math"
 	"net/http"
+	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -227,9 +229,50 @@ func handleIDs(hs []overlay.NodeHandle) []string {
 // StatusReport is what the status page shows: every node it watches,
 // sorted by id (their order on the ring).
 type StatusReport struct {
-	Title string   `json:"title"`
-	Time  string   `json:"time"` // RFC 3339, when the snapshot was taken
-	Nodes []Status `json:"nodes"`
+	Title   string        `json:"title"`
+	Time    string        `json:"time"` // RFC 3339, when the snapshot was taken
+	Nodes   []Status      `json:"nodes"`
+	Process ProcessStatus `json:"process"`
+}
+
+// ProcessStatus is the process the nodes run in: `epost node` runs one,
+// `epost demo` all of its nodes in one process.
+type ProcessStatus struct {
+	RSSBytes        int64 `json:"rss_bytes"` // resident memory (Linux; 0 elsewhere)
+	RSSPerNodeBytes int64 `json:"rss_per_node_bytes"`
+	HeapBytes       int64 `json:"heap_bytes"` // Go heap in use
+	Goroutines      int   `json:"goroutines"`
+}
+
+// processStatus reads the process's memory and goroutines.
+func processStatus(nodes int) ProcessStatus {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	p := ProcessStatus{HeapBytes: int64(ms.HeapInuse), Goroutines: runtime.NumGoroutine(), RSSBytes: residentBytes()}
+	if nodes > 0 {
+		p.RSSPerNodeBytes = p.RSSBytes / int64(nodes)
+	}
+	return p
+}
+
+// residentBytes is VmRSS from /proc/self/status, 0 where there is none.
+func residentBytes() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			if len(f) >= 1 {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				if err == nil {
+					return kb << 10
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // Report takes a snapshot of nodes, each read on its own event loop.
@@ -240,6 +283,7 @@ func Report(title string, nodes []*Node) StatusReport {
 	}
 	// Hex ids of one length sort like the ids: ring order.
 	slices.SortFunc(r.Nodes, func(a, b Status) int { return strings.Compare(a.ID, b.ID) })
+	r.Process = processStatus(len(nodes))
 	return r
 }
 
