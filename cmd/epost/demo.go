@@ -10,11 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/epost-mail/epost/internal/demo"
+	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/node"
 )
 
@@ -83,6 +85,7 @@ stops every node; without --dir the stores are removed then.`)
 	dir := flags.String("dir", "", "directory for the nodes' stores and demo.json (default: a temporary one, removed at exit)")
 	logLevel := flags.String("log", "warn", "node log level on stderr: debug, info, warn or error")
 	logFormat := flags.String("log-format", "text", "log lines as text or json")
+	backupWork := flags.Int("backup-work-factor", identity.DefaultScryptWorkFactor, "scrypt work factor (log2) of the users' key backups, sealed and published after ready")
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
@@ -127,7 +130,7 @@ stops every node; without --dir the stores are removed then.`)
 	if err := printUsers(c, *dir, stdout); err != nil {
 		return errors.Join(err, c.Close())
 	}
-	err = watchDemo(ctx, c, *refresh, stdout)
+	err = watchDemo(ctx, c, *refresh, *backupWork, stdout)
 	fmt.Fprintln(stdout, "stopping every node")
 	if cerr := c.Close(); cerr != nil {
 		return errors.Join(err, cerr)
@@ -143,7 +146,10 @@ stops every node; without --dir the stores are removed then.`)
 // view every refresh, until ctx ends. A ring that has not settled within
 // demoReadyTimeout gets a warning naming the node that lags, and the
 // demo keeps running so the status page can show what is wrong.
-func watchDemo(ctx context.Context, c *demo.Community, refresh time.Duration, stdout io.Writer) error {
+func watchDemo(ctx context.Context, c *demo.Community, refresh time.Duration, backupWork int, stdout io.Writer) error {
+	var outMu sync.Mutex // the backup sealer prints one line too
+	var sealer sync.WaitGroup
+	defer sealer.Wait() // it stops at ctx's end, after the backup in hand
 	check := time.NewTicker(50 * time.Millisecond)
 	defer check.Stop()
 	view := time.NewTicker(refresh)
@@ -171,6 +177,21 @@ func watchDemo(ctx context.Context, c *demo.Community, refresh time.Duration, st
 				fmt.Fprintf(stdout, "warning: %v\n", err)
 			} else {
 				fmt.Fprintln(stdout, "ready")
+				// Slow one-time work that mail does not need, after ready.
+				sealer.Add(1)
+				go func() {
+					defer sealer.Done()
+					n, err := c.SealBackups(ctx, backupWork)
+					outMu.Lock()
+					defer outMu.Unlock()
+					switch {
+					case ctx.Err() != nil:
+					case err != nil:
+						fmt.Fprintf(stdout, "warning: key backups: %v\n", err)
+					case n > 0:
+						fmt.Fprintf(stdout, "key backups of %d users sealed and published (recovery codes in the users' directories)\n", n)
+					}
+				}()
 			}
 			fmt.Fprintln(stdout)
 			if err := demo.WriteView(stdout, c.Report()); err != nil {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epost-mail/epost/internal/demo"
+	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/node"
 )
 
@@ -75,7 +77,7 @@ func TestDemoCommand(t *testing.T) {
 	exited := make(chan error, 1)
 	dir := t.TempDir()
 	go func() {
-		exited <- runDemo(ctx, []string{"--nodes", "4", "--refresh", "100ms", "--dir", dir}, &out, &errOut)
+		exited <- runDemo(ctx, []string{"--nodes", "4", "--refresh", "100ms", "--dir", dir, "--backup-work-factor", "10"}, &out, &errOut)
 	}()
 	url := awaitOutput(t, &out, statusRE, 60*time.Second, exited)[1]
 	// "ready" comes only after every user sent a message by SMTP and saw
@@ -105,6 +107,26 @@ func TestDemoCommand(t *testing.T) {
 	nodes := nodeLineRE.FindAllStringSubmatch(out.String(), -1)
 	if len(nodes) != 4 {
 		t.Fatalf("demo printed %d node lines, want 4:\n%s", len(nodes), out.String())
+	}
+	// After ready, the key backups are sealed and published; their codes
+	// open them.
+	awaitOutput(t, &out, regexp.MustCompile(`key backups of 4 users sealed and published`), 60*time.Second, exited)
+	for _, u := range written.Users {
+		ud, err := identity.UserDir(dir, u.Address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, err := os.ReadFile(filepath.Join(ud, demo.RecoveryCodeFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		backup, err := os.ReadFile(filepath.Join(ud, identity.UserBackupFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if keys, err := identity.OpenBackup(backup, strings.TrimSpace(string(code))); err != nil || keys.Address != u.Address {
+			t.Fatalf("the backup of %s does not open with its code: %v", u.Address, err)
+		}
 	}
 	// The view follows ready and is refreshed: wait for a second one.
 	awaitOutput(t, &out, regexp.MustCompile(`(?s)4 active, ready.*4 active, ready`), 30*time.Second, exited)

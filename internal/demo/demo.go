@@ -99,13 +99,14 @@ type Community struct {
 	mu    sync.Mutex
 	nodes []*node.Node // in start order
 
-	users   []User
-	closers []func() error // the users' servers
-	pw      passwords
-	dir     string
-	ownDir  bool
-	saved   savedState
-	resumed bool
+	users    []User
+	accounts []account      // the users' keys and nodes, as users
+	closers  []func() error // the users' servers
+	pw       passwords
+	dir      string
+	ownDir   bool
+	saved    savedState
+	resumed  bool
 
 	srv       *http.Server
 	url       string

@@ -124,6 +124,7 @@ func (c *Community) startUser(ctx context.Context, i int, nd *node.Node) error {
 	u.IMAP, u.SMTP = il.Addr().String(), sl.Addr().String()
 	c.mu.Lock()
 	c.users = append(c.users, u)
+	c.accounts = append(c.accounts, account{keys: keys, node: nd})
 	c.closers = append(c.closers, is.Close, ss.Close)
 	c.mu.Unlock()
 	go func() { _ = is.Serve(il) }()
