@@ -8,11 +8,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"sort"
+	"syscall"
 
+	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/scenario"
+	"github.com/epost-mail/epost/internal/store"
 )
 
 // command is one subcommand.
@@ -117,6 +121,33 @@ func main() {
 		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "epost:", err)
+		if h := hint(err); h != "" {
+			fmt.Fprintln(os.Stderr, "epost:", h)
+		}
 		os.Exit(1)
 	}
+}
+
+// hint says what a user can do about the errors people meet most, in one
+// line; "" when there is nothing general to say.
+func hint(err error) string {
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return "that address is taken: another program (or another epost) listens there; stop it, or choose another port in the configuration or flags"
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return "this machine has no such address: listen on 127.0.0.1, 0.0.0.0 or one of its own addresses"
+	case errors.Is(err, identity.ErrBadRecoveryCode):
+		return "the recovery code is mistyped: it is the 32 characters `epost user new` printed (dashes and case do not matter)"
+	case errors.Is(err, identity.ErrWrongRecoveryCode):
+		return "the recovery code is valid but belongs to another backup: check the address and the code"
+	case errors.Is(err, identity.ErrWrongCA):
+		return "this certificate is from another community: use the certificate its CA (epost ca issue-node / user new) made for this one"
+	case errors.Is(err, identity.ErrKeyMismatch):
+		return "the certificate does not belong to this key: issue a new certificate for the key (epost ca issue-node)"
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, store.ErrFull):
+		return "the disk is full: free space (or raise the store's size limit); nothing acknowledged has been lost"
+	case errors.Is(err, fs.ErrPermission):
+		return "permission denied: run as the user who owns the data directory, or fix its permissions"
+	}
+	return ""
 }

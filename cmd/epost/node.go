@@ -305,11 +305,16 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	fmt.Fprintf(stdout, "node %s at %s\n", n.ID().Short(), n.Addr())
+	warnAt := time.Now().Add(time.Minute)
 	for !n.Active() {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(100 * time.Millisecond):
+		}
+		if len(nc.Bootstrap) > 0 && time.Now().After(warnAt) {
+			warnAt = time.Now().Add(5 * time.Minute)
+			fmt.Fprintf(stderr, "epost node: not joined yet through %s: check that those nodes run and that this machine reaches their addresses (firewall, NAT); still trying\n", nc.Bootstrap[0])
 		}
 	}
 	fmt.Fprintln(stdout, "joined the ring")
