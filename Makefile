@@ -2,7 +2,7 @@
 GO       ?= go
 FUZZTIME ?= 60s
 # Debian packages the end-to-end tests need beyond Go, installed when missing.
-TOOLS    ?= python3 swaks isync
+TOOLS    ?= python3 swaks isync chromium
 
 .PHONY: all build test tools vet fmt-check fuzz bench soak demo clean
 
