@@ -47,6 +47,12 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	for _, s := range r.Nodes {
+		for i, e := range s.Events {
+			if i == 5 {
+				break
+			}
+			fmt.Fprintf(stdout, "  %s  %s %-5s %s %s\n", s.Short, e.Time, e.Level, e.Msg, e.Attrs)
+		}
 		if st := s.Storage; st != nil {
 			fmt.Fprintf(stdout, "  %s  store: %d objects, %d bytes (%d corrupt dropped, %d expired); replicas: %d stored, %d refused, %d bad receipts, %d copies made\n",
 				s.Short, st.Objects, st.Bytes, st.Corrupt, st.Expired, st.Stored, st.Refused, st.BadReceipts, st.Pushes)

@@ -117,6 +117,7 @@ type Node struct {
 	started  bool
 	closed   bool
 	counters []namedCounters // front-ends' counters, for the status page
+	events   *eventRing      // recent events, for the status page
 }
 
 // namedCounters is one front-end's counters, read on demand.
@@ -145,8 +146,9 @@ func New(cfg Config) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("node", cfg.Cert.NodeID.Short())
-	n := &Node{cfg: cfg, log: log, loop: NewLoop(), app: cfg.App}
+	events := &eventRing{}
+	log = slog.New(eventHandler{next: log.Handler(), ring: events}).With("node", cfg.Cert.NodeID.Short())
+	n := &Node{cfg: cfg, log: log, loop: NewLoop(), app: cfg.App, events: events}
 	if n.app == nil {
 		n.rec = &Recorder{}
 		n.app = n.rec

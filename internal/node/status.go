@@ -64,6 +64,9 @@ type Status struct {
 	// Servers holds the mail front-ends' counters (logins, refusals of
 	// hostile clients, messages accepted) by front-end and counter name.
 	Servers map[string]map[string]uint64 `json:"servers,omitempty"`
+	// Events are the node's most recent notable log records, newest
+	// first.
+	Events []Event `json:"events"`
 }
 
 // counterMap turns a struct of uint64 counters into name -> value, the
@@ -196,6 +199,7 @@ func (n *Node) Status() Status {
 		s.Storage.Objects, s.Storage.Bytes, s.Storage.Corrupt, s.Storage.Expired = st.Objects, st.Bytes, st.Corrupt, st.Expired
 	}
 	s.Running = err == nil
+	s.Events = n.events.recent()
 	ts := n.tr.Stats()
 	s.PeersRefused, s.MalformedFrames = ts.Refused, ts.Malformed
 	n.mu.Lock()
