@@ -99,8 +99,14 @@ func (g *Glacier) probeEnd(w *owner) {
 			g.OnSealed(w.id, w.seq, w.prev)
 		}
 		g.env.Log.Info("glacier: chain end found", "owner", w.address, "next", w.seq)
-		if len(w.queue) > 0 {
-			g.seal(w)
+		// The queue waited for the probe; it is sealed when full, or when
+		// its oldest object has waited ArchiveDelay, as always.
+		if len(w.queue) > 0 && w.timer == nil {
+			wait := g.cfg.ArchiveDelay - env.Duration(g.env.Clock.Now()-w.queued[0])
+			w.timer = g.env.Clock.AfterFunc(max(wait, 0), func() {
+				w.timer = nil
+				g.seal(w)
+			})
 		}
 	}
 	probe := func(s uint64, found func(*Manifest), missing func()) {

@@ -2,8 +2,10 @@ package identity
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/epost-mail/epost/internal/id"
 )
@@ -18,12 +20,72 @@ type Verifier struct {
 	ca  CAPublicKey
 	fp  CAFingerprint
 	rev *Revocation // nil: epoch 0, nothing revoked
+	// signed remembers certificates whose CA signature checked out, so a
+	// certificate that comes with every stored object is verified once,
+	// not at every replica write. Shared by the Verifiers WithRevocation
+	// derives (revocation is checked on every call, never cached).
+	signed *sigCache
+}
+
+// sigCache maps a certificate's SHA-256 to its parsed body.
+type sigCache struct {
+	mu    sync.Mutex
+	nodes map[[32]byte]NodeCert
+	users map[[32]byte]UserCert
+}
+
+// maxCached bounds each map; a full map is cleared (the next uses refill
+// it), which keeps memory bounded without bookkeeping.
+const maxCached = 4096
+
+func (s *sigCache) node(k [32]byte) (NodeCert, bool) {
+	if s == nil {
+		return NodeCert{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.nodes[k]
+	return c, ok
+}
+
+func (s *sigCache) putNode(k [32]byte, c NodeCert) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.nodes) >= maxCached {
+		clear(s.nodes)
+	}
+	s.nodes[k] = c
+}
+
+func (s *sigCache) user(k [32]byte) (UserCert, bool) {
+	if s == nil {
+		return UserCert{}, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.users[k]
+	return c, ok
+}
+
+func (s *sigCache) putUser(k [32]byte, c UserCert) {
+	if s == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.users) >= maxCached {
+		clear(s.users)
+	}
+	s.users[k] = c
 }
 
 // NewVerifier returns a Verifier for the CA with key ca, at revocation
 // epoch 0 (nothing revoked).
 func NewVerifier(ca CAPublicKey) *Verifier {
-	return &Verifier{ca: ca, fp: ca.Fingerprint()}
+	return &Verifier{ca: ca, fp: ca.Fingerprint(), signed: &sigCache{nodes: map[[32]byte]NodeCert{}, users: map[[32]byte]UserCert{}}}
 }
 
 // CA returns the CA public key the Verifier trusts.
@@ -39,6 +101,10 @@ func (v *Verifier) Revocation() *Revocation { return v.rev }
 // VerifyNode checks a node certificate: its signature by this CA, its
 // shape, and that its serial is not revoked.
 func (v *Verifier) VerifyNode(cert []byte) (*NodeCert, error) {
+	k := sha256.Sum256(cert)
+	if c, ok := v.signed.node(k); ok {
+		return v.checkNode(&c, cert)
+	}
 	body, err := openSigned(v.ca, labelNodeCert, cert, func(b []byte) (CAFingerprint, bool) {
 		c, err := parseNodeBody(b)
 		if err != nil {
@@ -58,6 +124,12 @@ func (v *Verifier) VerifyNode(cert []byte) (*NodeCert, error) {
 		// this, but never accept it.
 		return nil, fmt.Errorf("identity: verify node cert: %w: names %s, signed by %s", ErrWrongCA, c.CA, v.fp)
 	}
+	v.signed.putNode(k, *c)
+	return v.checkNode(c, cert)
+}
+
+// checkNode is what VerifyNode checks beyond the signature, every time.
+func (v *Verifier) checkNode(c *NodeCert, cert []byte) (*NodeCert, error) {
 	if v.rev.IsRevoked(c.Serial) {
 		return nil, fmt.Errorf("identity: verify node cert %s (node %s): %w at epoch %d", c.Serial, c.NodeID, ErrRevoked, v.Epoch())
 	}
@@ -73,6 +145,10 @@ func (v *Verifier) VerifyUser(cert []byte, wantAddress string) (*UserCert, error
 	want, err := CanonicalAddress(wantAddress)
 	if err != nil {
 		return nil, fmt.Errorf("identity: verify user cert: %w", err)
+	}
+	k := sha256.Sum256(cert)
+	if c, ok := v.signed.user(k); ok {
+		return v.checkUser(&c, cert, want)
 	}
 	body, err := openSigned(v.ca, labelUserCert, cert, func(b []byte) (CAFingerprint, bool) {
 		c, err := parseUserBody(b)
@@ -91,6 +167,12 @@ func (v *Verifier) VerifyUser(cert []byte, wantAddress string) (*UserCert, error
 	if c.CA != v.fp {
 		return nil, fmt.Errorf("identity: verify user cert for %s: %w: names %s, signed by %s", want, ErrWrongCA, c.CA, v.fp)
 	}
+	v.signed.putUser(k, *c)
+	return v.checkUser(c, cert, want)
+}
+
+// checkUser is what VerifyUser checks beyond the signature, every time.
+func (v *Verifier) checkUser(c *UserCert, cert []byte, want string) (*UserCert, error) {
 	if c.Address != want {
 		return nil, fmt.Errorf("identity: verify user cert for %s: %w: certificate is for %q", want, ErrWrongAddress, c.Address)
 	}
@@ -139,7 +221,7 @@ func (v *Verifier) WithRevocation(list []byte) (*Verifier, error) {
 	}
 	switch {
 	case r.Newer(v.rev):
-		return &Verifier{ca: v.ca, fp: v.fp, rev: r}, nil
+		return &Verifier{ca: v.ca, fp: v.fp, rev: r, signed: v.signed}, nil
 	case r.Epoch == v.Epoch() && slices.Equal(r.revoked, v.rev.revoked):
 		return v, nil
 	case r.Epoch == v.Epoch():
