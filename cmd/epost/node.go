@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/libp2p/go-libp2p"
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/identity"
@@ -41,6 +42,11 @@ type nodeConfig struct {
 	// Community is about how many nodes the community has: it sizes the
 	// archive's erasure code.
 	Community int `toml:"community"`
+	// Relay makes this node a circuit relay for members behind NAT;
+	// Relays are relay members (full addresses) a node behind NAT keeps a
+	// reservation on.
+	Relay  bool     `toml:"relay"`
+	Relays []string `toml:"relays"`
 	// Gateways are the community's gateway users (the same list on every
 	// node): their mail may carry any From.
 	Gateways []string      `toml:"gateways"`
@@ -102,6 +108,16 @@ status = "127.0.0.1:8025"
 # "json" (one object per line, for log collectors).
 log = "info"
 log_format = "text"
+
+# NAT. libp2p's AutoNAT service and hole punching are on. A member with a
+# public address can relay for members behind NAT (relay = true; only
+# certified members get a reservation, with limits far above libp2p's
+# defaults). A member behind NAT keeps a reservation on such relays, and
+# advertises its address through the first, e.g.
+#   relays = ["/ip4/198.51.100.7/tcp/4001/p2p/12D3KooW..."]
+#   advertise = "/ip4/198.51.100.7/tcp/4001/p2p/12D3KooW.../p2p-circuit"
+relay = false
+relays = []
 
 # About how many nodes the community has (the same on every node). It
 # sizes the archive's erasure code: fragments spread over distinct nodes
@@ -293,6 +309,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	nc.DataDir = filepath.Join(cfg.Dir, "store", cfg.Node)
 	nc.Community = cfg.Community
+	nc.RelayService, nc.Relays = cfg.Relay, cfg.Relays
+	nc.Libp2p = append(nc.Libp2p, libp2p.EnableNATService(), libp2p.EnableHolePunching())
 	nc.Log = log
 	nc.Post = post.DefaultConfig()
 	nc.Post.Gateways = cfg.Gateways

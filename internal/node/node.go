@@ -58,9 +58,13 @@ type Config struct {
 	Overlay overlay.Config
 	// Transport holds the transport's limits and timeouts.
 	Transport transport.Tuning
-	// Libp2p holds extra libp2p options (NAT port mapping, hole punching,
-	// relays).
+	// Libp2p holds extra libp2p options (NAT port mapping, hole punching).
 	Libp2p []libp2p.Option
+	// RelayService makes the node a circuit relay for members behind NAT;
+	// Relays are relays this node keeps a reservation on (see
+	// transport.Config).
+	RelayService bool
+	Relays       []string
 	// App is the application above the overlay; nil runs a Recorder.
 	App overlay.App
 	// Log is the base logger; the node adds its id to every record. Nil
@@ -166,6 +170,9 @@ func New(cfg Config) (*Node, error) {
 		Tuning:  cfg.Transport,
 		Options: cfg.Libp2p,
 		Faults:  cfg.Faults,
+
+		RelayService: cfg.RelayService,
+		Relays:       cfg.Relays,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", cfg.Cert.NodeID.Short(), err)

@@ -177,17 +177,24 @@ func newTunedNode(t testing.TB, ca *identity.CA, m member, tune Tuning, listen .
 	if len(listen) == 0 {
 		listen = []string{"/ip4/127.0.0.1/tcp/0"}
 	}
+	return newConfiguredNode(t, ca, m, func(c *Config) { c.ListenAddrs, c.Tuning = listen, tune })
+}
+
+// newConfiguredNode is a node whose Config tweak adjusts before it starts.
+func newConfiguredNode(t testing.TB, ca *identity.CA, m member, tweak func(*Config)) *node {
+	t.Helper()
 	n := &node{in: &inbox{}, loop: newTestLoop(t), m: m}
-	tr, err := New(Config{
-		ListenAddrs: listen,
+	cfg := Config{
+		ListenAddrs: []string{"/ip4/127.0.0.1/tcp/0"},
 		Key:         m.key,
 		Cert:        m.cert,
 		Verifier:    identity.NewVerifier(ca.Public()),
 		Post:        n.loop.Post,
 		Deliver:     n.in.deliver,
 		Log:         testLog(t),
-		Tuning:      tune,
-	})
+	}
+	tweak(&cfg)
+	tr, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

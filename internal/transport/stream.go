@@ -313,7 +313,9 @@ func (p *outPeer) open() error {
 	t.host.Peerstore().AddAddr(p.pid, p.maddr, peerstore.AddressTTL)
 	ctx, cancel := context.WithTimeout(t.ctx, t.tune.DialTimeout)
 	defer cancel()
-	s, err := t.host.NewStream(ctx, p.pid, ProtocolID)
+	// A peer behind NAT is reached through a relay, on a connection
+	// libp2p marks limited; our relays raise the limits for members.
+	s, err := t.host.NewStream(network.WithAllowLimitedConn(ctx, "epost"), p.pid, ProtocolID)
 	if err != nil {
 		return err
 	}
@@ -386,6 +388,9 @@ func (p *outPeer) write(batch []frame) error {
 	_ = p.s.SetWriteDeadline(time.Now().Add(p.t.tune.WriteTimeout))
 	p.cw.n = 0
 	for _, f := range batch {
+		if f.msg == nil {
+			continue // an announcement: the hello alone (see keepReservation)
+		}
 		if err := writeFrame(p.w, f.msg); err != nil {
 			return err
 		}

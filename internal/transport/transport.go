@@ -16,6 +16,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	relayclient "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
@@ -146,7 +148,24 @@ type Config struct {
 	// Faults, when set, cuts links to chosen peers: for tests and fault
 	// drills only, never on a production node.
 	Faults *Faults
+	// RelayService makes this node a circuit relay (libp2p circuit v2)
+	// for community members that cannot be reached directly: it grants
+	// reservations only to peers that have shown a valid node certificate,
+	// with limits far above libp2p's defaults (which cut a relayed
+	// connection after 2 minutes and 128 KiB).
+	RelayService bool
+	// Relays are relay nodes' full addresses (with /p2p/) this node keeps
+	// a reservation on, so that others reach it through them: for a node
+	// behind NAT, whose Advertise is then the first relay's address
+	// followed by /p2p-circuit. ListenAddrs may be empty for such a node.
+	Relays []string
 }
+
+// Relayed connection limits for members: generous, but still bounded.
+const (
+	relayDuration = 24 * time.Hour
+	relayData     = 1 << 30
+)
 
 // Stats counts the transport's work. Hellos are not counted as messages.
 type Stats struct {
@@ -161,6 +180,9 @@ type Stats struct {
 	Refused       uint64 // inbound streams refused: bad hello or certificate, key or address mismatch
 	Malformed     uint64 // inbound frames dropped: empty, oversized or truncated
 	Blocked       uint64 // messages to or from a peer Config.Faults blocks, discarded (not in Dropped)
+	Reservations  uint64 // relay reservations made or renewed (Config.Relays)
+	// ReservationsRefused counts reservation attempts that failed.
+	ReservationsRefused uint64
 }
 
 // counters are the live Stats, updated from many goroutines.
@@ -168,6 +190,7 @@ type counters struct {
 	msgsSent, bytesSent, msgsReceived, bytesReceived    atomic.Uint64
 	streamsOpened, dialFailures, writeFailures, dropped atomic.Uint64
 	refused, malformed, blocked                         atomic.Uint64
+	reservations, reservationsRefused                   atomic.Uint64
 }
 
 // authEntry is what a verified hello established about a peer.
@@ -213,8 +236,16 @@ func New(cfg Config) (*Transport, error) {
 	if cfg.Cert == nil || cfg.Verifier == nil || cfg.Post == nil || cfg.Deliver == nil {
 		return nil, errors.New("transport: config needs Cert, Verifier, Post and Deliver")
 	}
-	if len(cfg.ListenAddrs) == 0 {
-		return nil, errors.New("transport: config needs at least one listen address")
+	if len(cfg.ListenAddrs) == 0 && (len(cfg.Relays) == 0 || cfg.Advertise == "") {
+		return nil, errors.New("transport: config needs a listen address, or relays and an advertised address through one")
+	}
+	var relays []peer.AddrInfo
+	for _, r := range cfg.Relays {
+		ai, err := peer.AddrInfoFromString(r)
+		if err != nil {
+			return nil, fmt.Errorf("transport: relay %q: %w", r, err)
+		}
+		relays = append(relays, *ai)
 	}
 	if !cfg.Cert.Matches(cfg.Key) {
 		return nil, fmt.Errorf("transport: node certificate: %w", identity.ErrKeyMismatch)
@@ -235,6 +266,7 @@ func New(cfg Config) (*Transport, error) {
 		}
 		listen = append(listen, m)
 	}
+	var tp *Transport // for the relay's admission control, set below
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.ListenAddrs(listen...),
@@ -248,9 +280,23 @@ func New(cfg Config) (*Transport, error) {
 		libp2p.Transport(libp2pquic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		// The circuit-relay client: dials through relays and accepts
+		// connections relayed to this node.
+		libp2p.EnableRelay(),
 		// libp2p's metrics register with the global Prometheus registry;
 		// the node exports Stats instead, and tests run many hosts.
 		libp2p.DisableMetrics(),
+	}
+	if len(listen) == 0 {
+		opts = append(opts, libp2p.NoListenAddrs)
+	}
+	if cfg.RelayService {
+		res := relayv2.DefaultResources()
+		res.Limit = &relayv2.RelayLimit{Duration: relayDuration, Data: relayData}
+		opts = append(opts, libp2p.EnableRelayService(relayv2.WithResources(res), relayv2.WithACL(memberACL{func() *Transport { return tp }})),
+			// libp2p starts a relay only once AutoNAT finds the host public;
+			// a node configured as the community's relay is taken at its word.
+			libp2p.ForceReachabilityPublic())
 	}
 	opts = append(opts, cfg.Options...)
 	h, err := libp2p.New(opts...)
@@ -284,8 +330,62 @@ func New(cfg Config) (*Transport, error) {
 		return nil, err
 	}
 	t.auth[peerPart(self)] = authEntry{addr: self, node: cfg.Cert.NodeID}
+	tp = t
 	h.SetStreamHandler(ProtocolID, t.handleStream)
+	for _, r := range relays {
+		t.wg.Add(1)
+		go t.keepReservation(r)
+	}
 	return t, nil
+}
+
+// memberACL admits relay reservations only from peers that have shown a
+// valid node certificate in a hello; anyone may connect through the relay
+// to a member that holds a reservation (the member checks their hello).
+type memberACL struct{ t func() *Transport }
+
+func (a memberACL) AllowReserve(p peer.ID, _ ma.Multiaddr) bool {
+	t := a.t()
+	if t == nil {
+		return false
+	}
+	t.authMu.Lock()
+	defer t.authMu.Unlock()
+	_, ok := t.auth[p.String()]
+	return ok
+}
+
+func (a memberACL) AllowConnect(peer.ID, ma.Multiaddr, peer.ID) bool { return true }
+
+// keepReservation holds a reservation on a relay while the transport
+// runs: it announces this node to the relay with a hello first (the
+// relay admits only members), then reserves and renews before expiry,
+// retrying on failure.
+func (t *Transport) keepReservation(ai peer.AddrInfo) {
+	defer t.wg.Done()
+	relayAddr := env.Addr(ai.Addrs[0].Encapsulate(ma.StringCast("/p2p/" + ai.ID.String())).String())
+	wait := time.Duration(0)
+	for {
+		select {
+		case <-t.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		// A stream with a hello and no message: the relay learns that this
+		// peer is a member.
+		t.enqueue(relayAddr, nil, nil)
+		ctx, cancel := context.WithTimeout(t.ctx, t.tune.DialTimeout)
+		res, err := relayclient.Reserve(ctx, t.host, ai)
+		cancel()
+		if err != nil {
+			t.stats.reservationsRefused.Add(1)
+			t.log.Debug("relay reservation failed", "relay", string(relayAddr), "err", err)
+			wait = 2 * time.Second
+			continue
+		}
+		t.stats.reservations.Add(1)
+		wait = max(time.Until(res.Expiration)-time.Minute, time.Second)
+	}
 }
 
 // resolveSelf computes this node's canonical address.
@@ -546,17 +646,19 @@ func (t *Transport) fail(f frame, err error) {
 func (t *Transport) Stats() Stats {
 	s := &t.stats
 	return Stats{
-		MsgsSent:      s.msgsSent.Load(),
-		BytesSent:     s.bytesSent.Load(),
-		MsgsReceived:  s.msgsReceived.Load(),
-		BytesReceived: s.bytesReceived.Load(),
-		StreamsOpened: s.streamsOpened.Load(),
-		DialFailures:  s.dialFailures.Load(),
-		WriteFailures: s.writeFailures.Load(),
-		Dropped:       s.dropped.Load(),
-		Refused:       s.refused.Load(),
-		Malformed:     s.malformed.Load(),
-		Blocked:       s.blocked.Load(),
+		MsgsSent:            s.msgsSent.Load(),
+		BytesSent:           s.bytesSent.Load(),
+		MsgsReceived:        s.msgsReceived.Load(),
+		BytesReceived:       s.bytesReceived.Load(),
+		StreamsOpened:       s.streamsOpened.Load(),
+		DialFailures:        s.dialFailures.Load(),
+		WriteFailures:       s.writeFailures.Load(),
+		Dropped:             s.dropped.Load(),
+		Refused:             s.refused.Load(),
+		Malformed:           s.malformed.Load(),
+		Blocked:             s.blocked.Load(),
+		Reservations:        s.reservations.Load(),
+		ReservationsRefused: s.reservationsRefused.Load(),
 	}
 }
 
