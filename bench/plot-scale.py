@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tabulates and plots bench/sim-scale.sh's runs: per-node routing state
-and control traffic against N on a log axis, with a log N reference curve
-scaled to the first point. Plain SVG, no third-party packages.
+and control traffic against N on a log axis, with a reference curve (a
+constant leaf set plus a routing table growing as log N) through the
+first point. Plain SVG, no third-party packages.
 
 usage: plot-scale.py RUNS.jsonl OUT.json OUT.md OUT.svg
 """
@@ -45,8 +46,10 @@ def svg(runs):
     lo, hi = math.log10(min(ns)), math.log10(max(ns))
     if hi - lo < 1e-9:
         lo, hi = lo - 0.5, hi + 0.5
-    # Reference: state proportional to log N, through the first point.
-    ref = [state[0] * math.log(n) / math.log(ns[0]) for n in ns]
+    # Reference: the leaf set is a constant, the routing table should grow
+    # as log N; the curve goes through the first point.
+    leaf0, table0 = runs[0].get("mean_leaf_set", 0), runs[0].get("mean_table_entries", 0)
+    ref = [leaf0 + table0 * math.log(n) / math.log(ns[0]) for n in ns]
     smax = max(state + ref) * 1.15 or 1
     cmax = max(ctl) * 1.15 or 1
 
@@ -91,7 +94,7 @@ def svg(runs):
     out += poly([x(n) for n in ns], [ys(v) for v in state], "#1f5fbf")
     out += poly([x(n) for n in ns], [yc(v) for v in ctl], "#c0392b")
     lx, ly = left + 84, top + 16
-    for i, (label, color, dash) in enumerate([("state/node", "#1f5fbf", ""), ("control msgs/node/s", "#c0392b", ""), ("∝ log N (state ref.)", "#888", "5,4")]):
+    for i, (label, color, dash) in enumerate([("state/node", "#1f5fbf", ""), ("control msgs/node/s", "#c0392b", ""), ("leaf set + table ∝ log N", "#888", "5,4")]):
         y = ly + i * 18
         d = ' stroke-dasharray="%s"' % dash if dash else ""
         out.append('<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>' % (lx - 70, y, lx - 50, y, color, d))
