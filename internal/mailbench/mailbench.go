@@ -65,25 +65,28 @@ type Config struct {
 // Result is what a run measured. Latencies are in milliseconds, over the
 // messages that arrived.
 type Result struct {
-	SMTP        string  `json:"smtp"`
-	IMAP        string  `json:"imap"`
-	Messages    int     `json:"messages"`
-	Size        int     `json:"size"`
-	Concurrency int     `json:"concurrency"`
-	Sent        int     `json:"sent"`      // accepted by the SMTP server
-	Delivered   int     `json:"delivered"` // seen in the INBOX
-	Errors      int     `json:"errors"`    // submissions refused plus messages never seen
-	FirstError  string  `json:"first_error,omitempty"`
-	Watch       string  `json:"watch"` // "idle" or "poll"
-	Seconds     float64 `json:"seconds"`
-	Throughput  float64 `json:"throughput"` // delivered messages per second over the run
-	P50         float64 `json:"p50_ms"`
-	P90         float64 `json:"p90_ms"`
-	P99         float64 `json:"p99_ms"`
-	Min         float64 `json:"min_ms"`
-	Max         float64 `json:"max_ms"`
-	Mean        float64 `json:"mean_ms"`
-	SubmitP50   float64 `json:"submit_p50_ms"` // SMTP transaction alone
+	SMTP        string `json:"smtp"`
+	IMAP        string `json:"imap"`
+	Messages    int    `json:"messages"`
+	Size        int    `json:"size"`
+	Concurrency int    `json:"concurrency"`
+	Sent        int    `json:"sent"`      // accepted by the SMTP server
+	Delivered   int    `json:"delivered"` // seen in the INBOX
+	Errors      int    `json:"errors"`    // submissions refused plus messages never seen
+	FirstError  string `json:"first_error,omitempty"`
+	// Missed counts messages not seen in time that a final scan of the
+	// whole INBOX finds: late, or given a UID below one already seen.
+	Missed     int     `json:"missed,omitempty"`
+	Watch      string  `json:"watch"` // "idle" or "poll"
+	Seconds    float64 `json:"seconds"`
+	Throughput float64 `json:"throughput"` // delivered messages per second over the run
+	P50        float64 `json:"p50_ms"`
+	P90        float64 `json:"p90_ms"`
+	P99        float64 `json:"p99_ms"`
+	Min        float64 `json:"min_ms"`
+	Max        float64 `json:"max_ms"`
+	Mean       float64 `json:"mean_ms"`
+	SubmitP50  float64 `json:"submit_p50_ms"` // SMTP transaction alone
 }
 
 // Run runs the benchmark.
@@ -213,10 +216,13 @@ feed:
 	lat, last := tr.results()
 	res.Delivered = len(lat)
 	if lost := res.Sent - res.Delivered; lost > 0 {
+		// Tell a message that never arrived from one the watcher missed:
+		// late, or under a UID below one already seen.
+		res.Missed = w.scanMissing(tr)
 		mu.Lock()
 		res.Errors += lost
 		if res.FirstError == "" {
-			res.FirstError = fmt.Sprintf("%d messages accepted but not seen in INBOX within %v", lost, cfg.Timeout)
+			res.FirstError = fmt.Sprintf("%d messages accepted but not seen in INBOX within %v (%d of them in INBOX at the end)", lost, cfg.Timeout, res.Missed)
 		}
 		mu.Unlock()
 	}
@@ -583,6 +589,33 @@ func (w *watcher) fetch(tr *tracker) error {
 		}
 	}
 	return cmd.Close()
+}
+
+// scanMissing reads every envelope in the INBOX and counts the
+// submitted messages among them that tr has not seen arrive.
+func (w *watcher) scanMissing(tr *tracker) int {
+	var set imap.UIDSet
+	set.AddRange(1, 0) // 1:*
+	msgs, err := w.c.Fetch(set, &imap.FetchOptions{UID: true, Envelope: true}).Collect()
+	if err != nil {
+		return 0
+	}
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, m := range msgs {
+		if m.Envelope == nil {
+			continue
+		}
+		tok := token(m.Envelope.MessageID, m.Envelope.Subject)
+		if _, ours := tr.start[tok]; !ours {
+			continue
+		}
+		if _, seen := tr.seen[tok]; !seen {
+			n++
+		}
+	}
+	return n
 }
 
 // token extracts the run token from a Message-ID or Subject.
