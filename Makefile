@@ -31,11 +31,15 @@ fmt-check:
 fuzz:
 	@./scripts/fuzz-all.sh $(FUZZTIME)
 
-# Simulator engine and codec benchmarks.
+# Simulator engine and codec benchmarks, then the mail comparison with
+# Postfix + Dovecot and the simulator's scale runs (results and tables in
+# bench/results/, see BENCHMARKS.md). Takes about an hour on 2 cores.
 bench:
 	$(GO) test -run=none -bench=. -benchtime=1x ./internal/sim/
 	$(GO) run ./cmd/epost sim ping --nodes 10000 --seconds 30
 	$(GO) run ./cmd/epost sim ping --nodes 50000 --seconds 30
+	./bench/mail.sh
+	./bench/sim-scale.sh
 
 # Long simulations that would slow `make test` down.
 soak:

@@ -32,6 +32,7 @@ func commands() []command {
 		{"user", "users: `user new ADDRESS` (prints a recovery code once), `user recover`", cmdUser},
 		{"demo", "run a community of real nodes on this machine, with a status page: `demo [--nodes N]`", cmdDemo},
 		{"sim", "run a simulator experiment: `sim SCENARIO [--nodes N] [--seed S] [--json]`", scenario.Main},
+		{"bench", "end-to-end mail latency and throughput of any SMTP+IMAP pair: `bench --smtp A --imap A --from U --to U ...`", cmdBench},
 		{"version", "print the version", cmdVersion},
 		{"init", "write a commented node configuration: `init --node NAME [--user ADDRESS]...`", cmdInit},
 		{"node", "run one node: `node --config FILE`", cmdNode},

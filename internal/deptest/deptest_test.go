@@ -41,6 +41,7 @@ var layer = map[string]int{
 	"smtpd":     8,
 	"gateway":   8,
 	"mailnet":   7,
+	"mailbench": 8,
 	"scenario":  9,
 	"node":      10,
 	"demo":      11,

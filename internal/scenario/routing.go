@@ -52,8 +52,26 @@ func RunRouting(c RoutingConfig) (*Result, error) {
 		r.S.At(env.Time(i)*env.Time(c.JoinInterval), func() { r.AddNode() })
 	}
 	joined := env.Time(c.Nodes) * env.Time(c.JoinInterval)
-	if err := r.S.RunUntil(joined.Add(env.Duration(c.SettleMinutes) * env.Minute)); err != nil {
+	// Steady-state control traffic: over the settle period, minus its
+	// first five minutes, which still carry the last joins' aftermath.
+	settled := joined.Add(env.Duration(c.SettleMinutes) * env.Minute)
+	quiet := joined
+	if c.SettleMinutes > 5 {
+		quiet = joined.Add(5 * env.Minute)
+	}
+	var control0 uint64
+	r.S.At(quiet, func() { control0 = controlSent(r.TotalStats()) })
+	if err := r.S.RunUntil(settled); err != nil {
 		return nil, err
+	}
+	control := controlSent(r.TotalStats()) - control0
+	var tableSum, leafSum, up int
+	for _, o := range r.nodes {
+		if o != nil {
+			tableSum += o.Table().Len()
+			leafSum += o.Leaf().Len()
+			up++
+		}
 	}
 	// Lookups at 100 per virtual second, then time for the last to land.
 	for i := 0; i < c.Lookups; i++ {
@@ -71,6 +89,10 @@ func RunRouting(c RoutingConfig) (*Result, error) {
 	res.Set("dual_root_events", st.DualRoots)
 	tot := r.TotalStats()
 	res.Set("rerouted_hops", tot.Rerouted)
+	// Per-node state and maintenance cost, for how they grow with N.
+	res.Set("mean_table_entries", round(ratio(float64(tableSum), float64(up)), 2))
+	res.Set("mean_leaf_set", round(ratio(float64(leafSum), float64(up)), 2))
+	res.Set("control_msgs_per_node_s", round(ratio(float64(control), float64(up)*float64(settled.Sub(quiet))/float64(env.Second)), 4))
 	m.Report(res)
 	runtime.KeepAlive(r)
 	return res, nil
@@ -91,3 +113,7 @@ func ratio(a, b float64) float64 {
 	}
 	return a / b
 }
+
+// controlSent counts maintenance messages: probes, heartbeats, joins,
+// rows, announcements and their acks.
+func controlSent(s overlay.Stats) uint64 { return s.SentControl + s.SentControlAcks }
