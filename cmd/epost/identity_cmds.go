@@ -23,6 +23,7 @@ func cmdCA(args []string, stdout, stderr io.Writer) error {
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "usage: epost ca init [--dir DIR]")
 		fmt.Fprintln(w, "       epost ca issue-node [--dir DIR] --name NAME")
+		fmt.Fprintln(w, "       epost ca revoke [--dir DIR] (--node NAME | --user ADDRESS)")
 	}
 	if len(args) == 0 {
 		usage(stderr)
@@ -33,6 +34,8 @@ func cmdCA(args []string, stdout, stderr io.Writer) error {
 		return caInit(args[1:], stdout, stderr)
 	case "issue-node":
 		return caIssueNode(args[1:], stdout, stderr)
+	case "revoke":
+		return caRevoke(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return nil
@@ -290,5 +293,67 @@ func userRecover(args []string, stdout, stderr io.Writer) error {
 	if _, _, err := identity.ReadUser(*dir, keys.Address, identity.NewVerifier(caPub)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
+	return nil
+}
+
+// caRevoke runs `epost ca revoke`: the next revocation epoch, the previous
+// list plus one more node or user certificate, signed by the CA and
+// written to DIR/ca/revocation-EPOCH.list.
+func caRevoke(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("ca revoke", "[--dir DIR] (--node NAME | --user ADDRESS)", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory holding the CA")
+	nodeName := flags.String("node", "", "revoke this node's certificate (DIR/nodes/NAME)")
+	user := flags.String("user", "", "revoke this user's certificate (DIR/users/ADDRESS)")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || (*nodeName == "") == (*user == "") {
+		flags.Usage()
+		return fmt.Errorf("%w: ca revoke: give exactly one of --node NAME and --user ADDRESS", errUsage)
+	}
+	ca, err := identity.ReadCA(*dir)
+	if err != nil {
+		return err
+	}
+	v := identity.NewVerifier(ca.Public()) // no revocation: the certificate is still to be revoked
+	var serial identity.Serial
+	var what string
+	if *nodeName != "" {
+		_, cert, err := identity.ReadNode(*dir, *nodeName, v)
+		if err != nil {
+			return err
+		}
+		serial, what = cert.Serial, fmt.Sprintf("node %s (%s)", *nodeName, cert.NodeID.Short())
+	} else {
+		cert, err := identity.ReadUserCert(*dir, *user, v)
+		if err != nil {
+			return err
+		}
+		serial, what = cert.Serial, "user "+cert.Address
+	}
+	prev, err := identity.ReadRevocation(*dir, v)
+	if err != nil {
+		return err
+	}
+	var list []identity.Serial
+	epoch := uint64(1)
+	if prev != nil {
+		list, epoch = prev.Revoked(), prev.Epoch+1
+		if prev.IsRevoked(serial) {
+			fmt.Fprintf(stdout, "%s is already revoked (epoch %d)\n", what, prev.Epoch)
+			return nil
+		}
+	}
+	r, err := ca.IssueRevocation(epoch, append(list, serial))
+	if err != nil {
+		return err
+	}
+	if err := identity.WriteRevocation(*dir, r); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Revoked %s: revocation epoch %d in %s\n", what, epoch, identity.CADir(*dir))
+	fmt.Fprintln(stdout, "Nodes that read this directory adopt it within a minute; they pass it on to every peer")
+	fmt.Fprintln(stdout, "they connect to, and refuse the revoked certificate from then on.")
 	return nil
 }

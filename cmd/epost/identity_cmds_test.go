@@ -131,3 +131,55 @@ func TestIdentityCommandUsage(t *testing.T) {
 		t.Errorf("-h: %v", err)
 	}
 }
+
+func TestCARevoke(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{{"init", "--dir", dir}, {"issue-node", "--dir", dir, "--name", "n1"}, {"issue-node", "--dir", dir, "--name", "n2"}} {
+		if _, errOut, err := runCmd(t, cmdCA, args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut)
+		}
+	}
+	if _, errOut, err := runCmd(t, cmdUser, "new", "--dir", dir, "--scrypt-work-factor", "10", "carol@example.org"); err != nil {
+		t.Fatalf("user new: %v\n%s", err, errOut)
+	}
+	ca, err := identity.ReadCA(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := identity.NewVerifier(ca.Public())
+	_, n2, err := identity.ReadNode(dir, "n2", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol, err := identity.ReadUserCert(dir, "carol@example.org", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := runCmd(t, cmdCA, "revoke", "--dir", dir, "--node", "n2")
+	if err != nil || !strings.Contains(out, "epoch 1") {
+		t.Fatalf("revoke n2: %v\n%s", err, out)
+	}
+	if out, _, err = runCmd(t, cmdCA, "revoke", "--dir", dir, "--node", "n2"); err != nil || !strings.Contains(out, "already revoked") {
+		t.Fatalf("revoke n2 again: %v\n%s", err, out)
+	}
+	if out, _, err = runCmd(t, cmdCA, "revoke", "--dir", dir, "--user", "carol@example.org"); err != nil || !strings.Contains(out, "epoch 2") {
+		t.Fatalf("revoke carol: %v\n%s", err, out)
+	}
+	r, err := identity.ReadRevocation(dir, v)
+	if err != nil || r == nil || r.Epoch != 2 || !r.IsRevoked(n2.Serial) || !r.IsRevoked(carol.Serial) {
+		t.Fatalf("newest list: %+v %v", r, err)
+	}
+	// A node that reads the directory enforces it.
+	if _, err := v.Adopt(r.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := identity.ReadNode(dir, "n2", v); !errors.Is(err, identity.ErrRevoked) {
+		t.Errorf("revoked node's certificate still reads: %v", err)
+	}
+	if _, _, err := identity.ReadNode(dir, "n1", v); err != nil {
+		t.Errorf("n1: %v", err)
+	}
+	if _, _, err := runCmd(t, cmdCA, "revoke", "--dir", dir); !errors.Is(err, errUsage) {
+		t.Errorf("revoke without a target: %v", err)
+	}
+}

@@ -273,6 +273,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("node: %w (is %s a data directory made by `epost ca init`?)", err, cfg.Dir)
 	}
 	v := identity.NewVerifier(caPub)
+	rev, err := identity.ReadRevocation(cfg.Dir, v)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	if rev != nil {
+		if _, err := v.Adopt(rev.Bytes()); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
 	key, cert, err := identity.ReadNode(cfg.Dir, cfg.Node, v)
 	if err != nil {
 		return fmt.Errorf("node: %w (issue it with `epost ca issue-node --name %s`)", err, cfg.Node)
@@ -309,6 +318,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	nc.DataDir = filepath.Join(cfg.Dir, "store", cfg.Node)
 	nc.Community = cfg.Community
+	if rev != nil {
+		nc.Revocation = rev.Bytes()
+	}
 	nc.RelayService, nc.Relays = cfg.Relay, cfg.Relays
 	nc.Libp2p = append(nc.Libp2p, libp2p.EnableNATService(), libp2p.EnableHolePunching())
 	nc.Log = log
@@ -336,6 +348,26 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 	}
 	fmt.Fprintln(stdout, "joined the ring")
+	// A revocation the CA's holder writes into the data directory is
+	// adopted within a minute, and spreads from here to every peer.
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Minute):
+			}
+			r, err := identity.ReadRevocation(cfg.Dir, identity.NewVerifier(caPub))
+			if err != nil || r == nil {
+				continue
+			}
+			if ok, err := n.AdoptRevocation(r.Bytes()); err != nil {
+				log.Warn("revocation list in the data directory refused", "err", err)
+			} else if ok {
+				log.Info("adopted the revocation list in the data directory", "epoch", r.Epoch)
+			}
+		}
+	}()
 	for _, u := range users {
 		ready := make(chan error, 1)
 		if err := n.Do(func() {

@@ -353,3 +353,41 @@ func ReadUser(dir, address string, v *Verifier) (UserKeys, *UserCert, error) {
 	}
 	return keys, cert, nil
 }
+
+// revocationFile names the file of the revocation list at epoch e: lists
+// are never overwritten, each epoch has its own.
+func revocationFile(e uint64) string { return fmt.Sprintf("revocation-%08d.list", e) }
+
+// WriteRevocation writes a revocation list under DIR/ca, named by its
+// epoch.
+func WriteRevocation(dir string, r *Revocation) error {
+	d := CADir(dir)
+	if err := writeNew(d, fileToWrite{filepath.Join(d, revocationFile(r.Epoch)), r.Bytes(), permPublic}); err != nil {
+		return fmt.Errorf("identity: write revocation: %w", err)
+	}
+	return nil
+}
+
+// ReadRevocation returns the newest revocation list under DIR/ca that v's
+// CA signed, nil if there is none.
+func ReadRevocation(dir string, v *Verifier) (*Revocation, error) {
+	names, err := filepath.Glob(filepath.Join(CADir(dir), "revocation-*.list"))
+	if err != nil {
+		return nil, err
+	}
+	var best *Revocation
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			return nil, fmt.Errorf("identity: read revocation: %w", err)
+		}
+		r, err := v.VerifyRevocation(b)
+		if err != nil {
+			return nil, fmt.Errorf("identity: read revocation %s: %w", n, err)
+		}
+		if r.Newer(best) {
+			best = r
+		}
+	}
+	return best, nil
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/epost-mail/epost/internal/id"
 )
@@ -13,13 +14,15 @@ import (
 // Verifier checks certificates and revocation lists against one
 // community's CA and the newest revocation list it has seen.
 //
-// A Verifier is immutable, so one value may be shared by any number of
-// goroutines (the transport's handshakes, the node's event loop);
-// WithRevocation returns a new one, which the owner swaps in.
+// A Verifier may be shared by any number of goroutines (the transport's
+// handshakes, the node's event loop). Its revocation list only moves
+// forward: Adopt installs a newer one in place, so every holder of the
+// Verifier enforces it at once; WithRevocation returns a new Verifier
+// instead.
 type Verifier struct {
 	ca  CAPublicKey
 	fp  CAFingerprint
-	rev *Revocation // nil: epoch 0, nothing revoked
+	rev atomic.Pointer[Revocation] // nil: epoch 0, nothing revoked
 	// signed remembers certificates whose CA signature checked out, so a
 	// certificate that comes with every stored object is verified once,
 	// not at every replica write. Shared by the Verifiers WithRevocation
@@ -92,11 +95,11 @@ func NewVerifier(ca CAPublicKey) *Verifier {
 func (v *Verifier) CA() CAPublicKey { return v.ca }
 
 // Epoch returns the epoch of the revocation list held (0 if none).
-func (v *Verifier) Epoch() uint64 { return v.rev.epoch() }
+func (v *Verifier) Epoch() uint64 { return v.rev.Load().epoch() }
 
 // Revocation returns the revocation list held, nil at epoch 0. The caller
 // must not modify it.
-func (v *Verifier) Revocation() *Revocation { return v.rev }
+func (v *Verifier) Revocation() *Revocation { return v.rev.Load() }
 
 // VerifyNode checks a node certificate: its signature by this CA, its
 // shape, and that its serial is not revoked.
@@ -130,7 +133,7 @@ func (v *Verifier) VerifyNode(cert []byte) (*NodeCert, error) {
 
 // checkNode is what VerifyNode checks beyond the signature, every time.
 func (v *Verifier) checkNode(c *NodeCert, cert []byte) (*NodeCert, error) {
-	if v.rev.IsRevoked(c.Serial) {
+	if v.rev.Load().IsRevoked(c.Serial) {
 		return nil, fmt.Errorf("identity: verify node cert %s (node %s): %w at epoch %d", c.Serial, c.NodeID, ErrRevoked, v.Epoch())
 	}
 	c.raw = bytes.Clone(cert)
@@ -179,7 +182,7 @@ func (v *Verifier) checkUser(c *UserCert, cert []byte, want string) (*UserCert, 
 	if c.UserID != id.ForUser(c.Address) {
 		return nil, fmt.Errorf("identity: verify user cert for %s: %w: user id %s is not H(address)", want, ErrWrongAddress, c.UserID)
 	}
-	if v.rev.IsRevoked(c.Serial) {
+	if v.rev.Load().IsRevoked(c.Serial) {
 		return nil, fmt.Errorf("identity: verify user cert %s for %s: %w at epoch %d", c.Serial, want, ErrRevoked, v.Epoch())
 	}
 	c.raw = bytes.Clone(cert)
@@ -210,6 +213,30 @@ func (v *Verifier) VerifyRevocation(list []byte) (*Revocation, error) {
 	return r, nil
 }
 
+// Adopt verifies list and, when it is newer than the list held, installs
+// it in this Verifier, for every holder. It reports whether it did; an
+// older or equal list is not an error (gossip repeats itself), a list at
+// the held epoch with other contents is (ErrStaleRevocation).
+func (v *Verifier) Adopt(list []byte) (bool, error) {
+	r, err := v.VerifyRevocation(list)
+	if err != nil {
+		return false, err
+	}
+	for {
+		cur := v.rev.Load()
+		switch {
+		case r.Newer(cur):
+			if v.rev.CompareAndSwap(cur, r) {
+				return true, nil
+			}
+		case r.Epoch == cur.epoch() && !slices.Equal(r.revoked, cur.revoked):
+			return false, fmt.Errorf("identity: revocation epoch %d: %w: a different list at the same epoch", r.Epoch, ErrStaleRevocation)
+		default:
+			return false, nil
+		}
+	}
+}
+
 // WithRevocation verifies list and returns a Verifier holding it. It
 // refuses (ErrStaleRevocation) a list older than the one held, and a
 // different list at the same epoch (the CA never signs two); the very
@@ -219,10 +246,13 @@ func (v *Verifier) WithRevocation(list []byte) (*Verifier, error) {
 	if err != nil {
 		return nil, err
 	}
+	cur := v.rev.Load()
 	switch {
-	case r.Newer(v.rev):
-		return &Verifier{ca: v.ca, fp: v.fp, rev: r, signed: v.signed}, nil
-	case r.Epoch == v.Epoch() && slices.Equal(r.revoked, v.rev.revoked):
+	case r.Newer(cur):
+		nv := &Verifier{ca: v.ca, fp: v.fp, signed: v.signed}
+		nv.rev.Store(r)
+		return nv, nil
+	case r.Epoch == v.Epoch() && slices.Equal(r.revoked, cur.revoked):
 		return v, nil
 	case r.Epoch == v.Epoch():
 		return nil, fmt.Errorf("identity: revocation epoch %d: %w: a different list at the same epoch", r.Epoch, ErrStaleRevocation)

@@ -60,6 +60,11 @@ type Config struct {
 	Transport transport.Tuning
 	// Libp2p holds extra libp2p options (NAT port mapping, hole punching).
 	Libp2p []libp2p.Option
+	// Revocation, if set, is the newest revocation list the node knows of
+	// (from its data directory); lists peers pass on in their hellos, and
+	// those given to AdoptRevocation, replace it when newer, and are kept
+	// in the store.
+	Revocation []byte
 	// RelayService makes the node a circuit relay for members behind NAT;
 	// Relays are relays this node keeps a reservation on (see
 	// transport.Config).
@@ -122,6 +127,7 @@ type Node struct {
 	closed   bool
 	counters []namedCounters // front-ends' counters, for the status page
 	events   *eventRing      // recent events, for the status page
+	verifier *identity.Verifier
 }
 
 // namedCounters is one front-end's counters, read on demand.
@@ -152,7 +158,14 @@ func New(cfg Config) (*Node, error) {
 	}
 	events := &eventRing{}
 	log = slog.New(eventHandler{next: log.Handler(), ring: events}).With("node", cfg.Cert.NodeID.Short())
-	n := &Node{cfg: cfg, log: log, loop: NewLoop(), app: cfg.App, events: events}
+	// One verifier for the transport and every layer: a revocation list it
+	// adopts is enforced everywhere at once.
+	n := &Node{cfg: cfg, log: log, loop: NewLoop(), app: cfg.App, events: events, verifier: identity.NewVerifier(cfg.CA)}
+	if len(cfg.Revocation) > 0 {
+		if _, err := n.verifier.Adopt(cfg.Revocation); err != nil {
+			return nil, fmt.Errorf("node: revocation list: %w", err)
+		}
+	}
 	if n.app == nil {
 		n.rec = &Recorder{}
 		n.app = n.rec
@@ -162,7 +175,7 @@ func New(cfg Config) (*Node, error) {
 		Advertise:   cfg.Advertise,
 		Key:         cfg.Key,
 		Cert:        cfg.Cert,
-		Verifier:    identity.NewVerifier(cfg.CA),
+		Verifier:    n.verifier,
 		Post:        func(f func()) { n.loop.Post(f) },
 		// n.ov is set below, before Start lets the loop run this.
 		Deliver: func(from env.Addr, msg []byte) { n.ov.Receive(from, msg) },
@@ -173,6 +186,7 @@ func New(cfg Config) (*Node, error) {
 
 		RelayService: cfg.RelayService,
 		Relays:       cfg.Relays,
+		OnRevocation: func(list []byte) { n.keepRevocation(list) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("node %s: %w", cfg.Cert.NodeID.Short(), err)
@@ -206,7 +220,7 @@ func New(cfg Config) (*Node, error) {
 		if pcfg.ChunkSize == 0 {
 			pcfg = post.DefaultConfig()
 		}
-		n.post = post.New(pcfg, e, n.past, post.Node{Key: cfg.Key, Cert: cfg.Cert, Verifier: identity.NewVerifier(cfg.CA)}, n.st)
+		n.post = post.New(pcfg, e, n.past, post.Node{Key: cfg.Key, Cert: cfg.Cert, Verifier: n.verifier}, n.st)
 		n.wireArchive()
 	}
 	return n, nil

@@ -53,7 +53,9 @@ type Status struct {
 	// Hostile or broken peers: connections refused (a certificate from
 	// another community, a key that does not match it), frames and
 	// overlay messages dropped as malformed or unauthenticated.
-	PeersRefused    uint64 `json:"peers_refused"`
+	PeersRefused uint64 `json:"peers_refused"`
+	// RevocationEpoch is the epoch of the revocation list enforced.
+	RevocationEpoch uint64 `json:"revocation_epoch"`
 	MalformedFrames uint64 `json:"malformed_frames"`
 	Unauthenticated uint64 `json:"unauthenticated_messages"`
 	MalformedMsgs   uint64 `json:"malformed_messages"`
@@ -202,6 +204,7 @@ func (n *Node) Status() Status {
 	s.Events = n.events.recent()
 	ts := n.tr.Stats()
 	s.PeersRefused, s.MalformedFrames = ts.Refused, ts.Malformed
+	s.RevocationEpoch = n.verifier.Epoch()
 	n.mu.Lock()
 	cs := append([]namedCounters(nil), n.counters...)
 	n.mu.Unlock()

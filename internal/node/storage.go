@@ -6,7 +6,6 @@ import (
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/glacier"
-	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/past"
 	"github.com/epost-mail/epost/internal/store"
 )
@@ -67,6 +66,12 @@ func (n *Node) openPast(e env.Env) error {
 	if pcfg.Replicas == 0 {
 		pcfg = past.DefaultConfig()
 	}
+	// The newest revocation list this node learned before it stopped.
+	if b, err := st.GetMeta(revocationMeta); err == nil {
+		if _, err := n.verifier.Adopt(b); err != nil {
+			n.log.Warn("stored revocation list refused", "err", err)
+		}
+	}
 	gcfg := n.cfg.Glacier
 	if gcfg.Code.N == 0 {
 		c := n.cfg.Community
@@ -76,12 +81,12 @@ func (n *Node) openPast(e env.Env) error {
 		gcfg = glacier.ConfigFor(c)
 	}
 	ls := loopStorage{st: st, loop: n.loop}
-	g, err := glacier.New(gcfg, e, ls, identity.NewVerifier(n.cfg.CA), n.app)
+	g, err := glacier.New(gcfg, e, ls, n.verifier, n.app)
 	if err != nil {
 		st.Close()
 		return err
 	}
-	ident := past.Identity{Key: n.cfg.Key, Cert: n.cfg.Cert, Verifier: identity.NewVerifier(n.cfg.CA)}
+	ident := past.Identity{Key: n.cfg.Key, Cert: n.cfg.Cert, Verifier: n.verifier}
 	p, err := past.New(pcfg, e, ls, ident, g)
 	if err != nil {
 		st.Close()

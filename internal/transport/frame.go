@@ -53,10 +53,14 @@ type hello struct {
 	Version uint16
 	Cert    []byte
 	Addr    string
+	// Revocation is the newest revocation list the sender holds (empty at
+	// epoch 0): every connection passes it on, so a new epoch reaches the
+	// whole community as nodes talk.
+	Revocation []byte
 }
 
-func encodeHello(cert *identity.NodeCert, self env.Addr) ([]byte, error) {
-	b, err := wire.Marshal(hello{Version: helloVersion, Cert: cert.Bytes(), Addr: string(self)})
+func encodeHello(cert *identity.NodeCert, self env.Addr, revocation []byte) ([]byte, error) {
+	b, err := wire.Marshal(hello{Version: helloVersion, Cert: cert.Bytes(), Addr: string(self), Revocation: revocation})
 	if err != nil {
 		return nil, fmt.Errorf("transport: encode hello: %w", err)
 	}

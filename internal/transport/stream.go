@@ -76,9 +76,16 @@ func (t *Transport) handleStream(s network.Stream) {
 		return
 	}
 	_ = s.SetWriteDeadline(time.Time{})
+	var cert, rev []byte
+	if h, err := decodeHello(b); err == nil {
+		cert, rev = h.Cert, h.Revocation
+	}
 	t.authMu.Lock()
-	t.auth[peerPart(from)] = authEntry{addr: from, node: node}
+	t.auth[peerPart(from)] = authEntry{addr: from, node: node, cert: cert}
 	t.authMu.Unlock()
+	if len(rev) > 0 {
+		t.adopt(rev)
+	}
 
 	for {
 		msg, err := readFrame(r, wire.MaxMessage)
@@ -119,6 +126,22 @@ func (t *Transport) handleStream(s network.Stream) {
 			t.cfg.Deliver(from, msg)
 			<-t.inflight
 		})
+	}
+}
+
+// adopt takes a revocation list a peer passed on, if it is newer.
+func (t *Transport) adopt(list []byte) {
+	adopted, err := t.verifier.Load().Adopt(list)
+	if err != nil {
+		t.log.Warn("refused a revocation list from a peer", "err", err)
+		return
+	}
+	if !adopted {
+		return
+	}
+	t.RevocationChanged()
+	if cb := t.cfg.OnRevocation; cb != nil {
+		t.cfg.Post(func() { cb(list) })
 	}
 }
 
@@ -327,7 +350,7 @@ func (p *outPeer) open() error {
 	// Buffered, so it leaves with the first batch in one flush: waiting for
 	// the peer's answer first would add a round trip to every first
 	// contact, which the overlay's per-hop timeouts would feel.
-	if err := writeFrame(p.w, t.hello); err != nil {
+	if err := writeFrame(p.w, *t.hello.Load()); err != nil {
 		p.dropStream(nil, false)
 		return fmt.Errorf("queue hello: %w", err)
 	}

@@ -148,6 +148,10 @@ type Config struct {
 	// Faults, when set, cuts links to chosen peers: for tests and fault
 	// drills only, never on a production node.
 	Faults *Faults
+	// OnRevocation, if set, hears (through Post) of every newer
+	// revocation list a peer's hello brought and the verifier adopted,
+	// for the node to keep.
+	OnRevocation func(list []byte)
 	// RelayService makes this node a circuit relay (libp2p circuit v2)
 	// for community members that cannot be reached directly: it grants
 	// reservations only to peers that have shown a valid node certificate,
@@ -197,6 +201,7 @@ type counters struct {
 type authEntry struct {
 	addr env.Addr
 	node id.NodeID
+	cert []byte // the certificate its hello showed, re-checked when a revocation arrives
 }
 
 // Transport is a libp2p host speaking ProtocolID. It implements
@@ -208,7 +213,7 @@ type Transport struct {
 	host     host.Host
 	self     env.Addr
 	selfID   peer.ID
-	hello    []byte // this node's encoded hello, written first on every stream
+	hello    atomic.Pointer[[]byte] // this node's encoded hello, written first on every stream
 	verifier atomic.Pointer[identity.Verifier]
 	ctx      context.Context // cancelled by Close
 	cancel   context.CancelFunc
@@ -324,8 +329,7 @@ func New(cfg Config) (*Transport, error) {
 		return nil, err
 	}
 	t.self = self
-	t.hello, err = encodeHello(cfg.Cert, self)
-	if err != nil {
+	if err := t.refreshHello(); err != nil {
 		_ = h.Close()
 		return nil, err
 	}
@@ -337,6 +341,49 @@ func New(cfg Config) (*Transport, error) {
 		go t.keepReservation(r)
 	}
 	return t, nil
+}
+
+// refreshHello encodes this node's hello with the newest revocation list
+// its verifier holds.
+func (t *Transport) refreshHello() error {
+	var rev []byte
+	if r := t.verifier.Load().Revocation(); r != nil {
+		rev = r.Bytes()
+	}
+	b, err := encodeHello(t.cfg.Cert, t.self, rev)
+	if err != nil {
+		return err
+	}
+	t.hello.Store(&b)
+	return nil
+}
+
+// RevocationChanged is called after the verifier adopted a newer
+// revocation list: the hello passes it on from now, and peers whose
+// certificates it revokes are disconnected.
+func (t *Transport) RevocationChanged() {
+	if err := t.refreshHello(); err != nil {
+		t.log.Error("transport: hello with the new revocation list", "err", err)
+	}
+	v := t.verifier.Load()
+	var gone []string
+	t.authMu.Lock()
+	for p, e := range t.auth {
+		if e.cert == nil {
+			continue
+		}
+		if _, err := v.VerifyNode(e.cert); err != nil {
+			gone = append(gone, p)
+			delete(t.auth, p)
+		}
+	}
+	t.authMu.Unlock()
+	for _, p := range gone {
+		if pid, err := peer.Decode(p); err == nil {
+			t.log.Warn("disconnecting a revoked peer", "peer", p)
+			_ = t.host.Network().ClosePeer(pid)
+		}
+	}
 }
 
 // memberACL admits relay reservations only from peers that have shown a

@@ -172,7 +172,7 @@ func TestRefusesOtherCommunity(t *testing.T) {
 // helloFor encodes a hello with any certificate and address.
 func helloFor(t testing.TB, cert *identity.NodeCert, addr env.Addr) []byte {
 	t.Helper()
-	b, err := encodeHello(cert, addr)
+	b, err := encodeHello(cert, addr, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
