@@ -56,8 +56,10 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 		if st := s.Storage; st != nil {
 			fmt.Fprintf(stdout, "  %s  store: %d objects, %d bytes (%d corrupt dropped, %d expired); replicas: %d stored, %d refused, %d bad receipts, %d copies made\n",
 				s.Short, st.Objects, st.Bytes, st.Corrupt, st.Expired, st.Stored, st.Refused, st.BadReceipts, st.Pushes)
-			fmt.Fprintf(stdout, "  %s  mail: %d users, %d delivered, %d forged rejected, %d flagged, %d log entries, %d forks merged\n",
-				s.Short, st.Users, st.Delivered, st.Forged, st.SenderFlag, st.LogEntries, st.ForksMerged)
+			fmt.Fprintf(stdout, "  %s  mail: %d users, %d delivered, %d pending, %d forged rejected, %d flagged, %d log entries, %d forks merged\n",
+				s.Short, st.Users, st.Delivered, st.Pending, st.Forged, st.SenderFlag, st.LogEntries, st.ForksMerged)
+			fmt.Fprintf(stdout, "  %s  archive: %d objects queued (oldest %.0f s), %d bundles placing, %d archived; %d fragments held, %d bad\n",
+				s.Short, st.ArchiveQueued, st.ArchiveOldestSec, st.ArchivePlacing, st.ArchivedBundles, st.Fragments, st.BadFragments)
 		}
 	}
 	return nil

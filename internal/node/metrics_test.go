@@ -52,6 +52,9 @@ func TestMetricsAndStorageStatus(t *testing.T) {
 	if s.Storage == nil {
 		t.Fatal("a node with a store reports no storage status")
 	}
+	if len(s.Storage.PerKind) != 4 || s.Storage.PerKind[3].Kind != "fragment" {
+		t.Errorf("storage use by kind %+v", s.Storage.PerKind)
+	}
 	if got := s.Servers["imap"]; got["login_throttled"] != 5 || got["too_large"] != 1 || len(got) != 2 {
 		t.Errorf("status servers = %v, want imap login_throttled 5 and too_large 1 (two front-ends summed)", s.Servers)
 	}

@@ -124,6 +124,14 @@ type StorageStatus struct {
 	LogEntries  uint64 `json:"log_entries"`    // folder log entries written
 	ForksMerged uint64 `json:"forks_merged"`
 
+	// Leased storage by kind (immutable, mutable, set, fragment), and the
+	// store's work since it opened: synced transactions and writes.
+	PerKind []KindUse `json:"per_kind"`
+	Syncs   uint64    `json:"syncs"`
+	Writes  uint64    `json:"writes"`
+	// Pending: notifications being taken in for the users served here.
+	Pending int `json:"pending_notifications"`
+
 	// The archive (Glacier): what waits to be archived here, and what
 	// this node holds for others.
 	ArchiveQueued    int     `json:"archive_queued"`         // objects not yet sealed into a bundle
@@ -133,6 +141,13 @@ type StorageStatus struct {
 	Fragments        int     `json:"fragments"`              // fragments held for the community
 	BadFragments     uint64  `json:"bad_fragments"`          // fragments that failed verification
 	Repairs          uint64  `json:"archive_repairs"`        // bundles this node repaired as coordinator
+}
+
+// KindUse is the storage one kind of object takes.
+type KindUse struct {
+	Kind    string `json:"kind"`
+	Objects int64  `json:"objects"`
+	Bytes   int64  `json:"bytes"`
 }
 
 // Status returns a snapshot of the node. The overlay is read on the
@@ -191,6 +206,7 @@ func (n *Node) Status() Status {
 			if n.post != nil {
 				m := n.post.Stats()
 				ss.Users = n.post.Users()
+				ss.Pending = n.post.Pending()
 				ss.Delivered, ss.Forged, ss.SenderFlag, ss.LogEntries, ss.ForksMerged = m.Delivered, m.Forged, m.SenderMismatch, m.Entries, m.ForksMerged
 			}
 			s.Storage = ss
@@ -199,6 +215,10 @@ func (n *Node) Status() Status {
 	if s.Storage != nil && n.st != nil {
 		st := n.st.Stats()
 		s.Storage.Objects, s.Storage.Bytes, s.Storage.Corrupt, s.Storage.Expired = st.Objects, st.Bytes, st.Corrupt, st.Expired
+		s.Storage.Syncs, s.Storage.Writes = st.Batches, st.Writes
+		for _, k := range st.PerKind {
+			s.Storage.PerKind = append(s.Storage.PerKind, KindUse{Kind: k.Kind.String(), Objects: k.Objects, Bytes: k.Bytes})
+		}
 	}
 	s.Running = err == nil
 	s.Events = n.events.recent()

@@ -325,6 +325,16 @@ func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready fu
 	return a, nil
 }
 
+// Pending is the number of notifications being taken in for the users
+// served here (read, not yet in the INBOX and released).
+func (x *Post) Pending() int {
+	n := 0
+	for _, a := range x.users {
+		n += len(a.inflight)
+	}
+	return n
+}
+
 // Users is the number of users served here.
 func (x *Post) Users() int { return len(x.users) }
 
