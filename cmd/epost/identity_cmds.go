@@ -24,6 +24,8 @@ func cmdCA(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "usage: epost ca init [--dir DIR]")
 		fmt.Fprintln(w, "       epost ca issue-node [--dir DIR] --name NAME")
 		fmt.Fprintln(w, "       epost ca revoke [--dir DIR] (--node NAME | --user ADDRESS)")
+		fmt.Fprintln(w, "       epost ca backup [--dir DIR] --out FILE")
+		fmt.Fprintln(w, "       epost ca restore [--dir DIR] --backup FILE --code CODE")
 	}
 	if len(args) == 0 {
 		usage(stderr)
@@ -36,6 +38,10 @@ func cmdCA(args []string, stdout, stderr io.Writer) error {
 		return caIssueNode(args[1:], stdout, stderr)
 	case "revoke":
 		return caRevoke(args[1:], stdout, stderr)
+	case "backup":
+		return caBackup(args[1:], stdout, stderr)
+	case "restore":
+		return caRestore(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return nil
@@ -355,5 +361,88 @@ func caRevoke(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "Revoked %s: revocation epoch %d in %s\n", what, epoch, identity.CADir(*dir))
 	fmt.Fprintln(stdout, "Nodes that read this directory adopt it within a minute; they pass it on to every peer")
 	fmt.Fprintln(stdout, "they connect to, and refuse the revoked certificate from then on.")
+	return nil
+}
+
+// caBackup runs `epost ca backup`: the CA's private key sealed under a new
+// recovery code, printed once, into FILE, to keep apart from the machine
+// that holds ca.key (without the CA key no node or user can be added or
+// revoked).
+func caBackup(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("ca backup", "[--dir DIR] --out FILE", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory holding the CA")
+	out := flags.String("out", "", "file to write the sealed CA key to (it must not exist)")
+	work := flags.Int("scrypt-work-factor", identity.DefaultScryptWorkFactor, "scrypt work factor (log2); lower only for tests")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *out == "" {
+		flags.Usage()
+		return fmt.Errorf("%w: ca backup: --out FILE is required, and nothing else", errUsage)
+	}
+	ca, err := identity.ReadCA(*dir)
+	if err != nil {
+		return err
+	}
+	code, err := identity.NewRecoveryCode(rand.Reader)
+	if err != nil {
+		return err
+	}
+	sealed, err := identity.SealCABackup(ca, code, *work)
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("ca backup: %w", err)
+	}
+	if _, err := f.Write(sealed); err != nil {
+		f.Close()
+		return fmt.Errorf("ca backup: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("ca backup: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("ca backup: %w", err)
+	}
+	fmt.Fprintf(stdout, "Sealed the CA key (%s) into %s.\n", ca.Fingerprint(), *out)
+	fmt.Fprintf(stdout, "Its recovery code, shown only now: %s\n", code)
+	fmt.Fprintln(stdout, "Keep the file and the code in different places; `epost ca restore` needs both.")
+	return nil
+}
+
+// caRestore runs `epost ca restore`: the CA key from a backup, into a data
+// directory that has none.
+func caRestore(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("ca restore", "[--dir DIR] --backup FILE --code CODE", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory to restore the CA into")
+	backup := flags.String("backup", "", "file written by `epost ca backup`")
+	code := flags.String("code", "", "its recovery code")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *backup == "" || *code == "" {
+		flags.Usage()
+		return fmt.Errorf("%w: ca restore: --backup FILE and --code CODE are required", errUsage)
+	}
+	data, err := os.ReadFile(*backup)
+	if err != nil {
+		return fmt.Errorf("ca restore: %w", err)
+	}
+	ca, err := identity.OpenCABackup(data, *code)
+	if err != nil {
+		return err
+	}
+	if pub, err := identity.ReadCAPublic(*dir); err == nil && pub.Fingerprint() != ca.Fingerprint() {
+		return fmt.Errorf("ca restore: %w: %s holds CA %s, the backup is of %s", identity.ErrWrongCA, *dir, pub.Fingerprint(), ca.Fingerprint())
+	}
+	if err := identity.RestoreCA(*dir, ca); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Restored the CA key (%s) to %s\n", ca.Fingerprint(), identity.CADir(*dir))
 	return nil
 }

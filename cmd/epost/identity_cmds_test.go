@@ -183,3 +183,51 @@ func TestCARevoke(t *testing.T) {
 		t.Errorf("revoke without a target: %v", err)
 	}
 }
+
+func TestCABackupAndRestore(t *testing.T) {
+	dir := t.TempDir()
+	if _, errOut, err := runCmd(t, cmdCA, "init", "--dir", dir); err != nil {
+		t.Fatalf("init: %v\n%s", err, errOut)
+	}
+	file := filepath.Join(t.TempDir(), "ca-backup.age")
+	out, errOut, err := runCmd(t, cmdCA, "backup", "--dir", dir, "--out", file, "--scrypt-work-factor", "10")
+	if err != nil {
+		t.Fatalf("backup: %v\n%s", err, errOut)
+	}
+	m := regexp.MustCompile(`recovery code, shown only now: (\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no code printed:\n%s", out)
+	}
+	// The machine with ca.key is lost; a member's directory has ca.pub.
+	if err := os.Remove(filepath.Join(dir, "ca", identity.CAKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCmd(t, cmdCA, "restore", "--dir", dir, "--backup", file, "--code", "AAAA-AAAA"); !errors.Is(err, identity.ErrBadRecoveryCode) {
+		t.Errorf("restore with a mistyped code: %v", err)
+	}
+	if out, errOut, err = runCmd(t, cmdCA, "restore", "--dir", dir, "--backup", file, "--code", m[1]); err != nil {
+		t.Fatalf("restore: %v\n%s", err, errOut)
+	}
+	// The restored CA issues certificates members accept.
+	if _, errOut, err := runCmd(t, cmdCA, "issue-node", "--dir", dir, "--name", "after"); err != nil {
+		t.Fatalf("issue after restore: %v\n%s", err, errOut)
+	}
+	pub, err := identity.ReadCAPublic(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := identity.ReadNode(dir, "after", identity.NewVerifier(pub)); err != nil {
+		t.Errorf("certificate from the restored CA: %v", err)
+	}
+	// Into another community's directory: refused.
+	other := t.TempDir()
+	if _, _, err := runCmd(t, cmdCA, "init", "--dir", other); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(other, "ca", identity.CAKeyFile)); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := runCmd(t, cmdCA, "restore", "--dir", other, "--backup", file, "--code", m[1]); !errors.Is(err, identity.ErrWrongCA) {
+		t.Errorf("restore into another community: %v", err)
+	}
+}

@@ -115,16 +115,41 @@ func NormalizeRecoveryCode(s string) (string, error) {
 // any way of typing it opens the backup. The output is an age file; age
 // draws its file key and salt from crypto/rand, so it is not reproducible.
 func SealBackup(keys UserKeys, code string, workFactor int) ([]byte, error) {
+	plain, err := encodeUserKeys(keys)
+	if err != nil {
+		return nil, fmt.Errorf("identity: seal backup: %w", err)
+	}
+	return sealWithCode(plain, code, workFactor)
+}
+
+// SealCABackup encrypts the CA's private key under a recovery code, as
+// SealBackup does a user's keys: a copy to keep apart from the machine
+// that holds ca.key.
+func SealCABackup(ca *CA, code string, workFactor int) ([]byte, error) {
+	return sealWithCode(encodeCAKey(ca), code, workFactor)
+}
+
+// OpenCABackup decrypts a backup made by SealCABackup.
+func OpenCABackup(data []byte, code string) (*CA, error) {
+	plain, err := openWithCode(data, code, MaxScryptWorkFactor)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := decodeCAKey(plain)
+	if err != nil {
+		return nil, fmt.Errorf("identity: open backup: %w", err)
+	}
+	return ca, nil
+}
+
+// sealWithCode encrypts plain with age under a recovery code.
+func sealWithCode(plain []byte, code string, workFactor int) ([]byte, error) {
 	norm, err := NormalizeRecoveryCode(code)
 	if err != nil {
 		return nil, fmt.Errorf("identity: seal backup: %w", err)
 	}
 	if workFactor < 1 || workFactor > MaxScryptWorkFactor {
 		return nil, fmt.Errorf("identity: seal backup: scrypt work factor %d outside 1..%d", workFactor, MaxScryptWorkFactor)
-	}
-	plain, err := encodeUserKeys(keys)
-	if err != nil {
-		return nil, fmt.Errorf("identity: seal backup: %w", err)
 	}
 	rcp, err := age.NewScryptRecipient(norm)
 	if err != nil {
@@ -155,33 +180,44 @@ func OpenBackup(data []byte, code string) (UserKeys, error) {
 // openBackup is OpenBackup with a bound on the scrypt work factor, which
 // the fuzz test keeps small.
 func openBackup(data []byte, code string, maxWorkFactor int) (UserKeys, error) {
-	norm, err := NormalizeRecoveryCode(code)
+	plain, err := openWithCode(data, code, maxWorkFactor)
 	if err != nil {
-		return UserKeys{}, fmt.Errorf("identity: open backup: %w", err)
-	}
-	idt, err := age.NewScryptIdentity(norm)
-	if err != nil {
-		return UserKeys{}, fmt.Errorf("identity: open backup: %w", err)
-	}
-	idt.SetMaxWorkFactor(maxWorkFactor)
-	r, err := age.Decrypt(bytes.NewReader(data), idt)
-	if err != nil {
-		var nomatch *age.NoIdentityMatchError
-		if errors.As(err, &nomatch) && len(nomatch.StanzaTypes) == 1 && nomatch.StanzaTypes[0] == "scrypt" {
-			return UserKeys{}, fmt.Errorf("identity: open backup: %w", ErrWrongRecoveryCode)
-		}
-		return UserKeys{}, fmt.Errorf("identity: open backup: %w", malformed("not a recovery-code backup: %v", err))
-	}
-	plain, err := io.ReadAll(io.LimitReader(r, maxBackupPlain+1))
-	if err != nil {
-		return UserKeys{}, fmt.Errorf("identity: open backup: %w", malformed("damaged: %v", err))
-	}
-	if len(plain) > maxBackupPlain {
-		return UserKeys{}, fmt.Errorf("identity: open backup: %w", malformed("more than %d bytes", maxBackupPlain))
+		return UserKeys{}, err
 	}
 	keys, err := decodeUserKeys(plain)
 	if err != nil {
 		return UserKeys{}, fmt.Errorf("identity: open backup: %w", err)
 	}
 	return keys, nil
+}
+
+// openWithCode decrypts what sealWithCode made. A well-formed code that
+// does not fit gives ErrWrongRecoveryCode; a mistyped one
+// ErrBadRecoveryCode; a damaged or foreign file ErrMalformed.
+func openWithCode(data []byte, code string, maxWorkFactor int) ([]byte, error) {
+	norm, err := NormalizeRecoveryCode(code)
+	if err != nil {
+		return nil, fmt.Errorf("identity: open backup: %w", err)
+	}
+	idt, err := age.NewScryptIdentity(norm)
+	if err != nil {
+		return nil, fmt.Errorf("identity: open backup: %w", err)
+	}
+	idt.SetMaxWorkFactor(maxWorkFactor)
+	r, err := age.Decrypt(bytes.NewReader(data), idt)
+	if err != nil {
+		var nomatch *age.NoIdentityMatchError
+		if errors.As(err, &nomatch) && len(nomatch.StanzaTypes) == 1 && nomatch.StanzaTypes[0] == "scrypt" {
+			return nil, fmt.Errorf("identity: open backup: %w", ErrWrongRecoveryCode)
+		}
+		return nil, fmt.Errorf("identity: open backup: %w", malformed("not a recovery-code backup: %v", err))
+	}
+	plain, err := io.ReadAll(io.LimitReader(r, maxBackupPlain+1))
+	if err != nil {
+		return nil, fmt.Errorf("identity: open backup: %w", malformed("damaged: %v", err))
+	}
+	if len(plain) > maxBackupPlain {
+		return nil, fmt.Errorf("identity: open backup: %w", malformed("more than %d bytes", maxBackupPlain))
+	}
+	return plain, nil
 }

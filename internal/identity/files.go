@@ -391,3 +391,18 @@ func ReadRevocation(dir string, v *Verifier) (*Revocation, error) {
 	}
 	return best, nil
 }
+
+// RestoreCA writes a CA's private key back under DIR/ca, and its public
+// key if that is missing (a member's data directory has ca.pub already).
+// An existing ca.key is never overwritten.
+func RestoreCA(dir string, ca *CA) error {
+	d := CADir(dir)
+	files := []fileToWrite{{filepath.Join(d, CAKeyFile), encodeCAKey(ca), permPrivate}}
+	if _, err := os.Stat(filepath.Join(d, CAPublicFile)); errors.Is(err, os.ErrNotExist) {
+		files = append(files, fileToWrite{filepath.Join(d, CAPublicFile), encodeCAPublic(ca.Public()), permPublic})
+	}
+	if err := writeNew(d, files...); err != nil {
+		return fmt.Errorf("identity: restore CA: %w", err)
+	}
+	return nil
+}
