@@ -77,7 +77,9 @@ func fetchBackup(o recoverOpts) ([]byte, error) {
 		}
 		ch := make(chan outcome, 1)
 		if err := n.Do(func() {
-			n.RecoverArchive(id.ForUser(addr), func(k int, err error) { ch <- outcome{k, err} })
+			n.RecoverArchiveProgress(id.ForUser(addr), func(bundles, objects int) {
+				fmt.Fprintf(o.progress, "\r%d bundles, %d objects read from the archive", bundles, objects)
+			}, func(k int, err error) { ch <- outcome{k, err} })
 		}); err != nil {
 			return nil, err
 		}
@@ -85,7 +87,7 @@ func fetchBackup(o recoverOpts) ([]byte, error) {
 		if r.err != nil {
 			return nil, fmt.Errorf("restore from the archive: %w", r.err)
 		}
-		fmt.Fprintf(o.progress, "Restored %d objects from the archive.\n", r.n)
+		fmt.Fprintf(o.progress, "\nRestored %d objects from the archive.\n", r.n)
 	}
 	// Right after joining, the leaf set may still be filling: retry.
 	var last error

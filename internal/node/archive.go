@@ -102,6 +102,13 @@ var ErrNoArchive = errors.New("node: no archive on this node")
 // as usual. done runs on the loop with the number of objects restored.
 // Call it on the loop (inside Do or Post).
 func (n *Node) RecoverArchive(user id.UserID, done func(restored int, err error)) {
+	n.RecoverArchiveProgress(user, nil, done)
+}
+
+// RecoverArchiveProgress is RecoverArchive that also reports, after each
+// bundle read, how many bundles and objects it has read so far.
+func (n *Node) RecoverArchiveProgress(user id.UserID, progress func(bundles, objects int), done func(restored int, err error)) {
+	bundles, objects := 0, 0
 	if n.gl == nil {
 		done(0, ErrNoArchive)
 		return
@@ -126,6 +133,11 @@ func (n *Node) RecoverArchive(user id.UserID, done func(restored int, err error)
 		finish()
 	}
 	n.gl.Recover(user.ID, 0, glacier.Hash{}, func(b *glacier.Bundle, _ *glacier.Manifest) {
+		bundles++
+		objects += len(b.Objects)
+		if progress != nil {
+			progress(bundles, objects)
+		}
 		for _, o := range b.Objects {
 			switch object.Kind(o.Kind) {
 			case object.KindImmutable:
