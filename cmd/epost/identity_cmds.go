@@ -24,6 +24,7 @@ func cmdCA(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(w, "usage: epost ca init [--dir DIR]")
 		fmt.Fprintln(w, "       epost ca issue-node [--dir DIR] --name NAME")
 		fmt.Fprintln(w, "       epost ca revoke [--dir DIR] (--node NAME | --user ADDRESS)")
+		fmt.Fprintln(w, "       epost ca rotate-node [--dir DIR] --name NAME")
 		fmt.Fprintln(w, "       epost ca backup [--dir DIR] --out FILE")
 		fmt.Fprintln(w, "       epost ca restore [--dir DIR] --backup FILE --code CODE")
 	}
@@ -40,6 +41,8 @@ func cmdCA(args []string, stdout, stderr io.Writer) error {
 		return caRevoke(args[1:], stdout, stderr)
 	case "backup":
 		return caBackup(args[1:], stdout, stderr)
+	case "rotate-node":
+		return caRotateNode(args[1:], stdout, stderr)
 	case "restore":
 		return caRestore(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
@@ -338,7 +341,13 @@ func caRevoke(args []string, stdout, stderr io.Writer) error {
 		}
 		serial, what = cert.Serial, "user "+cert.Address
 	}
-	prev, err := identity.ReadRevocation(*dir, v)
+	return revokeSerial(*dir, ca, serial, what, stdout)
+}
+
+// revokeSerial writes the next revocation epoch: the newest list in dir
+// plus serial.
+func revokeSerial(dir string, ca *identity.CA, serial identity.Serial, what string, stdout io.Writer) error {
+	prev, err := identity.ReadRevocation(dir, identity.NewVerifier(ca.Public()))
 	if err != nil {
 		return err
 	}
@@ -355,13 +364,60 @@ func caRevoke(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := identity.WriteRevocation(*dir, r); err != nil {
+	if err := identity.WriteRevocation(dir, r); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Revoked %s: revocation epoch %d in %s\n", what, epoch, identity.CADir(*dir))
+	fmt.Fprintf(stdout, "Revoked %s: revocation epoch %d in %s\n", what, epoch, identity.CADir(dir))
 	fmt.Fprintln(stdout, "Nodes that read this directory adopt it within a minute; they pass it on to every peer")
 	fmt.Fprintln(stdout, "they connect to, and refuse the revoked certificate from then on.")
 	return nil
+}
+
+// caRotateNode runs `epost ca rotate-node`: a new key for a node, certified
+// with the same NodeID (its place on the ring and its store stay), the old
+// key and certificate kept aside and the old certificate revoked.
+func caRotateNode(args []string, stdout, stderr io.Writer) error {
+	flags := newFlagSet("ca rotate-node", "[--dir DIR] --name NAME", stderr)
+	dir := flags.String("dir", defaultDataDir, "data directory holding the CA")
+	name := flags.String("name", "", "the node whose key to replace")
+	pos, err := parseFlags(flags, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *name == "" {
+		flags.Usage()
+		return fmt.Errorf("%w: ca rotate-node: --name NAME is required, and nothing else", errUsage)
+	}
+	ca, err := identity.ReadCA(*dir)
+	if err != nil {
+		return err
+	}
+	_, old, err := identity.ReadNode(*dir, *name, identity.NewVerifier(ca.Public()))
+	if err != nil {
+		return err
+	}
+	key, err := identity.GenerateNodeKey(rand.Reader)
+	if err != nil {
+		return err
+	}
+	cert, err := ca.ReissueNode(rand.Reader, key.Public(), old.NodeID)
+	if err != nil {
+		return err
+	}
+	nd, err := identity.NodeDir(*dir, *name)
+	if err != nil {
+		return err
+	}
+	retired := nd + ".retired-" + old.Serial.String()[:8]
+	if err := os.Rename(nd, retired); err != nil {
+		return fmt.Errorf("ca rotate-node: keep the old key aside: %w", err)
+	}
+	if err := identity.WriteNode(*dir, *name, key, cert); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "Node %s (%s) has a new key; the old one is in %s\n", *name, cert.NodeID.Short(), retired)
+	fmt.Fprintln(stdout, "Copy the new nodes/"+*name+"/ to that machine and restart its node; it keeps its store.")
+	return revokeSerial(*dir, ca, old.Serial, "the old certificate of node "+*name, stdout)
 }
 
 // caBackup runs `epost ca backup`: the CA's private key sealed under a new

@@ -231,3 +231,39 @@ func TestCABackupAndRestore(t *testing.T) {
 		t.Errorf("restore into another community: %v", err)
 	}
 }
+
+func TestCARotateNode(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{{"init", "--dir", dir}, {"issue-node", "--dir", dir, "--name", "n1"}} {
+		if _, errOut, err := runCmd(t, cmdCA, args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut)
+		}
+	}
+	pub, err := identity.ReadCAPublic(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := identity.NewVerifier(pub)
+	oldKey, old, err := identity.ReadNode(dir, "n1", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, errOut, err := runCmd(t, cmdCA, "rotate-node", "--dir", dir, "--name", "n1"); err != nil || !strings.Contains(out, "epoch 1") {
+		t.Fatalf("rotate-node: %v\n%s%s", err, out, errOut)
+	}
+	newKey, cert, err := identity.ReadNode(dir, "n1", v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.NodeID != old.NodeID || newKey.Public() == oldKey.Public() || cert.Serial == old.Serial {
+		t.Errorf("rotated: id %s (was %s), same key %v, same serial %v", cert.NodeID, old.NodeID, newKey.Public() == oldKey.Public(), cert.Serial == old.Serial)
+	}
+	r, err := identity.ReadRevocation(dir, v)
+	if err != nil || r == nil || !r.IsRevoked(old.Serial) || r.IsRevoked(cert.Serial) {
+		t.Fatalf("revocation after rotation: %+v %v", r, err)
+	}
+	retired, _ := filepath.Glob(filepath.Join(dir, "nodes", "n1.retired-*"))
+	if len(retired) != 1 {
+		t.Errorf("old key kept in %v", retired)
+	}
+}

@@ -140,10 +140,24 @@ func (c *NodeCert) Matches(k NodeKey) bool { return c.Key == k.Public() }
 // NodeID is random, never derived from the key, so a node cannot choose
 // where on the ring it lands.
 func (ca *CA) IssueNode(r io.Reader, key NodePublicKey) (*NodeCert, error) {
+	return ca.issueNode(r, key, id.NodeID{})
+}
+
+// ReissueNode certifies a new key for an existing node: the same NodeID,
+// so the node keeps its place on the ring and what it stores, with a new
+// serial (revoke the old certificate's).
+func (ca *CA) ReissueNode(r io.Reader, key NodePublicKey, node id.NodeID) (*NodeCert, error) {
+	if node.IsZero() {
+		return nil, fmt.Errorf("identity: reissue node cert: zero node id")
+	}
+	return ca.issueNode(r, key, node)
+}
+
+func (ca *CA) issueNode(r io.Reader, key NodePublicKey, node id.NodeID) (*NodeCert, error) {
 	if key.IsZero() {
 		return nil, fmt.Errorf("identity: issue node cert: zero key")
 	}
-	c := &NodeCert{Version: CertVersion, CA: ca.Fingerprint(), Key: key}
+	c := &NodeCert{Version: CertVersion, CA: ca.Fingerprint(), Key: key, NodeID: node}
 	// The zero id means "no node" in routing tables; draw again in the
 	// (2^-128) case that it comes up.
 	for c.NodeID.IsZero() {
