@@ -39,7 +39,7 @@ func resultFloat(t *testing.T, r *Result, name string) float64 {
 // at once the 20 left hold enough fragments, and every object is rebuilt
 // through the real recovery path.
 func TestGlacierSurvivesSixtyPercentOfASmallCommunity(t *testing.T) {
-	r, err := RunGlacier(GlacierConfig{Nodes: 50, Objects: 150, Owners: 3, MinKB: 1, MaxKB: 20, Fail: 0.6, AuditMinutes: 30, Seed: 1, Seeds: 1})
+	r, err := RunGlacier(GlacierConfig{Nodes: 50, Objects: 60, Owners: 3, MinKB: 1, MaxKB: 20, Fail: 0.6, AuditMinutes: 10, Seed: 1, Seeds: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestGlacierSurvivesSixtyPercentOfASmallCommunity(t *testing.T) {
 // and place them, so a second failure of 30% of the survivors still
 // loses nothing.
 func TestGlacierRepairsLostFragments(t *testing.T) {
-	r, err := RunGlacier(GlacierConfig{Nodes: 100, Objects: 100, Owners: 2, MinKB: 1, MaxKB: 20, Fail: 0.3, RepairRounds: 2, AuditMinutes: 20, Seed: 2, Seeds: 1})
+	r, err := RunGlacier(GlacierConfig{Nodes: 60, Objects: 60, Owners: 2, MinKB: 1, MaxKB: 20, Fail: 0.3, RepairRounds: 2, AuditMinutes: 10, Seed: 2, Seeds: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,13 +164,13 @@ func TestGlacierRefusesForgedFragments(t *testing.T) {
 // past the lease; without renewals the fragments expire and are swept.
 func TestGlacierLeasesLiveAsLongAsTheOwnerRenews(t *testing.T) {
 	for _, renew := range []bool{true, false} {
-		gcfg := glacier.ConfigFor(30)
-		gcfg.Lease = 2 * env.Hour
-		gcfg.RenewPeriod = 40 * env.Minute
+		gcfg := glacier.ConfigFor(20)
+		gcfg.Lease = 20 * env.Minute
+		gcfg.RenewPeriod = 6 * env.Minute
 		if !renew {
 			gcfg.RenewPeriod = 1000 * env.Hour
 		}
-		s, gls, hosts, err := NewGlacierCommunity(11, 30, gcfg)
+		s, gls, hosts, err := NewGlacierCommunity(11, 20, gcfg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +192,7 @@ func TestGlacierLeasesLiveAsLongAsTheOwnerRenews(t *testing.T) {
 			}
 		}
 		gls[home].Flush()
-		if err := s.S.RunFor(6 * env.Hour); err != nil {
+		if err := s.S.RunFor(env.Hour); err != nil {
 			t.Fatal(err)
 		}
 		fragments := 0
@@ -206,7 +206,7 @@ func TestGlacierLeasesLiveAsLongAsTheOwnerRenews(t *testing.T) {
 		}
 		if !renew {
 			if fragments != 0 {
-				t.Errorf("without renewals %d fragment records outlived their 2 h lease by 4 h", fragments)
+				t.Errorf("without renewals %d fragment records outlived their 20-minute lease by 40 minutes", fragments)
 			}
 			continue
 		}
