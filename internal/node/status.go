@@ -383,12 +383,35 @@ type pageData struct {
 	Running, Active    int
 	LeafOK             bool // every running node's leaf set is as full as the ring allows
 	LeafTotal, LeafMax int
+	Process            ProcessStatus
+	MiB                float64     // resident memory in MiB
+	Events             []pageEvent // newest first, all nodes
 }
+
+// pageEvent is one recent event on the page, with its node.
+type pageEvent struct {
+	Event
+	Node string
+}
+
+// maxPageEvents bounds the events listed on the page.
+const maxPageEvents = 20
 
 // newPageData places the nodes on the circle by id (0 at the top,
 // clockwise, as the ring is usually drawn) and lists the leaf-set lines.
 func newPageData(r StatusReport) pageData {
-	d := pageData{Title: r.Title, Time: r.Time, Size: ringSize, Center: ringCenter, Rad: ringRadius, LeafOK: true}
+	d := pageData{Title: r.Title, Time: r.Time, Size: ringSize, Center: ringCenter, Rad: ringRadius, LeafOK: true,
+		Process: r.Process, MiB: round1(float64(r.Process.RSSBytes) / (1 << 20))}
+	for _, s := range r.Nodes {
+		for _, e := range s.Events {
+			d.Events = append(d.Events, pageEvent{e, s.Short})
+		}
+	}
+	// RFC 3339 times in UTC sort as strings.
+	slices.SortStableFunc(d.Events, func(a, b pageEvent) int { return strings.Compare(b.Time, a.Time) })
+	if len(d.Events) > maxPageEvents {
+		d.Events = d.Events[:maxPageEvents]
+	}
 	pos := map[string][2]float64{}
 	running := 0
 	for _, s := range r.Nodes {
@@ -529,13 +552,17 @@ td.addr { max-width: 26em; overflow-wrap: anywhere; }
 {{end}}{{range .Nodes}}<g class="node{{if not .Running}} stopped{{else if not .Active}} inactive{{end}}" data-id="{{.ID}}" data-leaf="{{.LeafSetAttr}}" data-table="{{.TableAttr}}"><title>{{.ID}}</title><circle cx="{{.X}}" cy="{{.Y}}" r="9"/><text x="{{.LabelX}}" y="{{.LabelY}}" text-anchor="{{.Anchor}}">{{.Short}}</text></g>
 {{end}}</svg>
 <table>
-<thead><tr><th>id</th><th>address</th><th>active</th><th>leaf set</th><th>routing table (per row)</th><th>delivered</th></tr></thead>
+<thead><tr><th>id</th><th>address</th><th>active</th><th>leaf set</th><th>routing table (per row)</th><th>delivered</th><th>store</th><th>archive</th></tr></thead>
 <tbody>
-{{range .Nodes}}<tr data-id="{{.ID}}"><td title="{{.ID}}">{{.Short}}</td><td class="addr">{{.Addr}}</td><td>{{if not .Running}}stopped{{else if .Active}}yes{{else}}joining{{end}}</td><td>{{.LeafSet}} / {{.LeafSetSize}}<div class="members">left: {{shorts .Left}}<br>right: {{shorts .Right}}</div></td><td>{{.TableEntries}} [{{.RowFill}}]</td><td>{{.Delivered}}</td></tr>
+{{range .Nodes}}<tr data-id="{{.ID}}"><td title="{{.ID}}">{{.Short}}</td><td class="addr">{{.Addr}}</td><td>{{if not .Running}}stopped{{else if .Active}}yes{{else}}joining{{end}}</td><td>{{.LeafSet}} / {{.LeafSetSize}}<div class="members">left: {{shorts .Left}}<br>right: {{shorts .Right}}</div></td><td>{{.TableEntries}} [{{.RowFill}}]</td><td>{{.Delivered}}</td><td>{{with .Storage}}{{.Objects}} objects, {{.Bytes}} B{{if .Pending}}; {{.Pending}} pending{{end}}{{else}}-{{end}}</td><td>{{with .Storage}}{{.Fragments}} fragments held; {{.ArchiveQueued}} queued{{if .ArchiveQueued}} (oldest {{.ArchiveOldestSec}} s){{end}}{{if .BadFragments}}; {{.BadFragments}} bad{{end}}{{else}}-{{end}}</td></tr>
 {{end}}</tbody>
 </table>
 </div>
 </div>
+{{if .Events}}<h3>Recent events</h3>
+<ul class="events">{{range .Events}}<li><span class="t">{{.Time}}</span> {{.Node}} {{.Level}} {{.Msg}} <span class="attrs">{{.Attrs}}</span></li>
+{{end}}</ul>{{end}}
+{{if .MiB}}<p class="legend">Process: {{.MiB}} MiB resident, {{.Process.Goroutines}} goroutines.</p>{{end}}
 <p class="legend">Each node sits on the circle at its 128-bit id (0 at the top, clockwise); lines join
 every node to its leaf-set members. Green: active; yellow: joining; grey: stopped. Click a node or a
 row to select it: its leaf set turns blue and its routing-table entries get a red ring.
