@@ -45,6 +45,9 @@ bench:
 soak:
 	$(GO) test -race -count=3 -timeout 60m ./internal/sim/
 	$(GO) run ./cmd/epost sim ping --nodes 50000 --seconds 300 --loss 0.01
+	# 8 `epost node` processes under mail load, SIGKILLs and a partition;
+	# SOAK_DURATION (default 5m) and SOAK_SEED (to replay a run) tune it.
+	SOAK_DURATION=$${SOAK_DURATION:-5m} $(GO) test -race -run '^TestSoak$$' -count=1 -v -timeout 60m ./cmd/epost/
 
 demo: build
 	./bin/epost demo

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -43,18 +44,28 @@ func (s *syncBuffer) String() string {
 // awaitOutput polls out until re matches, and returns the match.
 func awaitOutput(t *testing.T, out *syncBuffer, re *regexp.Regexp, d time.Duration, exited <-chan error) []string {
 	t.Helper()
+	m, err := pollOutput(out, re, d, exited)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// pollOutput polls out until re matches, and returns the match; it fails
+// if the process reports on exited first, or after d.
+func pollOutput(out *syncBuffer, re *regexp.Regexp, d time.Duration, exited <-chan error) ([]string, error) {
 	deadline := time.Now().Add(d)
 	for {
 		if m := re.FindStringSubmatch(out.String()); m != nil {
-			return m
+			return m, nil
 		}
 		select {
 		case err := <-exited:
-			t.Fatalf("demo exited (%v) before printing %v:\n%s", err, re, out.String())
+			return nil, fmt.Errorf("exited (%v) before printing %v:\n%s", err, re, out.String())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %v:\n%s", d, re, out.String())
+			return nil, fmt.Errorf("timed out after %v waiting for %v:\n%s", d, re, out.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

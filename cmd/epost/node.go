@@ -23,6 +23,7 @@ import (
 	"github.com/epost-mail/epost/internal/node"
 	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/smtpd"
+	"github.com/epost-mail/epost/internal/transport"
 )
 
 // nodeConfig is the TOML file `epost node --config` reads.
@@ -51,6 +52,10 @@ type nodeConfig struct {
 	// node): their mail may carry any From.
 	Gateways []string      `toml:"gateways"`
 	Gateway  gatewayConfig `toml:"gateway"`
+	// Poll is how often each user's pending mail is read in full, in
+	// case a notification was lost (a Go duration); empty is POST's
+	// default.
+	Poll string `toml:"poll"`
 }
 
 // gatewayConfig makes this node the community's gateway to the Internet.
@@ -123,6 +128,11 @@ relays = []
 # sizes the archive's erasure code: fragments spread over distinct nodes
 # from 256 nodes on, balanced over all nodes below. 0 means 1000.
 community = 0
+
+# How often the node reads each user's pending mail in full, in case a
+# notification was lost (node down, network partition): a Go duration such
+# as "5m". Empty means 5m.
+poll = ""
 
 # The community's gateway users (the same list on every node): mail they
 # bring in from the Internet may carry any From without being flagged.
@@ -326,6 +336,22 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	nc.Log = log
 	nc.Post = post.DefaultConfig()
 	nc.Post.Gateways = cfg.Gateways
+	if cfg.Poll != "" {
+		d, err := time.ParseDuration(cfg.Poll)
+		if err != nil || d < time.Second {
+			return fmt.Errorf("node: %s: poll %q: want a duration of at least 1s, such as \"5m\"", *file, cfg.Poll)
+		}
+		nc.Post.PollPeriod = env.Duration(d.Microseconds())
+	}
+	var faults *transport.Faults
+	if os.Getenv(faultsEnv) == "1" {
+		if cfg.Status == "" {
+			return fmt.Errorf("node: %s=1 needs the status page (status in %s) to serve the fault switch", faultsEnv, *file)
+		}
+		faults = &transport.Faults{}
+		nc.Faults = faults
+		log.Warn("fault injection enabled: test-only, anyone reaching the status page can cut links", "env", faultsEnv)
+	}
 	n, err := node.New(nc)
 	if err != nil {
 		return fmt.Errorf("node: %w (is the port in use?)", err)
@@ -445,7 +471,11 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return fmt.Errorf("node: status page on %s: %w", cfg.Status, err)
 		}
-		srv := &http.Server{Handler: node.StatusHandler("epost node "+cfg.Node, func() []*node.Node { return []*node.Node{n} }), ReadHeaderTimeout: 10 * time.Second}
+		var h http.Handler = node.StatusHandler("epost node "+cfg.Node, func() []*node.Node { return []*node.Node{n} })
+		if faults != nil {
+			h = faultsHandler(faults, h)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		closers = append(closers, srv.Close)
 		go func() { _ = srv.Serve(ln) }()
 		fmt.Fprintf(stdout, "status page: http://%s/\n", ln.Addr())
@@ -454,4 +484,42 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	<-ctx.Done()
 	fmt.Fprintln(stdout, "stopping")
 	return nil
+}
+
+// faultsEnv, set to 1 in `epost node`'s environment, turns on fault
+// injection: FOR TESTS ONLY (the multi-process soak test drives it). The
+// status page then also serves
+//
+//	POST /debug/faults/block?peer=ADDR  cut the links to the peer at ADDR
+//	                                    (a multiaddr ending in /p2p/ID;
+//	                                    repeat peer= for several)
+//	POST /debug/faults/heal             restore every link
+//
+// without authentication, wired to node.Config.Faults (see
+// transport.Faults). It is off unless the variable is exactly 1, and never
+// belongs in a deployment.
+const faultsEnv = "EPOST_FAULTS"
+
+// faultsHandler serves the test-only fault switch beside next.
+func faultsHandler(f *transport.Faults, next http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/", next)
+	mux.HandleFunc("POST /debug/faults/block", func(w http.ResponseWriter, r *http.Request) {
+		peers := r.URL.Query()["peer"]
+		for _, p := range peers {
+			if !strings.Contains(p, "/p2p/") {
+				http.Error(w, "peer must end in /p2p/ID: "+p, http.StatusBadRequest)
+				return
+			}
+		}
+		for _, p := range peers {
+			f.Block(env.Addr(p))
+		}
+		fmt.Fprintf(w, "blocked %d\n", len(peers))
+	})
+	mux.HandleFunc("POST /debug/faults/heal", func(w http.ResponseWriter, _ *http.Request) {
+		f.UnblockAll()
+		fmt.Fprintln(w, "healed")
+	})
+	return mux
 }

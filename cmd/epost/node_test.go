@@ -22,47 +22,9 @@ import (
 // `epost init`, the first node starting the ring, the second joining it,
 // and mail from alice on one node to bob on the other, by SMTP and IMAP.
 func TestNodeWalkthrough(t *testing.T) {
-	dir := t.TempDir()
-	must := func(f func([]string, io.Writer, io.Writer) error, args ...string) {
-		t.Helper()
-		if _, errOut, err := runCmd(t, f, args...); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, errOut)
-		}
-	}
-	must(cmdCA, "init", "--dir", dir)
-	for _, n := range []string{"n1", "n2"} {
-		must(cmdCA, "issue-node", "--dir", dir, "--name", n)
-	}
-	pwFile := filepath.Join(t.TempDir(), "pw")
-	if err := os.WriteFile(pwFile, []byte("correct horse battery\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range []string{"alice@example.org", "bob@example.org"} {
-		must(cmdUser, "new", "--dir", dir, "--scrypt-work-factor", "10", u)
-		must(cmdUser, "passwd", "--dir", dir, "--password-file", pwFile, u)
-	}
+	dir := newCommunity(t, []string{"n1", "n2"}, []string{"alice@example.org", "bob@example.org"}, "correct horse battery")
 	config := func(name, user, boot string) string {
-		out := filepath.Join(t.TempDir(), name+".toml")
-		args := []string{"--dir", dir, "--node", name, "--user", user, "--out", out}
-		if boot != "" {
-			args = append(args, "--bootstrap", boot)
-		}
-		must(cmdInit, args...)
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := strings.NewReplacer(
-			`listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]`, `listen = ["/ip4/127.0.0.1/tcp/0"]`,
-			`imap = "127.0.0.1:1143"`, `imap = "127.0.0.1:0"`,
-			`smtp = "127.0.0.1:1587"`, `smtp = "127.0.0.1:0"`,
-			`status = "127.0.0.1:8025"`, `status = ""`,
-			`log = "info"`, `log = "warn"`,
-		).Replace(string(b))
-		if err := os.WriteFile(out, []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return out
+		return loopbackConfig(t, dir, name, boot, []string{user})
 	}
 	type running struct {
 		out, errOut syncBuffer
@@ -82,11 +44,6 @@ func TestNodeWalkthrough(t *testing.T) {
 		})
 		return r
 	}
-	readyRE := regexp.MustCompile(`(?m)^ready$`)
-	addrRE := regexp.MustCompile(`(?m)^node \S+ at (\S+)$`)
-	imapRE := regexp.MustCompile(`(?m)^IMAP on (\S+)$`)
-	smtpRE := regexp.MustCompile(`(?m)^SMTP on (\S+)$`)
-
 	cfgA := config("n1", "alice@example.org", "")
 	// Node 1 is also the community's gateway (alice stands in for the
 	// gateway user).
@@ -192,6 +149,76 @@ print("python session ok")
 	}
 }
 
+// What `epost node` prints on standard output as it comes up.
+var (
+	addrRE   = regexp.MustCompile(`(?m)^node \S+ at (\S+)$`)
+	imapRE   = regexp.MustCompile(`(?m)^IMAP on (\S+)$`)
+	smtpRE   = regexp.MustCompile(`(?m)^SMTP on (\S+)$`)
+	statusOn = regexp.MustCompile(`(?m)^status page: http://(\S+)/$`)
+)
+
+// newCommunity makes a data directory with a community CA, certificates
+// for the named nodes, and the users, each with password pw (at a low
+// scrypt work factor, for speed). It returns the directory.
+func newCommunity(t *testing.T, nodes, users []string, pw string) string {
+	t.Helper()
+	dir := t.TempDir()
+	must := func(f func([]string, io.Writer, io.Writer) error, args ...string) {
+		t.Helper()
+		if _, errOut, err := runCmd(t, f, args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, errOut)
+		}
+	}
+	must(cmdCA, "init", "--dir", dir)
+	for _, n := range nodes {
+		must(cmdCA, "issue-node", "--dir", dir, "--name", n)
+	}
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte(pw+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users {
+		must(cmdUser, "new", "--dir", dir, "--scrypt-work-factor", "10", u)
+		must(cmdUser, "passwd", "--dir", dir, "--password-file", pwFile, u)
+	}
+	return dir
+}
+
+// loopbackConfig writes node name's configuration with `epost init` (boot
+// may be empty) and rewrites it for a test on loopback: libp2p, IMAP and
+// SMTP on ephemeral ports, no status page, warnings only. edits are
+// old, new pairs of text to replace in the result.
+func loopbackConfig(t *testing.T, dir, name, boot string, users []string, edits ...string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name+".toml")
+	args := []string{"--dir", dir, "--node", name, "--out", out}
+	for _, u := range users {
+		args = append(args, "--user", u)
+	}
+	if boot != "" {
+		args = append(args, "--bootstrap", boot)
+	}
+	if _, errOut, err := runCmd(t, cmdInit, args...); err != nil {
+		t.Fatalf("init %v: %v\n%s", args, err, errOut)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := strings.NewReplacer(
+		`listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]`, `listen = ["/ip4/127.0.0.1/tcp/0"]`,
+		`imap = "127.0.0.1:1143"`, `imap = "127.0.0.1:0"`,
+		`smtp = "127.0.0.1:1587"`, `smtp = "127.0.0.1:0"`,
+		`status = "127.0.0.1:8025"`, `status = ""`,
+		`log = "info"`, `log = "warn"`,
+	).Replace(string(b))
+	s = strings.NewReplacer(edits...).Replace(s)
+	if err := os.WriteFile(out, []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func hasMail(addr, user, pass, subject string) bool {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
@@ -211,9 +238,17 @@ func hasMail(addr, user, pass, subject string) bool {
 
 // submit sends one message by SMTP with AUTH PLAIN, without STARTTLS (the
 // node's certificate is self-signed; on loopback the clear is allowed).
+// The whole session must end within two minutes.
 func submit(addr, user, pass, to, msg string) error {
-	c, err := smtp.Dial(addr)
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 	if err != nil {
+		return err
+	}
+	conn.SetDeadline(time.Now().Add(2 * time.Minute))
+	host, _, _ := net.SplitHostPort(addr)
+	c, err := smtp.NewClient(conn, host)
+	if err != nil {
+		conn.Close()
 		return err
 	}
 	defer c.Close()
