@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -336,6 +337,14 @@ func (p *outPeer) open() error {
 	t.host.Peerstore().AddAddr(p.pid, p.maddr, peerstore.AddressTTL)
 	ctx, cancel := context.WithTimeout(t.ctx, t.tune.DialTimeout)
 	defer cancel()
+	// libp2p backs off dialling an address that failed (5 s, doubling, up
+	// to minutes). A node that crashed and came back at the same address
+	// would stay unreachable that long, and its join would stall: nobody
+	// could answer it. The overlay decides itself when to give up on a
+	// peer, so each new stream gets a real dial.
+	if sw, ok := t.host.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p.pid)
+	}
 	// A peer behind NAT is reached through a relay, on a connection
 	// libp2p marks limited; our relays raise the limits for members.
 	s, err := t.host.NewStream(network.WithAllowLimitedConn(ctx, "epost"), p.pid, ProtocolID)
@@ -401,6 +410,12 @@ func (p *outPeer) onStreamEvent(err error) {
 		p.dropStream(err, false)
 		// As after a failed dial: spare the queue one refusal each.
 		p.failQueued(err)
+		// No answer usually means a connection to a process that is gone
+		// (the peer crashed and came back with the same key): libp2p
+		// would open the next stream on it too, until its keepalive
+		// notices, tens of seconds later. Close it so the next stream
+		// dials the peer afresh.
+		_ = t.host.Network().ClosePeer(p.pid)
 	default: // the stream ended after it was accepted
 		p.dropStream(nil, false)
 	}
