@@ -36,8 +36,11 @@ const (
 	soakNodes    = 8
 	soakPassword = "correct horse battery"
 	// rejoinLimit is how long a starting node may take to be ready: a
-	// join that fails is retried every 10s (overlay JoinTimeout).
-	rejoinLimit = 21 * time.Second
+	// join that fails is retried every 10s (overlay JoinTimeout), and the
+	// first one after a crash may meet a connection to the dead process
+	// (10 s of hello timeout); a loaded machine (the race detector, other
+	// packages' tests) needs a few tries more.
+	rejoinLimit = 45 * time.Second
 )
 
 // soakNode is one `epost node` OS process of the soak community, across
