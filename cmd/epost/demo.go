@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -182,6 +183,9 @@ func watchDemo(ctx context.Context, c *demo.Community, refresh time.Duration, ba
 				go func() {
 					defer sealer.Done()
 					n, err := c.SealBackups(ctx, backupWork)
+					// scrypt at full cost leaves 256 MiB buffers behind;
+					// give them back rather than wait for the next GC.
+					debug.FreeOSMemory()
 					outMu.Lock()
 					defer outMu.Unlock()
 					switch {
