@@ -80,6 +80,15 @@ type soakCounts struct {
 // fault switch. After healing, restarting and letting delivery settle,
 // every message that got a 250 must be in its recipient's INBOX exactly
 // once. Reproduce a run with its printed seed: -soak.seed or SOAK_SEED.
+// soakLogLevel is the nodes' log level: info, or SOAK_LOG (debug shows
+// the overlay's decisions when a run needs explaining).
+func soakLogLevel() string {
+	if l := os.Getenv("SOAK_LOG"); l != "" {
+		return l
+	}
+	return "info"
+}
+
 func TestSoak(t *testing.T) {
 	dur := *soakDuration
 	if dur == 0 {
@@ -130,14 +139,20 @@ func TestSoak(t *testing.T) {
 		users = append(users, fmt.Sprintf("user%d@example.org", i))
 	}
 	dir := newCommunity(t, names, users, soakPassword)
-	logDir := t.TempDir()
+	// SOAK_LOGDIR keeps every run's log for a post-mortem.
+	logDir := os.Getenv("SOAK_LOGDIR")
+	if logDir == "" {
+		logDir = t.TempDir()
+	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	nodes := make([]*soakNode, soakNodes)
 	edits := []string{`status = ""`, `status = "127.0.0.1:0"`, `community = 0`, `community = 8`,
 		// A lost notification (its holder killed, a partition) is
 		// otherwise picked up by the 5-minute poll: poll often, so that
 		// the short run settles quickly.
 		`poll = ""`, `poll = "5s"`,
-		`log = "warn"`, `log = "info"`}
+		`log = "warn"`, `log = "` + soakLogLevel() + `"`}
 	for i := range nodes {
 		nodes[i] = &soakNode{i: i, name: names[i], logDir: logDir, pinPort: samePort}
 		if i%2 == 1 {
