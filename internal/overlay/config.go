@@ -73,6 +73,9 @@ type Config struct {
 	// HelpFresh: a helper that heard from the target this recently answers
 	// at once, without probing.
 	HelpFresh env.Duration
+	// LinkRecheck is how often a link found broken is tried directly
+	// again; it may have healed while relayed traffic kept flowing.
+	LinkRecheck env.Duration
 	// RecentDeath is how long a node passes on, with its probes, the deaths
 	// it declared.
 	RecentDeath env.Duration
@@ -111,6 +114,7 @@ func DefaultConfig() Config {
 		IndirectHelpers:    8, // ePOST: up to 8 one-hop detours
 		SearchTimeout:      3000 * env.Millisecond,
 		HelpFresh:          5 * env.Second,
+		LinkRecheck:        30 * env.Second,
 	}
 }
 

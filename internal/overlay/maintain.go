@@ -66,6 +66,22 @@ func (o *Overlay) heartbeat() {
 			o.suspect(r)
 		}
 	}
+	o.recheckLinks(now)
+}
+
+// recheckLinks tries every indirect link directly now and then. A link
+// found broken may work again (the node restarted at its address, the
+// route healed); relayed traffic succeeds meanwhile, so nothing else would
+// ever try. A direct answer drops the relay; silence changes nothing.
+func (o *Overlay) recheckLinks(now env.Time) {
+	for x := range o.via {
+		p := o.peers[x]
+		if p == nil || now.Sub(p.linkChecked) < o.cfg.LinkRecheck {
+			continue
+		}
+		p.linkChecked = now
+		o.startProbe(p.h, ProbeLink, 0)
+	}
 }
 
 // ProbeReason says why a probe was sent; Stats.Probes counts sends by it.
@@ -81,10 +97,11 @@ const (
 	ProbeReintegrate                    // a remembered dead node: is it back, across a partition?
 	ProbeHelp                           // on behalf of a node that cannot reach the target
 	ProbeCheck                          // a neighbour's leaf set lacks a member of ours
+	ProbeLink                           // a direct try of a link known to be broken
 	probeReasons
 )
 
-var probeReasonNames = [probeReasons]string{"suspect", "verify", "candidate", "table", "repair", "reintegrate", "help", "check"}
+var probeReasonNames = [probeReasons]string{"suspect", "verify", "candidate", "table", "repair", "reintegrate", "help", "check", "link"}
 
 // suspect starts probing h unless a probe is already out.
 func (o *Overlay) suspect(h NodeHandle) { o.startProbe(h, ProbeSuspect, 0) }
@@ -135,7 +152,9 @@ func (o *Overlay) sendProbe(p *probe) {
 		// joining next to it at the same time.
 		m.Leaf = o.leaf.Members()
 	}
-	o.sendTo(p.target, wire.TypeProbe, m)
+	// A link check goes direct, the others the way messages to the
+	// target go.
+	o.transmit(p.target, wire.TypeProbe, m, p.reason != ProbeLink)
 	x := p.target.ID.ID
 	nonce := p.nonce
 	// Back off on retries: a slow node is not a dead one.
@@ -151,7 +170,7 @@ func (o *Overlay) probeTimeout(x id.ID, nonce uint64) {
 	// we merely inferred from a neighbour's leaf set was not.
 	searchable := o.cfg.IndirectHelpers > 0 && (!p.verify || p.reason == ProbeCheck) && (o.leaf.Contains(x) || p.candidate)
 	attempts := o.cfg.ProbeAttempts
-	if p.reason == ProbeHelp || p.reason == ProbeReintegrate || searchable {
+	if p.reason == ProbeHelp || p.reason == ProbeReintegrate || p.reason == ProbeLink || searchable {
 		// Someone else is waiting, nothing depends on it, or the helpers'
 		// probes add the redundancy a third attempt would. Never more
 		// than configured, though: that would slow the search down.
@@ -164,8 +183,9 @@ func (o *Overlay) probeTimeout(x id.ID, nonce uint64) {
 	delete(o.probe, x)
 	o.answerHelp(x, false)
 	switch {
-	case p.reason == ProbeHelp || p.reason == ProbeReintegrate:
-		// Not our own finding: nothing to declare.
+	case p.reason == ProbeHelp || p.reason == ProbeReintegrate || p.reason == ProbeLink:
+		// Not our own finding, or only the direct link (known broken)
+		// failed: nothing to declare.
 	case p.reason == ProbeRepair && !o.leaf.Contains(x):
 	case searchable:
 		// A leaf-set member or candidate: before calling it dead, find out

@@ -91,6 +91,8 @@ type peer struct {
 	rttvar    env.Duration
 	lastHeard env.Time
 	lastSent  env.Time
+	// linkChecked: when the direct link, while indirect, was last tried.
+	linkChecked env.Time
 }
 
 // probe is an outstanding liveness check.
@@ -397,8 +399,11 @@ func (o *Overlay) decode(from env.Addr, e wire.Envelope, v any, sender *NodeHand
 		o.malformed(from, err)
 		return false
 	}
+	// A relayed message's originator is the helper's word: the transport
+	// authenticated the helper, and the originator may never have reached
+	// us directly (that is why it is relayed).
 	if sender.Addr != string(from) || sender.ID.IsZero() ||
-		(o.Authenticate != nil && !o.Authenticate(from, sender.ID)) {
+		(o.Authenticate != nil && o.relayedFrom == nil && !o.Authenticate(from, sender.ID)) {
 		o.stats.Unauthenticated++
 		o.env.Log.Debug("dropped message with a false sender", "from", string(from), "claimed", sender.ID.Short())
 		return false
@@ -558,8 +563,13 @@ func (o *Overlay) newHop() uint64 {
 	return o.nextHop
 }
 
-// sendTo encodes and sends one message, counting it by class.
-func (o *Overlay) sendTo(to NodeHandle, t wire.Type, body any) {
+// sendTo encodes and sends one message, counting it by class; a node
+// reached only through a helper gets it relayed.
+func (o *Overlay) sendTo(to NodeHandle, t wire.Type, body any) { o.transmit(to, t, body, true) }
+
+// transmit is sendTo with the choice of relaying: probes go direct, since
+// they test the link itself.
+func (o *Overlay) transmit(to NodeHandle, t wire.Type, body any, relay bool) {
 	b, err := wire.Encode(t, body)
 	if err != nil {
 		o.env.Log.Error("encode failed", "type", t, "err", err)
@@ -584,7 +594,7 @@ func (o *Overlay) sendTo(to NodeHandle, t wire.Type, body any) {
 	if p, ok := o.peers[to.ID.ID]; ok && !to.ID.IsZero() {
 		p.lastSent = o.env.Clock.Now()
 	}
-	if helper, ok := o.via[to.ID.ID]; ok && t != wire.TypeRelay {
+	if helper, ok := o.via[to.ID.ID]; ok && relay && t != wire.TypeRelay {
 		// Source routing around a broken link (DESIGN.md section 4).
 		o.relayBytes(helper, to, b)
 		return

@@ -38,6 +38,24 @@ type Ring struct {
 	// lookup recorder as the layer above it; attach is called with the
 	// new overlay before it joins.
 	MakeApp func(h sim.HostID, e env.Env, upper overlay.App) (app overlay.App, attach func(*overlay.Overlay))
+
+	// AuthLikeTransport gives every node the real transport's sender
+	// check: a node accepts a sender's claim only from an address that
+	// reached it directly since it last started (the transport learns a
+	// peer from its hello).
+	AuthLikeTransport bool
+}
+
+// directSenders is a process that remembers which addresses reached it
+// directly, for AuthLikeTransport.
+type directSenders struct {
+	o    *overlay.Overlay
+	seen map[env.Addr]bool
+}
+
+func (d *directSenders) Receive(from env.Addr, msg []byte) {
+	d.seen[from] = true
+	d.o.Receive(from, msg)
 }
 
 // LookupStats summarises lookups.
@@ -128,6 +146,12 @@ func (r *Ring) start(h sim.HostID) sim.StartFunc {
 				r.FalseDead++
 			}
 		}
+		var proc sim.Process = o
+		if r.AuthLikeTransport {
+			d := &directSenders{o: o, seen: map[env.Addr]bool{}}
+			o.Authenticate = func(from env.Addr, _ id.NodeID) bool { return d.seen[from] }
+			proc = d
+		}
 		boot, ok := r.randomActive(h)
 		r.nodes[h] = o
 		if ok {
@@ -135,7 +159,7 @@ func (r *Ring) start(h sim.HostID) sim.StartFunc {
 		} else {
 			o.Create()
 		}
-		return o
+		return proc
 	}
 }
 

@@ -150,6 +150,58 @@ func TestRestartWithSameIDRejoins(t *testing.T) {
 	requirePerfect(t, "after rejoin", lookups(t, r, 300))
 }
 
+// A node that restarts at its old address a few seconds after a crash,
+// while neighbours reach it only through helpers (they found the direct
+// link dead, and helpers that had just heard from it vouched for it),
+// rejoins, and the links become direct again: nothing is broken. Relayed
+// messages from peers it never heard directly are taken on the helper's
+// word, and indirect links are tried directly now and then. A soak run
+// with real processes once left such a node joining forever: it dropped
+// its neighbour's relayed join reply as unauthenticated, and the neighbour
+// never tried the direct link again.
+func TestRestartBehindIndirectLinksRejoins(t *testing.T) {
+	cfg := sim.DefaultConfig(11)
+	cfg.InvariantEvery = 0
+	r := NewRing(cfg, overlay.SimConfig())
+	r.AuthLikeTransport = true
+	hosts, err := r.Build(12, 100*env.Millisecond, time1m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := hosts[5]
+	self := r.Node(h).Self()
+	// Busy until its crash, as a mail node is: everyone heard from it
+	// within the last moments, so helpers vouch for it.
+	for _, o := range hosts {
+		if o != h {
+			r.Node(h).SendDirect(r.Node(o).Self(), []byte("busy"))
+		}
+	}
+	r.S.RunFor(50 * env.Millisecond)
+	r.Crash(h)
+	// Traffic towards the dead node's keys makes its neighbours probe it
+	// at once, while helpers still count it as fresh.
+	for i := 0; i < 20; i++ {
+		r.S.After(env.Duration(i)*100*env.Millisecond, func() { r.Lookup(hosts[(5+1+i%10)%12], self.ID.ID, false) })
+	}
+	r.S.RunFor(4 * env.Second)
+	if r.IndirectLinks() == 0 {
+		t.Fatal("no neighbour took an indirect link to the crashed node: the test no longer sets up its case")
+	}
+	r.S.Restart(h)
+	if err := r.S.RunFor(2 * env.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if o := r.Node(h); o == nil || !o.Active() {
+		t.Fatal("restarted node did not become active")
+	}
+	if n := r.IndirectLinks(); n != 0 {
+		t.Fatalf("%d links still relayed 2 minutes after the node came back; none is broken", n)
+	}
+	requireLeafSets(t, "after rejoin", r)
+	requirePerfect(t, "after rejoin", lookups(t, r, 300))
+}
+
 func TestChurnSmoke(t *testing.T) {
 	res, err := RunChurn(ChurnConfig{Nodes: 150, Seed: 7, SessionMinutes: 30, DowntimeMinutes: 10, WarmupMinutes: 5, Minutes: 10, LookupRate: 0.01})
 	if err != nil {
