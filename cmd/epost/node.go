@@ -350,7 +350,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		faults = &transport.Faults{}
 		nc.Faults = faults
-		log.Warn("fault injection enabled: test-only, anyone reaching the status page can cut links", "env", faultsEnv)
+		log.Warn("fault injection enabled: test-only, anyone reaching the status page can cut links and move the clock", "env", faultsEnv)
 	}
 	n, err := node.New(nc)
 	if err != nil {
@@ -473,7 +473,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		var h http.Handler = node.StatusHandler("epost node "+cfg.Node, func() []*node.Node { return []*node.Node{n} })
 		if faults != nil {
-			h = faultsHandler(faults, h)
+			h = faultsHandler(faults, n, h)
 		}
 		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		closers = append(closers, srv.Close)
@@ -494,6 +494,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 //	                                    (a multiaddr ending in /p2p/ID;
 //	                                    repeat peer= for several)
 //	POST /debug/faults/heal             restore every link
+//	POST /debug/faults/clock?jump=D     move the node's wall clock by the
+//	                                    duration D (such as 17520h or -1h)
 //
 // without authentication, wired to node.Config.Faults (see
 // transport.Faults). It is off unless the variable is exactly 1, and never
@@ -501,7 +503,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 const faultsEnv = "EPOST_FAULTS"
 
 // faultsHandler serves the test-only fault switch beside next.
-func faultsHandler(f *transport.Faults, next http.Handler) http.Handler {
+func faultsHandler(f *transport.Faults, n *node.Node, next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/", next)
 	mux.HandleFunc("POST /debug/faults/block", func(w http.ResponseWriter, r *http.Request) {
@@ -520,6 +522,15 @@ func faultsHandler(f *transport.Faults, next http.Handler) http.Handler {
 	mux.HandleFunc("POST /debug/faults/heal", func(w http.ResponseWriter, _ *http.Request) {
 		f.UnblockAll()
 		fmt.Fprintln(w, "healed")
+	})
+	mux.HandleFunc("POST /debug/faults/clock", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("jump"))
+		if err != nil {
+			http.Error(w, "jump must be a duration such as 17520h: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		n.JumpWallClock(d)
+		fmt.Fprintf(w, "wall clock moved by %v\n", d)
 	})
 	return mux
 }

@@ -219,16 +219,28 @@ func loopbackConfig(t *testing.T, dir, name, boot string, users []string, edits 
 	return out
 }
 
-func hasMail(addr, user, pass, subject string) bool {
+// imapSession connects to the IMAP server at addr and logs user in; the
+// whole session must end within a minute.
+func imapSession(addr, user, pass string) (*imapclient.Client, error) {
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	cl := imapclient.New(conn, nil)
+	if err := cl.Login(user, pass).Wait(); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	return cl, nil
+}
+
+func hasMail(addr, user, pass, subject string) bool {
+	cl, err := imapSession(addr, user, pass)
 	if err != nil {
 		return false
 	}
-	cl := imapclient.New(conn, nil)
 	defer cl.Close()
-	if cl.Login(user, pass).Wait() != nil {
-		return false
-	}
 	if _, err := cl.Select("INBOX", nil).Wait(); err != nil {
 		return false
 	}

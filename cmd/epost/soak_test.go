@@ -6,13 +6,13 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 )
 
 // The soak test's knobs. SOAK_DURATION and SOAK_SEED in the environment
@@ -69,17 +68,10 @@ type soakNode struct {
 
 // soakCounts are the numbers the soak reports.
 type soakCounts struct {
-	faults, kills, partitions, stalls, sent, acked, delivered, lost, duplicated, unexpected atomic.Int64
+	faults, kills, partitions, clockJumps, stalls, sent, acked, delivered, lost, duplicated, unexpected atomic.Int64
+	folderOps, folderAcked, folderLost                                                                  atomic.Int64
 }
 
-// TestSoak runs a community of 8 `epost node` processes on loopback, four
-// of them serving a user each, and sends mail between the users by SMTP
-// while it kills nodes with SIGKILL and restarts them (a random one, the
-// sender's node right after its 250, a node that is storing replicas while
-// inserts run) and partitions the ring in two through the nodes' test-only
-// fault switch. After healing, restarting and letting delivery settle,
-// every message that got a 250 must be in its recipient's INBOX exactly
-// once. Reproduce a run with its printed seed: -soak.seed or SOAK_SEED.
 // soakLogLevel is the nodes' log level: info, or SOAK_LOG (debug shows
 // the overlay's decisions when a run needs explaining).
 func soakLogLevel() string {
@@ -89,6 +81,14 @@ func soakLogLevel() string {
 	return "info"
 }
 
+// TestSoak runs a community of 8 `epost node` processes on loopback, four
+// of them serving a user each, and sends mail between the users by SMTP
+// while it kills nodes with SIGKILL and restarts them (a random one, the
+// sender's node right after its 250, a node that is storing replicas while
+// inserts run), partitions the ring in two and moves a node's wall clock
+// by two years and back, through the nodes' test-only fault switch. After
+// healing, restarting and letting delivery settle, every message that got
+// a 250 must be in its recipient's INBOX exactly once. Reproduce a run with its printed seed: -soak.seed or SOAK_SEED.
 func TestSoak(t *testing.T) {
 	dur := *soakDuration
 	if dur == 0 {
@@ -177,9 +177,10 @@ func TestSoak(t *testing.T) {
 		t.Logf("soak %6.1fs: "+format, append([]any{time.Since(begin).Seconds()}, args...)...)
 	}
 	report := func() {
-		t.Logf("SOAK RESULT: seed=%d load=%v total=%v faults=%d (kills=%d partitions=%d) join-stalls=%d sent=%d acked250=%d delivered=%d lost=%d duplicated=%d delivered-without-250=%d",
-			seed, dur, time.Since(begin).Round(time.Second), c.faults.Load(), c.kills.Load(), c.partitions.Load(), c.stalls.Load(),
-			c.sent.Load(), c.acked.Load(), c.delivered.Load(), c.lost.Load(), c.duplicated.Load(), c.unexpected.Load())
+		t.Logf("SOAK RESULT: seed=%d load=%v total=%v faults=%d (kills=%d partitions=%d clock-jumps=%d) join-stalls=%d sent=%d acked250=%d delivered=%d lost=%d duplicated=%d delivered-without-250=%d folder-ops=%d folder-acked=%d folder-lost=%d",
+			seed, dur, time.Since(begin).Round(time.Second), c.faults.Load(), c.kills.Load(), c.partitions.Load(), c.clockJumps.Load(), c.stalls.Load(),
+			c.sent.Load(), c.acked.Load(), c.delivered.Load(), c.lost.Load(), c.duplicated.Load(), c.unexpected.Load(),
+			c.folderOps.Load(), c.folderAcked.Load(), c.folderLost.Load())
 	}
 	// bringUp starts n and waits until it has joined the ring; a node
 	// that does not join within rejoinLimit fails the test. (Nodes that
@@ -274,6 +275,56 @@ func TestSoak(t *testing.T) {
 		}
 	})
 
+	// Folder changes beside the mail, about two a second: a message
+	// filed into the Soak folder, or an INBOX message flagged. Each one the
+	// server acknowledged must be visible at the end.
+	var (
+		appended = map[string]map[string]bool{} // user -> acknowledged tokens in Soak
+		flaggedT = map[string]map[string]bool{} // user -> acknowledged flagged tokens in INBOX
+	)
+	loadWG.Go(func() {
+		tick := time.NewTicker(500 * time.Millisecond)
+		defer tick.Stop()
+		for k := 1; ; k++ {
+			select {
+			case <-stopLoad:
+				return
+			case <-tick.C:
+			}
+			u := users[randN(len(users))]
+			token, flagToken := fmt.Sprintf("soak-%d-fold-%d", seed, k), ""
+			if randN(2) == 0 {
+				ackMu.Lock()
+				var mine []string
+				for _, m := range acked {
+					if m.to == u {
+						mine = append(mine, m.token)
+					}
+				}
+				ackMu.Unlock()
+				if len(mine) > 0 {
+					flagToken = mine[randN(len(mine))]
+				}
+			}
+			c.folderOps.Add(1)
+			ok, _ := folderOp(userNode[u], u, token, flagToken)
+			if !ok {
+				continue // not acknowledged: the client would try again
+			}
+			c.folderAcked.Add(1)
+			ackMu.Lock()
+			m := appended
+			if flagToken != "" {
+				m, token = flaggedT, flagToken
+			}
+			if m[u] == nil {
+				m[u] = map[string]bool{}
+			}
+			m[u][token] = true
+			ackMu.Unlock()
+		}
+	})
+
 	// The faults, one at a time, in a seeded order, until the load's time
 	// is up.
 	restart := func(n *soakNode, down time.Duration) {
@@ -282,7 +333,7 @@ func TestSoak(t *testing.T) {
 		bringUp(n, "is back")
 	}
 	randomNode := func() *soakNode { return nodes[1+randN(soakNodes-1)] }
-	kinds := []string{"kill-sender", "partition", "kill-random", "kill-replica"}
+	kinds := []string{"kill-sender", "partition", "kill-random", "clock-jump", "kill-replica"}
 	loadEnd := time.Now().Add(dur)
 	// Let some mail flow before the first fault.
 	for c.acked.Load() < 3 {
@@ -342,6 +393,23 @@ func TestSoak(t *testing.T) {
 			c.kills.Add(1)
 			logf("killed %s (its store grew by %d objects in the last second), down for %v", n.name, grew, down)
 			restart(n, down)
+		case "clock-jump":
+			// Years off, then set right, as a machine with a dead clock
+			// battery that syncs later. Leases count renewals, not dates.
+			n := randomNode()
+			hold := time.Duration(3000+randN(4000)) * time.Millisecond
+			const years = "17520h"
+			if err := n.post("/debug/faults/clock?jump=" + years); err != nil {
+				t.Fatalf("clock jump on %s: %v", n.name, err)
+			}
+			c.faults.Add(1)
+			c.clockJumps.Add(1)
+			logf("moved %s's clock 2 years ahead for %v", n.name, hold)
+			time.Sleep(hold) // the clock stays wrong this long: nothing to poll
+			if err := n.post("/debug/faults/clock?jump=-" + years); err != nil {
+				t.Fatalf("clock jump back on %s: %v", n.name, err)
+			}
+			logf("set %s's clock right again", n.name)
 		case "partition":
 			hold := time.Duration(4000+randN(6000)) * time.Millisecond
 			a, b := nodes[:soakNodes/2], nodes[soakNodes/2:]
@@ -391,22 +459,36 @@ func TestSoak(t *testing.T) {
 		want[m.to][m.token] = true
 	}
 	settleDeadline := time.Now().Add(5 * time.Minute)
-	var got map[string]map[string]int
+	var got, filed map[string]map[string]int
+	var flags map[string]map[string]bool
 	for polls := 1; ; polls++ {
-		got = map[string]map[string]int{}
+		got, filed, flags = map[string]map[string]int{}, map[string]map[string]int{}, map[string]map[string]bool{}
 		missing := 0
 		for _, u := range users {
-			counts, err := inboxTokens(userNode[u], u, fmt.Sprintf("soak-%d-", seed))
+			counts, fl, err := mailboxTokens(userNode[u], u, "INBOX", fmt.Sprintf("soak-%d-", seed))
+			if err == nil && len(appended[u]) > 0 {
+				filed[u], _, err = mailboxTokens(userNode[u], u, "Soak", fmt.Sprintf("soak-%d-fold-", seed))
+			}
 			if err != nil {
 				if polls%20 == 1 {
-					logf("reading %s's INBOX: %v", u, err)
+					logf("reading %s's mailboxes: %v", u, err)
 				}
 				missing = -1
 				break
 			}
-			got[u] = counts
+			got[u], flags[u] = counts, fl
 			for tok := range want[u] {
 				if counts[tok] == 0 {
+					missing++
+				}
+			}
+			for tok := range appended[u] {
+				if filed[u][tok] == 0 {
+					missing++
+				}
+			}
+			for tok := range flaggedT[u] {
+				if !fl[tok] {
 					missing++
 				}
 			}
@@ -437,6 +519,24 @@ func TestSoak(t *testing.T) {
 			if got[u][tok] == 0 {
 				c.lost.Add(1)
 				t.Errorf("lost: %s never reached %s after its 250", tok, u)
+			}
+		}
+		for tok, n := range filed[u] {
+			if n > 1 {
+				c.duplicated.Add(int64(n - 1))
+				t.Errorf("%s's Soak folder has %d copies of %s", u, n, tok)
+			}
+		}
+		for tok := range appended[u] {
+			if filed[u][tok] == 0 {
+				c.folderLost.Add(1)
+				t.Errorf("lost: %s was filed in %s's Soak folder (APPEND acknowledged) and is not there", tok, u)
+			}
+		}
+		for tok := range flaggedT[u] {
+			if !flags[u][tok] {
+				c.folderLost.Add(1)
+				t.Errorf("lost: %s's INBOX message %s was flagged (STORE acknowledged) and is not flagged", u, tok)
 			}
 		}
 	}
@@ -649,43 +749,85 @@ func storeObjects(nodes []*soakNode) []int64 {
 	return counts
 }
 
-// inboxTokens counts the messages in user's INBOX on node n by subject,
-// among those whose subject starts with prefix.
-func inboxTokens(n *soakNode, user, prefix string) (map[string]int, error) {
+// mailboxTokens counts the messages in user's mailbox on node n by
+// subject, among those whose subject starts with prefix, and reports which
+// of them carry the \Flagged flag.
+func mailboxTokens(n *soakNode, user, mailbox, prefix string) (counts map[string]int, flagged map[string]bool, err error) {
 	imapAddr, _, up := n.endpoints()
 	if !up {
-		return nil, fmt.Errorf("%s is down", n.name)
+		return nil, nil, fmt.Errorf("%s is down", n.name)
 	}
-	conn, err := net.DialTimeout("tcp", imapAddr, 5*time.Second)
+	cl, err := imapSession(imapAddr, user, soakPassword)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	conn.SetDeadline(time.Now().Add(time.Minute))
-	cl := imapclient.New(conn, nil)
 	defer cl.Close()
-	if err := cl.Login(user, soakPassword).Wait(); err != nil {
-		return nil, err
-	}
-	if _, err := cl.Select("INBOX", nil).Wait(); err != nil {
-		return nil, err
+	if _, err := cl.Select(mailbox, nil).Wait(); err != nil {
+		return nil, nil, err
 	}
 	d, err := cl.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: prefix}}}, nil).Wait()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	counts := map[string]int{}
+	counts, flagged = map[string]int{}, map[string]bool{}
 	uids := d.AllUIDs()
 	if len(uids) == 0 {
-		return counts, nil
+		return counts, flagged, nil
 	}
-	msgs, err := cl.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{Envelope: true}).Collect()
+	msgs, err := cl.Fetch(imap.UIDSetNum(uids...), &imap.FetchOptions{Envelope: true, Flags: true}).Collect()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	for _, m := range msgs {
-		if m.Envelope != nil && strings.HasPrefix(m.Envelope.Subject, prefix) {
-			counts[m.Envelope.Subject]++
+		if m.Envelope == nil || !strings.HasPrefix(m.Envelope.Subject, prefix) {
+			continue
+		}
+		counts[m.Envelope.Subject]++
+		if slices.Contains(m.Flags, imap.FlagFlagged) {
+			flagged[m.Envelope.Subject] = true
 		}
 	}
-	return counts, nil
+	return counts, flagged, nil
+}
+
+// folderOp does one acknowledged-or-not folder operation as user on node
+// n: append a message with subject token to the Soak folder (creating it
+// first if needed), or, if flagToken is set, flag the INBOX message with
+// that subject. It reports whether the server acknowledged the change
+// (false when the message to flag is not there yet).
+func folderOp(n *soakNode, user, token, flagToken string) (bool, error) {
+	imapAddr, _, up := n.endpoints()
+	if !up {
+		return false, fmt.Errorf("%s is down", n.name)
+	}
+	cl, err := imapSession(imapAddr, user, soakPassword)
+	if err != nil {
+		return false, err
+	}
+	defer cl.Close()
+	if flagToken != "" {
+		if _, err := cl.Select("INBOX", nil).Wait(); err != nil {
+			return false, err
+		}
+		d, err := cl.UIDSearch(&imap.SearchCriteria{Header: []imap.SearchCriteriaHeaderField{{Key: "Subject", Value: flagToken}}}, nil).Wait()
+		if err != nil || len(d.AllUIDs()) == 0 {
+			return false, err
+		}
+		err = cl.Store(imap.UIDSetNum(d.AllUIDs()...), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Silent: true, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Close()
+		return err == nil, err
+	}
+	// CREATE of an existing folder fails; that is expected after the first.
+	_ = cl.Create("Soak", nil).Wait()
+	msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\nfiled by the soak\r\n", user, user, token)
+	cmd := cl.Append("Soak", int64(len(msg)), nil)
+	if _, err := cmd.Write([]byte(msg)); err != nil {
+		return false, err
+	}
+	if err := cmd.Close(); err != nil {
+		return false, err
+	}
+	if _, err := cmd.Wait(); err != nil {
+		return false, err
+	}
+	return true, nil
 }

@@ -22,7 +22,8 @@ var ErrStopped = errors.New("node: event loop stopped")
 // it posts. Funcs posted before Start wait for it; funcs still queued when
 // Stop is called are dropped, and nothing posted afterwards runs.
 type Loop struct {
-	start time.Time // the monotonic reading that Now counts from
+	start     time.Time    // the monotonic reading that Now counts from
+	wallShift atomic.Int64 // microseconds JumpWall added to the wall clock
 
 	mu      sync.Mutex
 	cond    *sync.Cond
@@ -139,8 +140,14 @@ func (l *Loop) Now() env.Time {
 	return env.Time(time.Since(l.start) / time.Microsecond)
 }
 
-// Wall is the wall clock in microseconds since the Unix epoch.
-func (l *Loop) Wall() int64 { return time.Now().UnixMicro() }
+// Wall is the wall clock in microseconds since the Unix epoch, moved by
+// any JumpWall.
+func (l *Loop) Wall() int64 { return time.Now().UnixMicro() + l.wallShift.Load() }
+
+// JumpWall moves the wall clock the protocol sees by d, as when the
+// machine's clock is set wrong or corrected: a fault tests inject. The
+// monotonic clock (Now) does not move.
+func (l *Loop) JumpWall(d time.Duration) { l.wallShift.Add(d.Microseconds()) }
 
 // maxDelay keeps a tick count's conversion to time.Duration from
 // overflowing (about 292 years).
@@ -183,3 +190,9 @@ func (t *loopTimer) Stop() bool {
 	t.t.Stop()
 	return true
 }
+
+// JumpWallClock moves this node's wall clock by d (a fault tests inject:
+// a machine whose clock jumps). Leases count renewals, not dates, and the
+// overlay rejoins when the wall clock leaves the monotonic one, so the
+// node must carry on. Safe to call from any goroutine.
+func (n *Node) JumpWallClock(d time.Duration) { n.loop.JumpWall(d) }

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"fmt"
 	"sort"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -102,6 +103,14 @@ const (
 )
 
 var probeReasonNames = [probeReasons]string{"suspect", "verify", "candidate", "table", "repair", "reintegrate", "help", "check", "link"}
+
+// String names the reason as experiments report it.
+func (r ProbeReason) String() string {
+	if int(r) < len(probeReasonNames) {
+		return probeReasonNames[r]
+	}
+	return fmt.Sprintf("reason%d", uint8(r))
+}
 
 // suspect starts probing h unless a probe is already out.
 func (o *Overlay) suspect(h NodeHandle) { o.startProbe(h, ProbeSuspect, 0) }

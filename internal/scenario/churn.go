@@ -132,7 +132,8 @@ func RunChurn(c ChurnConfig) (*Result, error) {
 	res.Set("searches", after.Searches-before.Searches)
 	res.Set("indirect_found", after.IndirectFound-before.IndirectFound)
 	res.Set("reintegrations", after.Reintegrations-before.Reintegrations)
-	for i, n := range []string{"suspect", "verify", "candidate", "table", "repair", "reintegrate", "help", "check"} {
+	for i := range after.Probes {
+		n := overlay.ProbeReason(i).String()
 		res.Set("probes_"+n+"_per_node_per_s", round(ratio(float64(after.Probes[i]-before.Probes[i]), avgLive*secs), 4))
 	}
 	names := []string{"route", "route_ack", "join_reply", "probe", "probe_reply", "heartbeat", "row_request", "row_reply", "direct", "probe_via", "via_reply", "relay", "delivered"}
