@@ -233,18 +233,29 @@ func TestCABackupAndRestore(t *testing.T) {
 	}
 }
 
-func TestCARotateNode(t *testing.T) {
-	dir := t.TempDir()
-	for _, args := range [][]string{{"init", "--dir", dir}, {"issue-node", "--dir", dir, "--name", "n1"}} {
-		if _, errOut, err := runCmd(t, cmdCA, args...); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, errOut)
-		}
+// mustRun runs a subcommand that must succeed.
+func mustRun(t *testing.T, f func([]string, io.Writer, io.Writer) error, args ...string) {
+	t.Helper()
+	if _, errOut, err := runCmd(t, f, args...); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, errOut)
 	}
+}
+
+// caVerifier reads the CA public key of a data directory.
+func caVerifier(t *testing.T, dir string) *identity.Verifier {
+	t.Helper()
 	pub, err := identity.ReadCAPublic(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := identity.NewVerifier(pub)
+	return identity.NewVerifier(pub)
+}
+
+func TestCARotateNode(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, cmdCA, "init", "--dir", dir)
+	mustRun(t, cmdCA, "issue-node", "--dir", dir, "--name", "n1")
+	v := caVerifier(t, dir)
 	oldKey, old, err := identity.ReadNode(dir, "n1", v)
 	if err != nil {
 		t.Fatal(err)
@@ -276,19 +287,10 @@ func TestUserRotateKey(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte("correct horse\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, errOut, err := runCmd(t, cmdCA, "init", "--dir", dir); err != nil {
-		t.Fatalf("ca init: %v\n%s", err, errOut)
-	}
-	for _, args := range [][]string{{"new", "--dir", dir, "--scrypt-work-factor", "10", addr}, {"passwd", "--dir", dir, "--password-file", pwFile, addr}} {
-		if _, errOut, err := runCmd(t, cmdUser, args...); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, errOut)
-		}
-	}
-	pub, err := identity.ReadCAPublic(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := identity.NewVerifier(pub)
+	mustRun(t, cmdCA, "init", "--dir", dir)
+	mustRun(t, cmdUser, "new", "--dir", dir, "--scrypt-work-factor", "10", addr)
+	mustRun(t, cmdUser, "passwd", "--dir", dir, "--password-file", pwFile, addr)
+	v := caVerifier(t, dir)
 	oldKeys, old, err := identity.ReadUser(dir, addr, v)
 	if err != nil {
 		t.Fatal(err)
@@ -324,16 +326,12 @@ func TestUserRotateKey(t *testing.T) {
 	}
 	// The new backup, with the new code, restores every key pair.
 	fresh := t.TempDir()
-	if _, errOut, err := runCmd(t, cmdUser, "recover", "--dir", fresh, "--backup", filepath.Join(ud, identity.UserBackupFile), "--code", code); err != nil {
-		t.Fatalf("recover: %v\n%s", err, errOut)
-	}
+	mustRun(t, cmdUser, "recover", "--dir", fresh, "--backup", filepath.Join(ud, identity.UserBackupFile), "--code", code)
 	if got, err := identity.ReadUserKeys(fresh, addr); err != nil || !got.Equal(keys) {
 		t.Fatalf("recovered keys differ: %v", err)
 	}
 	// A second rotation keeps both earlier pairs; an unknown user has none.
-	if _, errOut, err := runCmd(t, cmdUser, "rotate-key", "--dir", dir, "--scrypt-work-factor", "10", addr); err != nil {
-		t.Fatalf("second rotate-key: %v\n%s", err, errOut)
-	}
+	mustRun(t, cmdUser, "rotate-key", "--dir", dir, "--scrypt-work-factor", "10", addr)
 	if again, _, err := identity.ReadUser(dir, addr, v); err != nil || again.Generation() != 3 || !again.Retired[0].Equal(keys.Generations()[0]) {
 		t.Fatalf("second rotation: %v", err)
 	}

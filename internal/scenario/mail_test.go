@@ -142,12 +142,7 @@ func TestOfflineRecipientGetsEveryMessageOnceWhenBack(t *testing.T) {
 
 func TestMailboxIsRebuiltOnAFreshDisk(t *testing.T) {
 	m, hosts := newMail(t, 13, 20, 2)
-	for i := 0; i < 4; i++ {
-		if err := send(t, m, 1, []int{0}, []byte(fmt.Sprintf("m%d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitMail(t, m, "four delivered", 10*time1m, func() bool { return len(inbox(m, 0)) == 4 })
+	deliverToUser0(t, m, "m%d", 4)
 	a := m.Account(0)
 	in, _ := a.Folder("INBOX")
 	arch, _ := a.Folder("Archive")
@@ -169,6 +164,18 @@ func TestMailboxIsRebuiltOnAFreshDisk(t *testing.T) {
 	if got := describeMailbox(m.Account(0)); got != want {
 		t.Fatalf("rebuilt mailbox differs:\n got %s\nwant %s", got, want)
 	}
+}
+
+// deliverToUser0 sends n messages (bodies format with their number) from
+// user 1 to user 0, and waits until user 0's INBOX holds them all.
+func deliverToUser0(t *testing.T, m *Mail, format string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := send(t, m, 1, []int{0}, []byte(fmt.Sprintf(format, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, fmt.Sprintf("%d delivered", n), 10*time1m, func() bool { return len(inbox(m, 0)) == n })
 }
 
 // mailStep runs one asynchronous mailbox operation and fails the test if
@@ -254,12 +261,7 @@ func mailboxContents(t *testing.T, m *Mail, u int) map[string]string {
 func TestMailSurvivesAUserKeyRotation(t *testing.T) {
 	m, hosts := newMail(t, 14, 20, 2)
 	step := func(what string, f func(done func(error))) { mailStep(t, m, what, f) }
-	for i := 0; i < 3; i++ {
-		if err := send(t, m, 1, []int{0}, []byte(fmt.Sprintf("before %d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitMail(t, m, "three delivered", 10*time1m, func() bool { return len(inbox(m, 0)) == 3 })
+	deliverToUser0(t, m, "before %d", 3)
 	a := m.Account(0)
 	in, _ := a.Folder("INBOX")
 	arch, _ := a.Folder("Archive")
