@@ -53,13 +53,14 @@ func cmdCA(args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("%w: ca: unknown subcommand %q", errUsage, args[0])
 }
 
-// cmdUser runs `epost user new` and `epost user recover`.
+// cmdUser runs `epost user new`, `recover`, `passwd` and `rotate-key`.
 func cmdUser(args []string, stdout, stderr io.Writer) error {
 	usage := func(w io.Writer) {
 		fmt.Fprintln(w, "usage: epost user new [--dir DIR] [--scrypt-work-factor N] ADDRESS")
 		fmt.Fprintln(w, "       epost user recover [--dir DIR] --backup FILE --code CODE")
 		fmt.Fprintln(w, "       epost user recover [--dir DIR] --node NAME --bootstrap ADDR --code CODE ADDRESS")
 		fmt.Fprintln(w, "       epost user passwd [--dir DIR] --password-file FILE ADDRESS")
+		fmt.Fprintln(w, "       epost user rotate-key [--dir DIR] [--scrypt-work-factor N] ADDRESS")
 	}
 	if len(args) == 0 {
 		usage(stderr)
@@ -72,6 +73,8 @@ func cmdUser(args []string, stdout, stderr io.Writer) error {
 		return userRecover(args[1:], stdout, stderr)
 	case "passwd":
 		return userPasswd(args[1:], stdout, stderr)
+	case "rotate-key":
+		return userRotateKey(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return nil
@@ -176,27 +179,62 @@ func caIssueNode(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func userNew(args []string, stdout, stderr io.Writer) error {
-	flags := newFlagSet("user new", "[--dir DIR] [--scrypt-work-factor N] ADDRESS", stderr)
-	dir := flags.String("dir", defaultDataDir, "data directory holding the CA")
-	wf := flags.Int("scrypt-work-factor", identity.DefaultScryptWorkFactor,
+// userArgs parses the flags and the one ADDRESS of `user new` and `user
+// rotate-key`: the data directory, the address (canonical) and the scrypt
+// work factor of the key backup.
+func userArgs(name string, args []string, stderr io.Writer) (dir, addr string, wf int, err error) {
+	flags := newFlagSet(name, "[--dir DIR] [--scrypt-work-factor N] ADDRESS", stderr)
+	d := flags.String("dir", defaultDataDir, "data directory holding the CA")
+	w := flags.Int("scrypt-work-factor", identity.DefaultScryptWorkFactor,
 		fmt.Sprintf("log2 of the scrypt cost sealing the key backup (1..%d)", identity.MaxScryptWorkFactor))
 	pos, err := parseFlags(flags, args)
 	if err != nil {
-		return err
+		return "", "", 0, err
 	}
 	if len(pos) != 1 {
 		flags.Usage()
-		return fmt.Errorf("%w: user new: want one ADDRESS, got %d arguments", errUsage, len(pos))
+		return "", "", 0, fmt.Errorf("%w: %s: want one ADDRESS, got %d arguments", errUsage, name, len(pos))
 	}
-	addr, err := identity.CanonicalAddress(pos[0])
+	if addr, err = identity.CanonicalAddress(pos[0]); err != nil {
+		return "", "", 0, err
+	}
+	if *w < 1 || *w > identity.MaxScryptWorkFactor {
+		return "", "", 0, fmt.Errorf("%w: %s: --scrypt-work-factor %d outside 1..%d", errUsage, name, *w, identity.MaxScryptWorkFactor)
+	}
+	return *d, addr, *w, nil
+}
+
+// issueUser certifies keys with the CA and seals them under a new
+// recovery code: the certificate, the code (which only the caller shows)
+// and the key backup, for identity.WriteUser.
+func issueUser(ca *identity.CA, keys identity.UserKeys, wf int) (cert *identity.UserCert, code string, backup []byte, err error) {
+	if cert, err = ca.IssueUser(rand.Reader, keys.Address, keys.Signing.Public(), keys.Sealing.Recipient()); err != nil {
+		return nil, "", nil, err
+	}
+	if code, err = identity.NewRecoveryCode(rand.Reader); err != nil {
+		return nil, "", nil, err
+	}
+	if backup, err = identity.SealBackup(keys, code, wf); err != nil {
+		return nil, "", nil, err
+	}
+	return cert, code, backup, nil
+}
+
+// printRecoveryCode shows a user's new recovery code, once.
+func printRecoveryCode(stdout io.Writer, addr, code string) {
+	fmt.Fprintf(stdout, "Recovery code for %s:\n\n    %s\n\n", addr, code)
+	fmt.Fprintln(stdout, "WRITE THIS CODE DOWN NOW and keep it somewhere safe, off this computer.")
+	fmt.Fprintln(stdout, "It is shown only this once and cannot be retrieved later. If this node's")
+	fmt.Fprintln(stdout, "disk is lost, the code and `epost user recover` restore your keys and mail;")
+	fmt.Fprintln(stdout, "without it they are gone. Anyone with the code can read your mail.")
+}
+
+func userNew(args []string, stdout, stderr io.Writer) error {
+	dir, addr, wf, err := userArgs("user new", args, stderr)
 	if err != nil {
 		return err
 	}
-	if *wf < 1 || *wf > identity.MaxScryptWorkFactor {
-		return fmt.Errorf("%w: user new: --scrypt-work-factor %d outside 1..%d", errUsage, *wf, identity.MaxScryptWorkFactor)
-	}
-	ud, err := identity.UserDir(*dir, addr)
+	ud, err := identity.UserDir(dir, addr)
 	if err != nil {
 		return err
 	}
@@ -205,7 +243,7 @@ func userNew(args []string, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(filepath.Join(ud, identity.UserKeyFile)); err == nil {
 		return fmt.Errorf("user new %s: %w: %s", addr, identity.ErrExists, filepath.Join(ud, identity.UserKeyFile))
 	}
-	ca, err := identity.ReadCA(*dir)
+	ca, err := identity.ReadCA(dir)
 	if err != nil {
 		return err
 	}
@@ -213,28 +251,91 @@ func userNew(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cert, err := ca.IssueUser(rand.Reader, addr, keys.Signing.Public(), keys.Sealing.Recipient())
+	cert, code, backup, err := issueUser(ca, keys, wf)
 	if err != nil {
 		return err
 	}
-	code, err := identity.NewRecoveryCode(rand.Reader)
-	if err != nil {
-		return err
-	}
-	backup, err := identity.SealBackup(keys, code, *wf)
-	if err != nil {
-		return err
-	}
-	if err := identity.WriteUser(*dir, keys, cert, backup); err != nil {
+	if err := identity.WriteUser(dir, keys, cert, backup); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "Created user %s (user id %s) in %s\n\n", addr, cert.UserID, ud)
-	fmt.Fprintf(stdout, "Recovery code for %s:\n\n    %s\n\n", addr, code)
-	fmt.Fprintln(stdout, "WRITE THIS CODE DOWN NOW and keep it somewhere safe, off this computer.")
-	fmt.Fprintln(stdout, "It is shown only this once and cannot be retrieved later. If this node's")
-	fmt.Fprintln(stdout, "disk is lost, the code and `epost user recover` restore your keys and mail;")
-	fmt.Fprintln(stdout, "without it they are gone. Anyone with the code can read your mail.")
+	printRecoveryCode(stdout, addr, code)
 	return nil
+}
+
+// userRotateKey runs `epost user rotate-key`: a new key pair for a user,
+// certified by the CA, with the old pairs kept inside the new key file
+// (and so in the new backup), since mail and folders sealed to them must
+// stay readable. The old certificate is superseded, not revoked: a
+// revocation voids everything signed under it, the user's archive
+// manifests included, which cannot be signed again.
+func userRotateKey(args []string, stdout, stderr io.Writer) error {
+	dir, addr, wf, err := userArgs("user rotate-key", args, stderr)
+	if err != nil {
+		return err
+	}
+	ca, err := identity.ReadCA(dir)
+	if err != nil {
+		return err
+	}
+	v, err := dirVerifier(dir, ca.Public())
+	if err != nil {
+		return err
+	}
+	old, oldCert, err := identity.ReadUser(dir, addr, v)
+	if err != nil {
+		return err
+	}
+	keys, err := old.Rotate(rand.Reader)
+	if err != nil {
+		return err
+	}
+	cert, code, backup, err := issueUser(ca, keys, wf)
+	if err != nil {
+		return err
+	}
+	ud, err := identity.UserDir(dir, addr)
+	if err != nil {
+		return err
+	}
+	retired := ud + ".retired-" + oldCert.Serial.String()[:8]
+	if err := os.Rename(ud, retired); err != nil {
+		return fmt.Errorf("user rotate-key: keep the old keys aside: %w", err)
+	}
+	if err := identity.WriteUser(dir, keys, cert, backup); err != nil {
+		return fmt.Errorf("user rotate-key: %w (the old files are in %s)", err, retired)
+	}
+	// The password is the user's, not the keys': it carries over.
+	if pw, err := os.ReadFile(filepath.Join(retired, PasswordFile)); err == nil {
+		if err := os.WriteFile(filepath.Join(ud, PasswordFile), pw, 0o600); err != nil {
+			return fmt.Errorf("user rotate-key: keep the password: %w", err)
+		}
+	}
+	fmt.Fprintf(stdout, "User %s has new keys (key generation %d); the old files are in %s\n", addr, keys.Generation(), retired)
+	fmt.Fprintf(stdout, "Certificate %s supersedes %s, which is not revoked: mail, folders and the\n", cert.Serial.String()[:8], oldCert.Serial.String()[:8])
+	fmt.Fprintln(stdout, "archive written under the old keys stay readable; the new key file keeps the old keys.")
+	fmt.Fprintf(stdout, "Copy the new users/%s/ to the user's node and restart it; it publishes the new\n", addr)
+	fmt.Fprintln(stdout, "certificate and key backup, and writes under the new keys from then on.")
+	fmt.Fprintln(stdout)
+	printRecoveryCode(stdout, addr, code)
+	fmt.Fprintln(stdout, "The old recovery code opens only the old backup, without the new keys.")
+	return nil
+}
+
+// dirVerifier returns a verifier for the CA ca that holds the newest
+// revocation list in the data directory dir.
+func dirVerifier(dir string, ca identity.CAPublicKey) (*identity.Verifier, error) {
+	v := identity.NewVerifier(ca)
+	rev, err := identity.ReadRevocation(dir, v)
+	if err != nil {
+		return nil, err
+	}
+	if rev != nil {
+		if _, err := v.Adopt(rev.Bytes()); err != nil {
+			return nil, err
+		}
+	}
+	return v, nil
 }
 
 func userRecover(args []string, stdout, stderr io.Writer) error {

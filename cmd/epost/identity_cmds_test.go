@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -232,18 +233,29 @@ func TestCABackupAndRestore(t *testing.T) {
 	}
 }
 
-func TestCARotateNode(t *testing.T) {
-	dir := t.TempDir()
-	for _, args := range [][]string{{"init", "--dir", dir}, {"issue-node", "--dir", dir, "--name", "n1"}} {
-		if _, errOut, err := runCmd(t, cmdCA, args...); err != nil {
-			t.Fatalf("%v: %v\n%s", args, err, errOut)
-		}
+// mustRun runs a subcommand that must succeed.
+func mustRun(t *testing.T, f func([]string, io.Writer, io.Writer) error, args ...string) {
+	t.Helper()
+	if _, errOut, err := runCmd(t, f, args...); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, errOut)
 	}
+}
+
+// caVerifier reads the CA public key of a data directory.
+func caVerifier(t *testing.T, dir string) *identity.Verifier {
+	t.Helper()
 	pub, err := identity.ReadCAPublic(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := identity.NewVerifier(pub)
+	return identity.NewVerifier(pub)
+}
+
+func TestCARotateNode(t *testing.T) {
+	dir := t.TempDir()
+	mustRun(t, cmdCA, "init", "--dir", dir)
+	mustRun(t, cmdCA, "issue-node", "--dir", dir, "--name", "n1")
+	v := caVerifier(t, dir)
 	oldKey, old, err := identity.ReadNode(dir, "n1", v)
 	if err != nil {
 		t.Fatal(err)
@@ -265,5 +277,65 @@ func TestCARotateNode(t *testing.T) {
 	retired, _ := filepath.Glob(filepath.Join(dir, "nodes", "n1.retired-*"))
 	if len(retired) != 1 {
 		t.Errorf("old key kept in %v", retired)
+	}
+}
+
+func TestUserRotateKey(t *testing.T) {
+	dir := t.TempDir()
+	const addr = "alice@example.org"
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	if err := os.WriteFile(pwFile, []byte("correct horse\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, cmdCA, "init", "--dir", dir)
+	mustRun(t, cmdUser, "new", "--dir", dir, "--scrypt-work-factor", "10", addr)
+	mustRun(t, cmdUser, "passwd", "--dir", dir, "--password-file", pwFile, addr)
+	v := caVerifier(t, dir)
+	oldKeys, old, err := identity.ReadUser(dir, addr, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ud, _ := identity.UserDir(dir, addr)
+	pw, _ := os.ReadFile(filepath.Join(ud, PasswordFile))
+
+	out, errOut, err := runCmd(t, cmdUser, "rotate-key", "--dir", dir, "--scrypt-work-factor", "10", addr)
+	if err != nil {
+		t.Fatalf("rotate-key: %v\n%s%s", err, out, errOut)
+	}
+	code := codeRE.FindString(out)
+	if code == "" || !strings.Contains(out, "supersedes") {
+		t.Fatalf("rotate-key printed no recovery code or no word on the old certificate:\n%s", out)
+	}
+	keys, cert, err := identity.ReadUser(dir, addr, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cert.UserID != old.UserID || cert.Serial == old.Serial || cert.Signing == old.Signing || keys.Generation() != 2 || !keys.Retired[0].Equal(oldKeys) {
+		t.Fatal("the rotated user has the old keys, or lost them")
+	}
+	// Superseded, not revoked: what the old certificate signed stays valid.
+	if r, err := identity.ReadRevocation(dir, v); err != nil || r != nil {
+		t.Fatalf("rotation revoked something: %+v %v", r, err)
+	}
+	if got, _ := os.ReadFile(filepath.Join(ud, PasswordFile)); !bytes.Equal(got, pw) || len(pw) == 0 {
+		t.Error("the password did not carry over")
+	}
+	retired, _ := filepath.Glob(filepath.Join(dir, "users", addr+".retired-*"))
+	if len(retired) != 1 {
+		t.Errorf("old keys kept in %v", retired)
+	}
+	// The new backup, with the new code, restores every key pair.
+	fresh := t.TempDir()
+	mustRun(t, cmdUser, "recover", "--dir", fresh, "--backup", filepath.Join(ud, identity.UserBackupFile), "--code", code)
+	if got, err := identity.ReadUserKeys(fresh, addr); err != nil || !got.Equal(keys) {
+		t.Fatalf("recovered keys differ: %v", err)
+	}
+	// A second rotation keeps both earlier pairs; an unknown user has none.
+	mustRun(t, cmdUser, "rotate-key", "--dir", dir, "--scrypt-work-factor", "10", addr)
+	if again, _, err := identity.ReadUser(dir, addr, v); err != nil || again.Generation() != 3 || !again.Retired[0].Equal(keys.Generations()[0]) {
+		t.Fatalf("second rotation: %v", err)
+	}
+	if _, _, err := runCmd(t, cmdUser, "rotate-key", "--dir", dir, "bob@example.org"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("rotate an unknown user: %v", err)
 	}
 }

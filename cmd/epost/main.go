@@ -29,7 +29,7 @@ type command struct {
 func commands() []command {
 	cs := []command{
 		{"ca", "community CA: `ca init`, `ca issue-node --name NAME`", cmdCA},
-		{"user", "users: `user new ADDRESS` (prints a recovery code once), `user recover`", cmdUser},
+		{"user", "users: `user new ADDRESS` (prints a recovery code once), `user recover`, `user rotate-key ADDRESS`", cmdUser},
 		{"demo", "run a community of real nodes on this machine, with a status page: `demo [--nodes N]`", cmdDemo},
 		{"sim", "run a simulator experiment: `sim SCENARIO [--nodes N] [--seed S] [--json]`", scenario.Main},
 		{"bench", "end-to-end mail latency and throughput of any SMTP+IMAP pair: `bench --smtp A --imap A --from U --to U ...`", cmdBench},

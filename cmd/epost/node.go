@@ -282,15 +282,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return fmt.Errorf("node: %w (is %s a data directory made by `epost ca init`?)", err, cfg.Dir)
 	}
-	v := identity.NewVerifier(caPub)
-	rev, err := identity.ReadRevocation(cfg.Dir, v)
+	v, err := dirVerifier(cfg.Dir, caPub)
 	if err != nil {
 		return fmt.Errorf("node: %w", err)
-	}
-	if rev != nil {
-		if _, err := v.Adopt(rev.Bytes()); err != nil {
-			return fmt.Errorf("node: %w", err)
-		}
 	}
 	key, cert, err := identity.ReadNode(cfg.Dir, cfg.Node, v)
 	if err != nil {
@@ -328,7 +322,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	nc.DataDir = filepath.Join(cfg.Dir, "store", cfg.Node)
 	nc.Community = cfg.Community
-	if rev != nil {
+	if rev := v.Revocation(); rev != nil {
 		nc.Revocation = rev.Bytes()
 	}
 	nc.RelayService, nc.Relays = cfg.Relay, cfg.Relays

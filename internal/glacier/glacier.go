@@ -1,10 +1,12 @@
 package glacier
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -194,12 +196,15 @@ type Glacier struct {
 	// key. An entry is added when a write starts, so that the per-node
 	// cap counts writes in flight.
 	held map[id.ID]map[uint16]store.Key
-	// bundleOwner names each held bundle's owner; certs holds one
-	// certificate record per owner (stored once, not beside every
-	// fragment: 300 bytes a fragment is 2% of the archive).
+	// bundleOwner names each held bundle's owner; certs holds an
+	// owner's certificate records (stored once, not beside every
+	// fragment: 300 bytes a fragment is 2% of the archive): one, or one
+	// per key that signed bundles held here once the owner has rotated
+	// keys.
 	bundleOwner map[id.ID]id.ID
 	bundleN     map[id.ID]int // each held bundle's fragment count (its code's N)
-	certs       map[id.ID]*certEntry
+	certs       map[id.ID][]*certEntry
+	bundleCert  map[id.ID]*certEntry // which of them signed each held bundle, once known
 	// handed: fragments already handed to a node that joined closer to
 	// their key; handoverSet: a check is scheduled.
 	handed      map[store.Key]bool
@@ -207,7 +212,11 @@ type Glacier struct {
 	// journals: what Attach found of each owner's queue journal.
 	journals map[id.ID]*recovered
 	coord    map[auditKey]*audit
-	// verified caches manifests whose signature checked out.
+	// verified caches the manifests whose signature checked out, each
+	// with the address and certificate it was checked against (keyed by
+	// the hash of all three): an owner who rotated keys has several
+	// certificates, and one that does not fit the manifest must not ride
+	// on the cache.
 	verified map[Hash]bool
 	// inflight: fragment writes not yet durable, with what waits on them.
 	inflight map[store.Key][]func()
@@ -244,7 +253,8 @@ func New(cfg Config, e env.Env, st Storage, v *identity.Verifier, upper overlay.
 		bundleN:     map[id.ID]int{},
 		handed:      map[store.Key]bool{},
 		journals:    map[id.ID]*recovered{},
-		certs:       map[id.ID]*certEntry{},
+		certs:       map[id.ID][]*certEntry{},
+		bundleCert:  map[id.ID]*certEntry{},
 		coord:       map[auditKey]*audit{},
 		verified:    map[Hash]bool{},
 	}, nil
@@ -321,8 +331,10 @@ func fragmentKey(bk id.ID, idx uint16, manifest Hash) store.Key {
 	return k
 }
 
-// certIndex marks the store entry holding an owner's certificate record:
-// the key is the owner's id, certIndex, and part of the address's hash.
+// certIndex marks a store entry holding an owner's certificate record:
+// the key is the owner's id, certIndex, and part of the hash of the
+// address and certificate (of the address alone in records written before
+// keys could rotate; those load all the same).
 const certIndex = 0xFFFF
 
 type certEntry struct {
@@ -331,8 +343,8 @@ type certEntry struct {
 	rec    wire.GlacierRecord // Address and Cert only
 }
 
-func certKey(owner id.ID, address string) store.Key {
-	return fragmentKey(owner, certIndex, sha256.Sum256([]byte(address)))
+func certKey(owner id.ID, address string, cert []byte) store.Key {
+	return fragmentKey(owner, certIndex, sha256.Sum256(append([]byte(address+"\x00"), cert...)))
 }
 
 func (g *Glacier) loadCert(owner id.ID, k store.Key) {
@@ -349,24 +361,56 @@ func (g *Glacier) loadCert(owner id.ID, k store.Key) {
 	if err != nil {
 		return
 	}
-	g.certs[owner] = &certEntry{key: k, expiry: exp, rec: r}
+	g.certs[owner] = append(g.certs[owner], &certEntry{key: k, expiry: exp, rec: r})
 }
 
 // keepCert stores an owner's certificate record for at least as long as
 // a fragment of theirs that expires at expiry.
 func (g *Glacier) keepCert(owner id.ID, address string, cert []byte, expiry env.Time) {
-	if c := g.certs[owner]; c != nil && c.expiry >= expiry && c.rec.Address == address {
+	var c *certEntry
+	for _, e := range g.certs[owner] {
+		if e.rec.Address == address && bytes.Equal(e.rec.Cert, cert) {
+			c = e
+		}
+	}
+	switch {
+	case c == nil:
+		c = &certEntry{key: certKey(owner, address, cert), rec: wire.GlacierRecord{Address: address, Cert: cert}}
+		g.certs[owner] = append(g.certs[owner], c)
+	case c.expiry >= expiry:
 		return
 	}
-	rec := wire.GlacierRecord{Address: address, Cert: cert}
-	k := certKey(owner, address)
-	g.certs[owner] = &certEntry{key: k, expiry: expiry, rec: rec}
-	g.st.PutAsync(store.KindFragment, k, wire.MustMarshal(rec), expiry, func(err error) {
+	c.expiry = expiry
+	g.st.PutAsync(store.KindFragment, c.key, wire.MustMarshal(c.rec), expiry, func(err error) {
 		if err != nil {
 			g.stats.StoreErrors++
-			delete(g.certs, owner)
+			g.certs[owner] = slices.DeleteFunc(g.certs[owner], func(e *certEntry) bool { return e == c })
 		}
 	})
+}
+
+// attachCert puts into r, a stored fragment of bundle bk, the owner's
+// certificate that signed the bundle's manifest: after a key rotation an
+// owner's older bundles are signed by an older key. The first look at a
+// bundle after a restart decodes the fragment and checks which one.
+func (g *Glacier) attachCert(bk id.ID, r *wire.GlacierRecord) {
+	c := g.bundleCert[bk]
+	if c == nil {
+		f, err := DecodeFragment(r.Fragment)
+		if err != nil {
+			return
+		}
+		for _, e := range g.certs[g.bundleOwner[bk]] {
+			if cert, err := g.verifier.VerifyUser(e.rec.Cert, e.rec.Address); err == nil && f.Manifest.Verify(cert.Signing) == nil {
+				c = e
+			}
+		}
+		if c == nil {
+			return
+		}
+		g.bundleCert[bk] = c
+	}
+	r.Address, r.Cert = c.rec.Address, c.rec.Cert
 }
 
 // readFragment reads and decodes one stored fragment.
@@ -404,6 +448,7 @@ func (g *Glacier) unhold(bk id.ID, idx uint16) {
 			delete(g.held, bk)
 			delete(g.bundleOwner, bk)
 			delete(g.bundleN, bk)
+			delete(g.bundleCert, bk)
 		}
 	}
 }
@@ -566,7 +611,8 @@ func (g *Glacier) checkRecord(r wire.GlacierRecord) (*Fragment, id.ID, error) {
 		return nil, id.ID{}, err
 	}
 	mh := f.Manifest.Hash()
-	if !g.verified[mh] {
+	vk := sha256.Sum256(append(append(mh[:], r.Address+"\x00"...), r.Cert...))
+	if !g.verified[vk] {
 		cert, err := g.verifier.VerifyUser(r.Cert, r.Address)
 		if err != nil {
 			return nil, id.ID{}, err
@@ -580,7 +626,7 @@ func (g *Glacier) checkRecord(r wire.GlacierRecord) (*Fragment, id.ID, error) {
 		if len(g.verified) >= 4096 {
 			clear(g.verified)
 		}
-		g.verified[mh] = true
+		g.verified[vk] = true
 	}
 	return f, BundleKey(f.Manifest.Owner, f.Manifest.Seq), nil
 }
@@ -672,9 +718,7 @@ func (g *Glacier) onFetch(f wire.GlacierFetch) {
 				g.stats.BadFragments++
 				continue
 			}
-			if c := g.certs[g.bundleOwner[f.Bundle]]; c != nil {
-				r.Address, r.Cert = c.rec.Address, c.rec.Cert
-			}
+			g.attachCert(f.Bundle, &r)
 			recs = append(recs, r)
 		}
 		if len(recs) > 0 {
@@ -750,9 +794,7 @@ func (g *Glacier) handover() {
 			if wire.Unmarshal(b, &r) != nil {
 				continue
 			}
-			if c := g.certs[g.bundleOwner[bk]]; c != nil {
-				r.Address, r.Cert = c.rec.Address, c.rec.Cert
-			}
+			g.attachCert(bk, &r)
 			g.handed[sk] = true
 			g.stats.HandedOver++
 			g.stats.MaintenanceMsgs++
@@ -777,9 +819,13 @@ func (g *Glacier) onRenew(r wire.GlacierRenew) {
 	for _, k := range held {
 		keys = append(keys, k)
 	}
-	if c := g.certs[g.bundleOwner[r.Bundle]]; c != nil && len(held) > 0 && c.expiry < expiry {
-		c.expiry = expiry
-		keys = append(keys, c.key)
+	// Every certificate of the owner's lives on: which one this bundle
+	// needs is known only by decoding a fragment, and they are small.
+	for _, c := range g.certs[g.bundleOwner[r.Bundle]] {
+		if len(held) > 0 && c.expiry < expiry {
+			c.expiry = expiry
+			keys = append(keys, c.key)
+		}
 	}
 	sort.Slice(keys, func(i, j int) bool { return string(keys[i][:]) < string(keys[j][:]) })
 	for _, k := range keys {

@@ -10,6 +10,7 @@ import (
 	"filippo.io/age"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/wire"
 )
 
 // testWorkFactor keeps scrypt fast in tests; production uses
@@ -172,5 +173,58 @@ func TestUserKeysEncoding(t *testing.T) {
 	}
 	if _, err := encodeUserKeys(UserKeys{Address: "a@b"}); err == nil {
 		t.Fatal("encoded user keys without keys")
+	}
+}
+
+func TestRotateUserKeys(t *testing.T) {
+	w := newWorld(t, 1)
+	v1, err := encodeUserKeys(w.user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	once, err := w.user.Rotate(w.rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	twice, err := once.Rotate(w.rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if twice.Address != w.user.Address || twice.Generation() != 3 || w.user.Generation() != 1 {
+		t.Fatalf("address %q, generations %d and %d", twice.Address, twice.Generation(), w.user.Generation())
+	}
+	gens := twice.Generations()
+	if len(gens) != 3 || !gens[1].Equal(once.Generations()[0]) || !gens[2].Equal(w.user) || w.userCert.Matches(twice) {
+		t.Fatal("rotated keys do not keep the earlier ones, newest first, or reuse a key")
+	}
+	// Keys never rotated keep the version 1 encoding, which older builds
+	// read; rotated ones round-trip with every retired pair.
+	if b, _ := encodeUserKeys(w.user); !bytes.Equal(b, v1) {
+		t.Fatal("unrotated keys changed encoding")
+	}
+	b, err := encodeUserKeys(twice)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decodeUserKeys(b); err != nil || !got.Equal(twice) {
+		t.Fatalf("round trip: %v", err)
+	}
+	if got, err := decodeUserKeys(v1); err != nil || !got.Equal(w.user) {
+		t.Fatalf("version 1: %v", err)
+	}
+	// The one encoding of unrotated keys is version 1.
+	bad := wire.MustMarshal(userKeysFileRotated{Kind: kindUserKeys, Version: userKeysRotatedVersion, Address: twice.Address,
+		Signing: twice.Signing.seed(), Sealing: twice.Sealing.secret()})
+	if _, err := decodeUserKeys(bad); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("version 2 without retired keys: %v", err)
+	}
+	// The backup carries what recovery needs: every generation.
+	code, _ := NewRecoveryCode(w.rnd)
+	sealed, err := SealBackup(twice, code, testWorkFactor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := OpenBackup(sealed, code); err != nil || !got.Equal(twice) {
+		t.Fatalf("backup of rotated keys: %v", err)
 	}
 }

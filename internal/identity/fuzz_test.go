@@ -171,6 +171,14 @@ func FuzzDecodeKeyFile(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(uk)
+	rotated, err := w.user.Rotate(w.rnd)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if uk, err = encodeUserKeys(rotated); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(uk)
 	f.Add(encodeNodeKey(w.nodeKey))
 	f.Add(encodeCAKey(w.ca))
 	f.Add(encodeCAPublic(w.ca.Public()))

@@ -274,6 +274,13 @@ type UserKeys struct {
 	Address string
 	Signing SigningKey
 	Sealing SealingKey
+	// Retired are the keys the user held before each rotation, newest
+	// first (each with no Retired of its own). They sign and certify
+	// nothing new; they are kept because what was sealed to them (mail
+	// sealed to the old sealing key, folder logs under secrets derived
+	// from the old signing key) must stay readable, and the key backup
+	// must restore all of it.
+	Retired []UserKeys
 }
 
 // GenerateUserKeys makes fresh keys for address (which must be valid; it
@@ -294,10 +301,41 @@ func GenerateUserKeys(r io.Reader, address string) (UserKeys, error) {
 	return UserKeys{Address: addr, Signing: sk, Sealing: xk}, nil
 }
 
-// Equal reports whether u and o hold the same address and keys.
+// Rotate returns fresh keys for the same address, from 64 bytes of r,
+// with u's keys (current and retired) as the new keys' Retired.
+func (u UserKeys) Rotate(r io.Reader) (UserKeys, error) {
+	next, err := GenerateUserKeys(r, u.Address)
+	if err != nil {
+		return UserKeys{}, err
+	}
+	next.Retired = u.Generations()
+	return next, nil
+}
+
+// Generations returns the current keys, then the retired ones newest
+// first, each without Retired: every key pair anything of the user's may
+// have been sealed to.
+func (u UserKeys) Generations() []UserKeys {
+	cur := u
+	cur.Retired = nil
+	return append([]UserKeys{cur}, u.Retired...)
+}
+
+// Generation counts the key pairs the user has held: 1 until the first
+// rotation. It only grows, so it versions what the user republishes when
+// the keys change (certificate, key backup).
+func (u UserKeys) Generation() uint64 { return uint64(1 + len(u.Retired)) }
+
+// Equal reports whether u and o hold the same address and keys, retired
+// keys included.
 func (u UserKeys) Equal(o UserKeys) bool {
-	if u.Address != o.Address || u.Signing.k == nil || o.Signing.k == nil {
+	if u.Address != o.Address || u.Signing.k == nil || o.Signing.k == nil || len(u.Retired) != len(o.Retired) {
 		return false
+	}
+	for i := range u.Retired {
+		if !u.Retired[i].Equal(o.Retired[i]) {
+			return false
+		}
 	}
 	return subtle.ConstantTimeCompare(u.Signing.seed(), o.Signing.seed()) == 1 && u.Sealing.equal(o.Sealing)
 }

@@ -85,7 +85,7 @@ func (a *Account) retryLoad(err error) {
 }
 
 func (a *Account) openRoot(sealed []byte) (*rootRecord, error) {
-	pt, err := OpenEntry(a.logKey, sealed)
+	pt, err := OpenEntryAny(a.logKeys, sealed)
 	if err != nil {
 		return nil, err
 	}
@@ -137,7 +137,7 @@ func (a *Account) newFolderInfo(name string) folderInfo {
 func (a *Account) writeRoot(done func(error)) {
 	sort.Slice(a.root.Folders, func(i, j int) bool { return a.root.Folders[i].Name < a.root.Folders[j].Name })
 	a.rootVer++
-	sealed := SealEntry(randReader{a.x.env.Rand}, a.logKey, wire.MustMarshal(a.root))
+	sealed := SealEntry(randReader{a.x.env.Rand}, a.logKeys[0], wire.MustMarshal(a.root))
 	m, err := past.SignMutable(a.keys, a.cert, a.rootName(), a.rootVer, sealed)
 	if err != nil {
 		done(err)

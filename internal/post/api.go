@@ -234,7 +234,8 @@ func (f *Folder) enqueueAll(ops []Op, done func(error)) {
 // the node loses nothing: the address and the recovery code are enough to
 // get the keys back, and with them the whole mailbox.
 func (a *Account) PublishKeyBackup(backup []byte, done func(error)) {
-	m, err := past.SignMutable(a.keys, a.cert, "keybackup", 1, backup)
+	// A rotation's backup (all the key pairs) replaces the one before.
+	m, err := past.SignMutable(a.keys, a.cert, "keybackup", a.keys.Generation(), backup)
 	if err != nil {
 		a.x.env.Clock.AfterFunc(0, func() { done(err) })
 		return

@@ -16,6 +16,8 @@
 //     at the recipient's user id until the recipient's Release drops it.
 //   - Folder log entries: each encrypted under a LogKey derived from the
 //     owner's keys, so the key backup alone restores them (SealEntry).
+//     After a key rotation new entries use the new keys' LogKey, and the
+//     retired keys' LogKeys open the older ones (OpenEntryAny).
 //
 // Invariants:
 //   - Only a recipient (holder of the sealing key) learns a notification's

@@ -260,7 +260,7 @@ func (f *Folder) flush() {
 		}
 		f.flush()
 	}
-	sealed := SealEntry(randReader{x.env.Rand}, f.a.logKey, wire.MustMarshal(e))
+	sealed := SealEntry(randReader{x.env.Rand}, f.a.logKeys[0], wire.MustMarshal(e))
 	key := store(x.past, sealed, x.cfg.MailLease, func(err error) {
 		if err != nil {
 			fail(fmt.Errorf("post: folder %s: log entry: %w", f.info.Name, err))
@@ -417,7 +417,7 @@ func (f *Folder) walk(key object.Key, chain []entry, done func([]entry, error)) 
 			done(nil, fmt.Errorf("post: folder %s: entry %s: %w", f.info.Name, key.Short(), err))
 			return
 		}
-		pt, err := OpenEntry(f.a.logKey, b)
+		pt, err := OpenEntryAny(f.a.logKeys, b)
 		if err != nil {
 			done(nil, err)
 			return

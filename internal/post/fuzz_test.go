@@ -135,7 +135,7 @@ func FuzzAgeSeal(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := ageOpen(bk.Sealing.AgeIdentity(), payload)
+		got, err := ageOpen(payload, bk.Sealing.AgeIdentity())
 		if err != nil || !bytes.Equal(got, plain) {
 			t.Fatalf("age does not open our encoding: %v", err)
 		}

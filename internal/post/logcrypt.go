@@ -33,6 +33,18 @@ func DeriveLogKey(keys identity.UserKeys) LogKey {
 	return LogKey(keys.DeriveSecret(labelLogKey))
 }
 
+// DeriveLogKeys returns the log key of every key pair the user has held,
+// current first (identity.UserKeys.Generations): entries written before a
+// rotation stay sealed under the key of their time, and are opened with
+// OpenEntryAny.
+func DeriveLogKeys(keys identity.UserKeys) []LogKey {
+	var ks []LogKey
+	for _, g := range keys.Generations() {
+		ks = append(ks, DeriveLogKey(g))
+	}
+	return ks
+}
+
 // SealEntry encrypts one log entry under k with a random 24-byte nonce
 // from r, prepended to the ciphertext. One key seals every entry a user
 // ever writes, so nonces must be random, and XChaCha20's 192-bit nonces
@@ -61,6 +73,26 @@ func OpenEntry(k LogKey, b []byte) ([]byte, error) {
 		return nil, fmt.Errorf("%w: log entry: %v", ErrTampered, err)
 	}
 	return p, nil
+}
+
+// OpenEntryAny decrypts a log entry sealed under any of ks, trying them
+// in order (the current key first, where nearly every entry is). On
+// failure it returns the first key's error.
+func OpenEntryAny(ks []LogKey, b []byte) ([]byte, error) {
+	var first error
+	for _, k := range ks {
+		p, err := OpenEntry(k, b)
+		if err == nil {
+			return p, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = fmt.Errorf("%w: no log key", ErrTampered)
+	}
+	return nil, first
 }
 
 func newLogAEAD(k LogKey) cipher.AEAD {

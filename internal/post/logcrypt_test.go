@@ -2,6 +2,7 @@ package post
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -118,4 +119,37 @@ func TestSealEntryPanicsOnFailingReader(t *testing.T) {
 		}
 	}()
 	SealEntry(bytes.NewReader(make([]byte, 23)), LogKey{}, []byte("x"))
+}
+
+// TestLogKeysAfterRotation: rotated keys seal under a new log key and
+// still open what every earlier key sealed; another user's entries stay
+// closed.
+func TestLogKeysAfterRotation(t *testing.T) {
+	c := testCommunity(t)
+	old := c.m("alice").keys
+	rotated, err := old.Rotate(c.rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := DeriveLogKeys(rotated)
+	if len(ks) != 2 || ks[0] != DeriveLogKey(rotated) || ks[1] != DeriveLogKey(old) || ks[0] == ks[1] {
+		t.Fatal("log keys are not the new key, then the old one")
+	}
+	before := SealEntry(c.rnd, DeriveLogKey(old), []byte("before"))
+	after := SealEntry(c.rnd, ks[0], []byte("after"))
+	for want, b := range map[string][]byte{"before": before, "after": after} {
+		if got, err := OpenEntryAny(ks, b); err != nil || string(got) != want {
+			t.Fatalf("%s: %q, %v", want, got, err)
+		}
+	}
+	if _, err := OpenEntry(DeriveLogKey(old), after); err == nil {
+		t.Fatal("the old key opens what the new one sealed")
+	}
+	bobs := SealEntry(c.rnd, DeriveLogKey(c.m("bob").keys), []byte("bob"))
+	if _, err := OpenEntryAny(ks, bobs); !errors.Is(err, ErrTampered) {
+		t.Fatalf("another user's entry: %v", err)
+	}
+	if _, err := OpenEntryAny(nil, after); !errors.Is(err, ErrTampered) {
+		t.Fatalf("no keys: %v", err)
+	}
 }

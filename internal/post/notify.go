@@ -306,11 +306,12 @@ func (s *Sealed) VerifyNode(v *identity.Verifier) error {
 }
 
 // Open does everything a recipient must before believing a notification:
-// VerifyNode, decrypt with keys' sealing key, decode, verify the sender's
-// certificate against v and the sender's signature, and check that keys'
-// address is both s.Recipient and in the signed recipient list (so a
-// recipient who re-seals someone's notification to a third party is
-// caught). Errors wrap ErrMalformed, ErrForged or ErrNotForMe.
+// VerifyNode, decrypt with keys' sealing key (current or retired),
+// decode, verify the sender's certificate against v and the sender's
+// signature, and check that keys' address is both s.Recipient and in the
+// signed recipient list (so a recipient who re-seals someone's
+// notification to a third party is caught). Errors wrap ErrMalformed,
+// ErrForged or ErrNotForMe.
 //
 // Whether a gateway notification's sender is really a gateway user is the
 // caller's policy; Open only proves who signed it.
@@ -321,10 +322,16 @@ func (s *Sealed) Open(keys identity.UserKeys, v *identity.Verifier) (*Notificati
 	if s.Recipient != keys.Address {
 		return nil, fmt.Errorf("post: open: %w: sealed for %s, opening as %s", ErrNotForMe, s.Recipient, keys.Address)
 	}
-	if keys.Sealing.IsZero() {
-		return nil, fmt.Errorf("post: open for %s: no sealing key", keys.Address)
+	// A sender may still hold the certificate from before a rotation, so
+	// every sealing key the user has held is tried.
+	var ids []age.Identity
+	for _, g := range keys.Generations() {
+		if g.Sealing.IsZero() {
+			return nil, fmt.Errorf("post: open for %s: no sealing key", keys.Address)
+		}
+		ids = append(ids, g.Sealing.AgeIdentity())
 	}
-	plain, err := ageOpen(keys.Sealing.AgeIdentity(), s.Payload)
+	plain, err := ageOpen(s.Payload, ids...)
 	if err != nil {
 		return nil, fmt.Errorf("post: open for %s: %w", keys.Address, err)
 	}
@@ -528,8 +535,8 @@ func ageSeal(r io.Reader, rcpt identity.SealingRecipient, plain []byte) ([]byte,
 
 // ageOpen decrypts an age payload with id, reading at most MaxPayload
 // bytes of plaintext.
-func ageOpen(id *age.X25519Identity, payload []byte) ([]byte, error) {
-	rd, err := age.Decrypt(bytes.NewReader(payload), id)
+func ageOpen(payload []byte, ids ...age.Identity) ([]byte, error) {
+	rd, err := age.Decrypt(bytes.NewReader(payload), ids...)
 	if err != nil {
 		if _, ok := errors.AsType[*age.NoIdentityMatchError](err); ok {
 			return nil, fmt.Errorf("%w: payload is sealed to another key", ErrNotForMe)

@@ -189,7 +189,7 @@ func TestAgeSealInterop(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := ageOpen(bk.Sealing.AgeIdentity(), payload)
+		got, err := ageOpen(payload, bk.Sealing.AgeIdentity())
 		if err != nil {
 			t.Fatalf("size %d: %v", size, err)
 		}
@@ -236,6 +236,33 @@ func TestOpenChecksTheRecipient(t *testing.T) {
 	_, err := s.Open(c.m("carol").keys, c.v)
 	wantErr(t, err, ErrNotForMe)
 	_, err = s.Open(c.m("alice").keys, c.v)
+	wantErr(t, err, ErrNotForMe)
+}
+
+// TestOpenAfterRotation: a notification sealed to Bob's old key before
+// his keys rotated (the sender had his old certificate) still opens with
+// the rotated keys, and so does one sealed to the new key; the old keys
+// alone do not open the new one.
+func TestOpenAfterRotation(t *testing.T) {
+	c := testCommunity(t)
+	bobOld := *c.m("bob")
+	beforeRotation := c.seal(t, c.mail(t, "alice", bob), "bob", "alice")
+	rotated, err := bobOld.keys.Rotate(c.rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := c.m("bob")
+	b.keys = rotated
+	if b.cert, err = c.ca.IssueUser(c.rnd, bob, rotated.Signing.Public(), rotated.Sealing.Recipient()); err != nil {
+		t.Fatal(err)
+	}
+	afterRotation := c.seal(t, c.mail(t, "alice", bob), "bob", "alice")
+	for _, s := range []*Sealed{beforeRotation, afterRotation} {
+		if _, err := s.Open(rotated, c.v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = afterRotation.Open(bobOld.keys, c.v)
 	wantErr(t, err, ErrNotForMe)
 }
 

@@ -282,7 +282,7 @@ type Account struct {
 	x       *Post
 	keys    identity.UserKeys
 	cert    *identity.UserCert
-	logKey  LogKey
+	logKeys []LogKey // of every key pair held, current first: seal with [0], open with any
 	root    *rootRecord
 	rootVer uint64
 	folders map[string]*Folder // by name
@@ -311,7 +311,7 @@ func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready fu
 	if a := x.users[keys.Address]; a != nil {
 		return a, nil
 	}
-	a := &Account{x: x, keys: keys, cert: cert, logKey: DeriveLogKey(keys), folders: map[string]*Folder{},
+	a := &Account{x: x, keys: keys, cert: cert, logKeys: DeriveLogKeys(keys), folders: map[string]*Folder{},
 		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}}
 	if ready != nil {
 		a.onReady = append(a.onReady, ready)
@@ -342,7 +342,9 @@ func (x *Post) Users() int { return len(x.users) }
 func (x *Post) User(address string) *Account { return x.users[address] }
 
 func (a *Account) publishCert() {
-	m, err := past.SignMutable(a.keys, a.cert, "cert", 1, a.cert.Bytes())
+	// The version grows with each key rotation, so the new certificate
+	// replaces the one senders find.
+	m, err := past.SignMutable(a.keys, a.cert, "cert", a.keys.Generation(), a.cert.Bytes())
 	if err != nil {
 		a.x.env.Log.Error("post: sign certificate", "user", a.keys.Address, "err", err)
 		return

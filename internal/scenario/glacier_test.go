@@ -7,6 +7,7 @@ import (
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/glacier"
+	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/overlay"
 	store "github.com/epost-mail/epost/internal/store/object"
@@ -352,6 +353,82 @@ func TestGlacierQueueSurvivesACrash(t *testing.T) {
 	}
 	if again := g.Unarchived(cert.UserID.ID); len(again) != 0 {
 		t.Errorf("the list was handed out twice")
+	}
+}
+
+// TestGlacierChainSurvivesAKeyRotation: an owner archives under one key,
+// rotates, and (on a restarted node that must find the chain's end)
+// continues the chain under the new key. The whole chain, manifests
+// signed by either key, is recovered: the old certificate is superseded,
+// not revoked, so what it signed stays valid.
+func TestGlacierChainSurvivesAKeyRotation(t *testing.T) {
+	s, gls, hosts, err := NewGlacierCommunity(15, 20, glacier.ConfigFor(20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := randReader{s.S.Rand()}
+	const address = "rotator@sim.epost"
+	old, _ := identity.GenerateUserKeys(rr, address)
+	keys, err := old.Rotate(rr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	home := hosts[4]
+	signers := map[identity.VerifyingKey]int{}
+	for i, k := range []identity.UserKeys{old, keys} {
+		cert, err := s.CA.IssueUser(rr, address, k.Signing.Public(), k.Sealing.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i > 0 {
+			s.Crash(home)
+			s.S.Restart(home)
+			if err := s.S.RunFor(time1m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		g := gls[home]
+		if err := g.AddOwner(address, k.Signing, cert.Bytes(), 0, glacier.Hash{}, i == 0); err != nil {
+			t.Fatal(err)
+		}
+		for j := range 5 {
+			data := []byte(fmt.Sprintf("object %d under key %d", j, i))
+			if err := g.Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.S.RunFor(30 * time1m); err != nil { // past the archive delay and the probe
+			t.Fatal(err)
+		}
+		signers[k.Signing.Public()] = 0
+	}
+	// The recovering node restarts first: it has checked no manifest yet,
+	// and each holder must answer with the certificate of the key that
+	// signed the bundle, though it holds the owner's newer one too.
+	s.Crash(hosts[9])
+	s.S.Restart(hosts[9])
+	if err := s.S.RunFor(time1m); err != nil {
+		t.Fatal(err)
+	}
+	got, done := 0, false
+	gls[hosts[9]].Recover(id.ForUser(address).ID, 0, glacier.Hash{}, func(b *glacier.Bundle, m *glacier.Manifest) {
+		got += len(b.Objects)
+		for k := range signers {
+			if m.Verify(k) == nil {
+				signers[k]++
+			}
+		}
+	}, func(_ uint64, _ glacier.Hash, err error) {
+		if err != nil {
+			t.Errorf("recover: %v", err)
+		}
+		done = true
+	})
+	if _, err := s.S.RunWhile(func() bool { return !done }, s.S.Now().Add(env.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got != 10 || signers[old.Signing.Public()] == 0 || signers[keys.Signing.Public()] == 0 {
+		t.Errorf("recovered %d of 10 objects; bundles signed by the old and new keys: %v", got, signers)
 	}
 }
 

@@ -142,25 +142,12 @@ func TestOfflineRecipientGetsEveryMessageOnceWhenBack(t *testing.T) {
 
 func TestMailboxIsRebuiltOnAFreshDisk(t *testing.T) {
 	m, hosts := newMail(t, 13, 20, 2)
-	for i := 0; i < 4; i++ {
-		if err := send(t, m, 1, []int{0}, []byte(fmt.Sprintf("m%d", i))); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitMail(t, m, "four delivered", 10*time1m, func() bool { return len(inbox(m, 0)) == 4 })
+	deliverToUser0(t, m, "m%d", 4)
 	a := m.Account(0)
 	in, _ := a.Folder("INBOX")
 	arch, _ := a.Folder("Archive")
 	uids := []uint32{in.Messages()[0].UID, in.Messages()[1].UID, in.Messages()[2].UID}
-	step := func(what string, f func(done func(error))) {
-		var err error
-		done := false
-		f(func(e error) { err, done = e, true })
-		awaitMail(t, m, what, 2*time1m, func() bool { return done })
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
-		}
-	}
+	step := func(what string, f func(done func(error))) { mailStep(t, m, what, f) }
 	step("flag", func(d func(error)) { in.SetFlags(uids[:2], []string{`\Seen`, `\Flagged`}, true, d) })
 	step("move", func(d func(error)) { in.Move(uids[2:3], arch, func(_ []uint32, err error) { d(err) }) })
 	step("expunge", func(d func(error)) { in.Expunge(uids[1:2], d) })
@@ -168,25 +155,54 @@ func TestMailboxIsRebuiltOnAFreshDisk(t *testing.T) {
 	want := describeMailbox(a)
 
 	// The key backup is in the network, sealed with the recovery code.
-	code, err := identity.NewRecoveryCode(randReader{m.S.Rand()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	backup, err := identity.SealBackup(m.Users[0].Keys, code, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	step("publish key backup", func(d func(error)) { a.PublishKeyBackup(backup, d) })
+	code := publishKeyBackup(t, m, 0)
 
 	// The user's node is lost with its disk. Another node with an empty
 	// disk fetches the backup and the certificate, opens the backup with
 	// the code, and serves the user.
-	m.Crash(m.Users[0].Host)
-	fresh := hosts[10]
+	recoverOnFreshNode(t, m, 0, hosts[10], code)
+	if got := describeMailbox(m.Account(0)); got != want {
+		t.Fatalf("rebuilt mailbox differs:\n got %s\nwant %s", got, want)
+	}
+}
+
+// deliverToUser0 sends n messages (bodies format with their number) from
+// user 1 to user 0, and waits until user 0's INBOX holds them all.
+func deliverToUser0(t *testing.T, m *Mail, format string, n int) {
+	t.Helper()
+	for i := range n {
+		if err := send(t, m, 1, []int{0}, []byte(fmt.Sprintf(format, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, fmt.Sprintf("%d delivered", n), 10*time1m, func() bool { return len(inbox(m, 0)) == n })
+}
+
+// mailStep runs one asynchronous mailbox operation and fails the test if
+// it fails.
+func mailStep(t *testing.T, m *Mail, what string, f func(done func(error))) {
+	t.Helper()
+	var err error
+	done := false
+	f(func(e error) { err, done = e, true })
+	awaitMail(t, m, what, 2*time1m, func() bool { return done })
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// recoverOnFreshNode loses user u's node with its disk and serves the
+// user from fresh, an empty node, with only what the network holds: the
+// key backup opened with code, and the published certificate, which must
+// certify the keys the backup restores.
+func recoverOnFreshNode(t *testing.T, m *Mail, u int, fresh sim.HostID, code string) {
+	t.Helper()
+	step := func(what string, f func(done func(error))) { mailStep(t, m, what, f) }
+	m.Crash(m.Users[u].Host)
 	x := m.Post(fresh)
 	var got []byte
 	step("fetch key backup", func(d func(error)) {
-		x.FetchKeyBackup(m.Users[0].Address, func(b []byte, err error) { got = b; d(err) })
+		x.FetchKeyBackup(m.Users[u].Address, func(b []byte, err error) { got = b; d(err) })
 	})
 	keys, err := identity.OpenBackup(got, code)
 	if err != nil {
@@ -194,16 +210,116 @@ func TestMailboxIsRebuiltOnAFreshDisk(t *testing.T) {
 	}
 	var cert *identity.UserCert
 	step("fetch certificate", func(d func(error)) {
-		x.FetchCert(m.Users[0].Address, func(c *identity.UserCert, err error) { cert = c; d(err) })
+		x.FetchCert(m.Users[u].Address, func(c *identity.UserCert, err error) { cert = c; d(err) })
 	})
-	m.Users[0].Host = fresh
-	m.byHost[fresh] = append(m.byHost[fresh], 0)
+	if !keys.Equal(m.Users[u].Keys) || !cert.Matches(keys) {
+		t.Fatal("the network's key backup or certificate is not the user's latest")
+	}
+	m.Users[u].Host = fresh
+	m.byHost[fresh] = append(m.byHost[fresh], u)
 	if _, err := x.AddUser(keys, cert, nil); err != nil {
 		t.Fatal(err)
 	}
-	awaitMail(t, m, "mailbox loaded on the fresh node", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
-	if got := describeMailbox(m.Account(0)); got != want {
-		t.Fatalf("rebuilt mailbox differs:\n got %s\nwant %s", got, want)
+	awaitMail(t, m, "mailbox loaded on the fresh node", 5*time1m, func() bool { a := m.Account(u); return a != nil && a.Ready() })
+}
+
+// publishKeyBackup seals user u's keys under a new recovery code,
+// publishes the backup and returns the code.
+func publishKeyBackup(t *testing.T, m *Mail, u int) string {
+	t.Helper()
+	code, err := identity.NewRecoveryCode(randReader{m.S.Rand()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	backup, err := identity.SealBackup(m.Users[u].Keys, code, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mailStep(t, m, "publish key backup", func(d func(error)) { m.Account(u).PublishKeyBackup(backup, d) })
+	return code
+}
+
+// mailboxContents maps "folder/uid" to the message's flags and body, for
+// every message of user u.
+func mailboxContents(t *testing.T, m *Mail, u int) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	a := m.Account(u)
+	for _, name := range a.Folders() {
+		f, _ := a.Folder(name)
+		for _, msg := range f.Messages() {
+			b, err := fetch(t, m, u, name, msg.UID)
+			if err != nil {
+				t.Fatalf("fetch %s/%d: %v", name, msg.UID, err)
+			}
+			out[fmt.Sprintf("%s/%d", name, msg.UID)] = fmt.Sprintf("%v %s", msg.Flags, b)
+		}
+	}
+	return out
+}
+
+func TestMailSurvivesAUserKeyRotation(t *testing.T) {
+	m, hosts := newMail(t, 14, 20, 2)
+	step := func(what string, f func(done func(error))) { mailStep(t, m, what, f) }
+	deliverToUser0(t, m, "before %d", 3)
+	a := m.Account(0)
+	in, _ := a.Folder("INBOX")
+	arch, _ := a.Folder("Archive")
+	uids := []uint32{in.Messages()[0].UID, in.Messages()[1].UID}
+	step("flag", func(d func(error)) { in.SetFlags(uids[:1], []string{`\Seen`}, true, d) })
+	step("move", func(d func(error)) { in.Move(uids[1:], arch, func(_ []uint32, err error) { d(err) }) })
+	step("create", func(d func(error)) { a.CreateFolder("Projects", d) })
+	publishKeyBackup(t, m, 0)
+	before := mailboxContents(t, m, 0)
+
+	// A message arrives while the user's node is down: the sender seals
+	// it to the only key published, the old one.
+	m.Crash(m.Users[0].Host)
+	late := []byte("sealed to the old key")
+	if err := send(t, m, 1, []int{0}, late); err != nil {
+		t.Fatal(err)
+	}
+
+	// The keys rotate, and the node comes back with only the new ones.
+	rr := randReader{m.S.Rand()}
+	keys, err := m.Users[0].Keys.Rotate(rr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := m.CA.IssueUser(rr, keys.Address, keys.Signing.Public(), keys.Sealing.Recipient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Users[0].Keys, m.Users[0].Cert = keys, cert
+	m.S.Restart(m.Users[0].Host)
+	awaitMail(t, m, "the old-key notification delivered", 10*time1m, func() bool { return len(inbox(m, 0)) == 3 })
+	after := mailboxContents(t, m, 0)
+	for k, v := range before {
+		if after[k] != v {
+			t.Errorf("%s after the rotation: %q, want %q", k, after[k], v)
+		}
+	}
+	if len(after) != len(before)+1 {
+		t.Fatalf("%d messages after the rotation, want %d", len(after), len(before)+1)
+	}
+
+	// New writes and new mail, sealed to the new key.
+	a = m.Account(0)
+	in, _ = a.Folder("INBOX")
+	step("flag after", func(d func(error)) { in.SetFlags([]uint32{in.Messages()[2].UID}, []string{`\Flagged`}, true, d) })
+	step("create after", func(d func(error)) { a.CreateFolder("After", d) })
+	if err := send(t, m, 1, []int{0}, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "new mail delivered", 10*time1m, func() bool { return len(inbox(m, 0)) == 4 })
+
+	// The rotated backup replaces the old one in the network: a fresh
+	// node restores every key pair and the whole mailbox from it.
+	code := publishKeyBackup(t, m, 0)
+	want := mailboxContents(t, m, 0)
+	recoverOnFreshNode(t, m, 0, hosts[10], code)
+	if got := mailboxContents(t, m, 0); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("rebuilt mailbox differs:\n got %v\nwant %v", got, want)
 	}
 }
 
