@@ -119,6 +119,7 @@ func RunChurn(c ChurnConfig) (*Result, error) {
 	res.Set("avg_live_nodes", round(avgLive, 1))
 	fillLookupResult(res, st)
 	res.Set("dual_root_events", st.DualRoots)
+	res.Set("lost_source_crashed", st.LostSourceCrashed)
 	secs := minutes(c.Minutes).Seconds()
 	ctl := float64(after.SentControl - before.SentControl)
 	acks := float64(after.SentControlAcks-before.SentControlAcks) + float64(after.SentLookupAcks-before.SentLookupAcks)

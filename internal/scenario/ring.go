@@ -66,10 +66,13 @@ type LookupStats struct {
 	Late       int // delivered after the deadline: counted as lost
 	Duplicates int
 	DualRoots  int // deliveries while another active node also considered itself root
-	HopsSum    int
-	MaxHops    int
-	StretchSum float64
-	Stretches  int
+	// LostSourceCrashed counts the lookups not delivered in time whose
+	// source crashed meanwhile: it alone kept the message for re-sending.
+	LostSourceCrashed int
+	HopsSum           int
+	MaxHops           int
+	StretchSum        float64
+	Stretches         int
 }
 
 type lookup struct {
@@ -270,11 +273,17 @@ func (r *Ring) Lookup(src sim.HostID, key id.ID, measured bool) {
 	}
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], r.nextLk)
-	r.nodes[src].Route(key, b[:])
+	srcNode := r.nodes[src]
+	srcNode.Route(key, b[:])
 	n := r.nextLk
 	r.S.After(LookupDeadline, func() {
-		if l := r.looks[n]; l != nil && l.done {
+		l := r.looks[n]
+		switch {
+		case l == nil:
+		case l.done:
 			delete(r.looks, n)
+		case l.measured && r.nodes[src] != srcNode:
+			r.Lookups.LostSourceCrashed++
 		}
 	})
 }
@@ -510,6 +519,7 @@ func addLookups(a, b LookupStats) LookupStats {
 	a.Late += b.Late
 	a.Duplicates += b.Duplicates
 	a.DualRoots += b.DualRoots
+	a.LostSourceCrashed += b.LostSourceCrashed
 	a.HopsSum += b.HopsSum
 	if b.MaxHops > a.MaxHops {
 		a.MaxHops = b.MaxHops
