@@ -133,14 +133,7 @@ func RunChurn(c ChurnConfig) (*Result, error) {
 	res.Set("searches", after.Searches-before.Searches)
 	res.Set("indirect_found", after.IndirectFound-before.IndirectFound)
 	res.Set("reintegrations", after.Reintegrations-before.Reintegrations)
-	for i := range after.Probes {
-		n := overlay.ProbeReason(i).String()
-		res.Set("probes_"+n+"_per_node_per_s", round(ratio(float64(after.Probes[i]-before.Probes[i]), avgLive*secs), 4))
-	}
-	names := []string{"route", "route_ack", "join_reply", "probe", "probe_reply", "heartbeat", "row_request", "row_reply", "direct", "probe_via", "via_reply", "relay", "delivered"}
-	for i, n := range names {
-		res.Set("sent_"+n+"_per_node_per_s", round(ratio(float64(after.ByType[i]-before.ByType[i]), avgLive*secs), 4))
-	}
+	setTrafficBreakdown(res, before, after, avgLive*secs)
 	m.Report(res)
 	return res, nil
 }
@@ -150,5 +143,18 @@ func (r *Ring) crashed(h sim.HostID) {
 	if o := r.nodes[h]; o != nil {
 		r.retire[h] = addStats(r.retire[h], o.Stats())
 		r.nodes[h] = nil
+	}
+}
+
+// setTrafficBreakdown reports the overlay's messages between two
+// snapshots by type and its probes by reason, per node-second.
+func setTrafficBreakdown(res *Result, before, after overlay.Stats, nodeSeconds float64) {
+	for i := range after.Probes {
+		n := overlay.ProbeReason(i).String()
+		res.Set("probes_"+n+"_per_node_per_s", round(ratio(float64(after.Probes[i]-before.Probes[i]), nodeSeconds), 4))
+	}
+	names := []string{"route", "route_ack", "join_reply", "probe", "probe_reply", "heartbeat", "row_request", "row_reply", "direct", "probe_via", "via_reply", "relay", "delivered"}
+	for i, n := range names {
+		res.Set("sent_"+n+"_per_node_per_s", round(ratio(float64(after.ByType[i]-before.ByType[i]), nodeSeconds), 4))
 	}
 }

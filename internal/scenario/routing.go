@@ -59,12 +59,13 @@ func RunRouting(c RoutingConfig) (*Result, error) {
 	if c.SettleMinutes > 5 {
 		quiet = joined.Add(5 * env.Minute)
 	}
-	var control0 uint64
-	r.S.At(quiet, func() { control0 = controlSent(r.TotalStats()) })
+	var quietStats overlay.Stats
+	r.S.At(quiet, func() { quietStats = r.TotalStats() })
 	if err := r.S.RunUntil(settled); err != nil {
 		return nil, err
 	}
-	control := controlSent(r.TotalStats()) - control0
+	settledStats := r.TotalStats()
+	control := controlSent(settledStats) - controlSent(quietStats)
 	var tableSum, leafSum, up int
 	for _, o := range r.nodes {
 		if o != nil {
@@ -92,7 +93,9 @@ func RunRouting(c RoutingConfig) (*Result, error) {
 	// Per-node state and maintenance cost, for how they grow with N.
 	res.Set("mean_table_entries", round(ratio(float64(tableSum), float64(up)), 2))
 	res.Set("mean_leaf_set", round(ratio(float64(leafSum), float64(up)), 2))
-	res.Set("control_msgs_per_node_s", round(ratio(float64(control), float64(up)*float64(settled.Sub(quiet))/float64(env.Second)), 4))
+	nodeSeconds := float64(up) * float64(settled.Sub(quiet)) / float64(env.Second)
+	res.Set("control_msgs_per_node_s", round(ratio(float64(control), nodeSeconds), 4))
+	setTrafficBreakdown(res, quietStats, settledStats, nodeSeconds)
 	m.Report(res)
 	runtime.KeepAlive(r)
 	return res, nil
