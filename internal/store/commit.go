@@ -327,6 +327,11 @@ func (s *Store) commit(batch []*request) {
 		}
 		return
 	}
+	if err != nil {
+		s.mu.Lock()
+		s.failed++
+		s.mu.Unlock()
+	}
 	for i, r := range batch {
 		res := err
 		if err == nil {
@@ -382,8 +387,13 @@ func (s *Store) commitOnce(batch []*request) (results []error, err error) {
 	}
 	s.observe(Event{Type: EventSyncStarted, Batch: s.batchSeq, Writes: seqs})
 	// Commit writes the dirty pages, fdatasyncs, writes the meta page and
-	// fdatasyncs again; it returns only after both syncs.
-	err = tx.Commit()
+	// fdatasyncs again; it returns only after both syncs. An injected
+	// fault stands in for a commit the disk failed.
+	if err = s.cfg.Faults.fault(); err != nil {
+		_ = tx.Rollback()
+	} else {
+		err = tx.Commit()
+	}
 	s.observe(Event{Type: EventSyncDone, Batch: s.batchSeq, Err: err})
 	if err != nil {
 		return nil, fmt.Errorf("commit %d writes: %w", len(batch), classify(err))
