@@ -154,6 +154,7 @@ func (f *Folder) headName() string { return "head/" + hex.EncodeToString(f.info.
 
 // apply changes the in-memory state.
 func (f *Folder) apply(op Op) {
+	f.a.usage = -1
 	switch op.Kind {
 	case OpAppend:
 		if op.Msg == nil {
@@ -547,6 +548,7 @@ func uidValidity(fid [16]byte) uint32 {
 func (f *Folder) reload(batch []queued) {
 	x := f.a.x
 	f.msgs = map[uint32]*Message{}
+	f.a.usage = -1
 	f.nextUID, f.seq, f.head, f.sinceSnap, f.entries = 1, 0, object.Key{}, 0, nil
 	f.load(func(err error) {
 		f.flushing = false

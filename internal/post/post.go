@@ -21,6 +21,8 @@ var (
 	ErrFolderExists = errors.New("post: folder exists")
 	ErrNotReady     = errors.New("post: mailbox not loaded yet")
 	ErrUnknownRcpt  = errors.New("post: unknown recipient")
+	// ErrOverQuota: the change would take the user past Config.Quota.
+	ErrOverQuota = errors.New("post: over quota")
 )
 
 // Config tunes POST. Start from DefaultConfig.
@@ -47,7 +49,18 @@ type Config struct {
 	// Gateways are the community's gateway users, whose injected mail may
 	// carry any From.
 	Gateways []string
+	// Quota bounds each user's mail in bytes (see Account.Usage); 0 means
+	// unlimited. What the user adds (APPEND) and mail to the user from
+	// this node's SMTP server (CheckQuota) are refused beyond it. Mail
+	// another node already accepted is still delivered: refusing it would
+	// leave it waiting in the pending set, whose lease is short.
+	Quota int64
 }
+
+// DefaultQuota is each user's quota unless configured: generous for a
+// personal mailbox, and a bound on what one user can make the community
+// store.
+const DefaultQuota = 1 << 30
 
 // DefaultConfig is what a node runs with.
 func DefaultConfig() Config {
@@ -60,6 +73,7 @@ func DefaultConfig() Config {
 		CheckpointEvery: 64,
 		ChunkSize:       ChunkSize,
 		RenewPeriod:     30 * past.Day,
+		Quota:           DefaultQuota,
 	}
 }
 
@@ -293,6 +307,7 @@ type Account struct {
 	inflight  map[object.Key]bool // pending members being delivered
 	retired   bool                // another node took the mailbox over: no more writes
 	onReady   []func(error)
+	usage     int64 // Usage's cached answer; -1 when a folder changed since
 }
 
 // Address is the account's address.
@@ -312,7 +327,7 @@ func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready fu
 		return a, nil
 	}
 	a := &Account{x: x, keys: keys, cert: cert, logKey: DeriveLogKey(keys), folders: map[string]*Folder{},
-		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}}
+		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}, usage: -1}
 	if ready != nil {
 		a.onReady = append(a.onReady, ready)
 	}
