@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ import (
 	"github.com/epost-mail/epost/internal/imapd"
 	"github.com/epost-mail/epost/internal/node"
 	"github.com/epost-mail/epost/internal/post"
+	"github.com/epost-mail/epost/internal/store"
 )
 
 // seqReader is a deterministic byte source.
@@ -85,6 +87,9 @@ type community struct {
 	srv   *imapd.Server
 	addr  string // alice's IMAP server
 	dir   string
+	// faults fails node 0's disk writes on demand; its POST runs with
+	// quota as each user's quota.
+	faults *store.Faults
 
 	panics panicLog // what the server logged about panics
 }
@@ -122,6 +127,9 @@ var (
 const (
 	alice = "alice@example.org"
 	bob   = "bob@example.org"
+	// quota is alice's: far above what the tests store, except where one
+	// goes over it on purpose.
+	quota = 2 << 20
 )
 
 // startCommunity starts (once per test binary) the community the tests
@@ -176,7 +184,7 @@ func newCommunity(t testing.TB) (*community, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &community{dir: dir}
+	c := &community{dir: dir, faults: &store.Faults{}}
 	for i := range 3 {
 		key, err := identity.GenerateNodeKey(src)
 		if err != nil {
@@ -194,6 +202,11 @@ func newCommunity(t testing.TB) (*community, error) {
 		cfg.Log = env.Discard
 		if i > 0 {
 			cfg.Bootstrap = []env.Addr{c.nodes[0].Addr()}
+		} else {
+			cfg.Store = store.DefaultConfig()
+			cfg.Store.Faults = c.faults
+			cfg.Post = post.DefaultConfig()
+			cfg.Post.Quota = quota
 		}
 		n, err := node.New(cfg)
 		if err != nil {
@@ -845,6 +858,69 @@ func TestTLS(t *testing.T) {
 		}
 		cl.Close()
 	}
+}
+
+// wantNo checks that err is a NO with the response code and a text
+// containing text.
+func wantNo(t *testing.T, what string, err error, code imap.ResponseCode, text string) {
+	t.Helper()
+	var ierr *imap.Error
+	if !errors.As(err, &ierr) || ierr.Type != imap.StatusResponseTypeNo || ierr.Code != code || !strings.Contains(ierr.Text, text) {
+		t.Fatalf("%s: %v, want NO [%s] ...%s...", what, err, code, text)
+	}
+}
+
+// TestStorageFaults: while node 0's disk is full, or failing, APPEND and
+// STORE answer NO [UNAVAILABLE] saying so, and change nothing; once the
+// disk works again they succeed. The node stays up throughout.
+func TestStorageFaults(t *testing.T) {
+	c := startCommunity(t)
+	cl := dial(t, c, nil)
+	folder := unique("faults")
+	if err := cl.Create(folder, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	appendMsg(t, cl, folder, testMessage(unique("before the fault"), "kept"))
+	if _, err := cl.Select(folder, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		cause error
+		text  string
+	}{{syscall.ENOSPC, "disk is full"}, {syscall.EIO, "disk error"}} {
+		c.faults.Fail(f.cause)
+		msg := testMessage(unique("during the fault"), "refused")
+		cmd := cl.Append(folder, int64(len(msg)), nil)
+		cmd.Write(msg)
+		cmd.Close()
+		_, err := cmd.Wait()
+		wantNo(t, fmt.Sprintf("APPEND under %v", f.cause), err, imap.ResponseCodeUnavailable, f.text)
+		_, err = cl.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Collect()
+		wantNo(t, fmt.Sprintf("STORE under %v", f.cause), err, imap.ResponseCodeUnavailable, f.text)
+		c.faults.Fail(nil)
+	}
+	appendMsg(t, cl, folder, testMessage(unique("after the fault"), "stored"))
+	if _, err := cl.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Collect(); err != nil {
+		t.Fatalf("STORE after the fault: %v", err)
+	}
+	st, err := cl.Status(folder, &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || *st.NumMessages != 2 {
+		t.Fatalf("after the faults: %v messages, %v; want 2", st, err)
+	}
+}
+
+// TestAppendOverQuota: an APPEND that would take the user past the quota
+// is NO [OVERQUOTA] and stores nothing; a small one still fits.
+func TestAppendOverQuota(t *testing.T) {
+	c := startCommunity(t)
+	cl := dial(t, c, nil)
+	big := testMessage(unique("over quota"), strings.Repeat("x", quota))
+	cmd := cl.Append("Drafts", int64(len(big)), nil)
+	cmd.Write(big)
+	cmd.Close()
+	_, err := cmd.Wait()
+	wantNo(t, "APPEND over the quota", err, imap.ResponseCodeOverQuota, "Over quota")
+	appendMsg(t, cl, "Drafts", testMessage(unique("within quota"), "small"))
 }
 
 func TestAppendTooBig(t *testing.T) {
