@@ -72,25 +72,8 @@ func TestArchiveRebuildsMailboxesAfterDisaster(t *testing.T) {
 	src := &seq{n: 7000}
 	var users []user
 	for i, addr := range []string{"ann@dr.epost", "ben@dr.epost", "cat@dr.epost"} {
-		keys, err := identity.GenerateUserKeys(src, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, err := r.ca.IssueUser(src, addr, keys.Signing.Public(), keys.Sealing.Recipient())
-		if err != nil {
-			t.Fatal(err)
-		}
-		u := user{keys, cert, i}
-		users = append(users, u)
-		nd := r.nodes[u.node]
-		ready := make(chan error, 1)
-		var addErr error
-		if err := nd.Do(func() { _, addErr = nd.Mail().AddUser(keys, cert, func(e error) { ready <- e }) }); err != nil || addErr != nil {
-			t.Fatal(err, addErr)
-		}
-		if err := <-ready; err != nil {
-			t.Fatal(err)
-		}
+		keys, cert := r.addUser(t, r.nodes[i], src, addr)
+		users = append(users, user{keys, cert, i})
 	}
 
 	// 200 messages, each user writing to the next.

@@ -353,6 +353,9 @@ func (x *Post) Pending() int {
 // Users is the number of users served here.
 func (x *Post) Users() int { return len(x.users) }
 
+// Addresses lists the users served here, sorted.
+func (x *Post) Addresses() []string { return sortedNames(x.users) }
+
 // User returns the account for address, nil if not served here.
 func (x *Post) User(address string) *Account { return x.users[address] }
 
