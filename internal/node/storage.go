@@ -127,7 +127,7 @@ func (h *diskHealth) Observe(ev store.Event) {
 	switch {
 	case disk:
 		if h.failed == 0 {
-			h.log.Error("store: disk writes failing; mail is refused with temporary errors until they succeed", "err", ev.Err)
+			h.log.Error("store: disk writes failing; this node stores nothing (no replicas, no folder changes) until they succeed", "err", ev.Err)
 		}
 		h.failed++
 	case ev.Err == nil && h.failed > 0:
