@@ -209,11 +209,7 @@ func userNew(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	keys, err := identity.GenerateUserKeys(rand.Reader, addr)
-	if err != nil {
-		return err
-	}
-	cert, err := ca.IssueUser(rand.Reader, addr, keys.Signing.Public(), keys.Sealing.Recipient())
+	keys, cert, err := ca.NewUser(rand.Reader, addr)
 	if err != nil {
 		return err
 	}

@@ -251,18 +251,7 @@ type userKeys struct {
 // addUser has node i serve addr, and waits until the mailbox is loaded.
 func (c *community) addUser(i int, addr string) error {
 	u := c.users[addr]
-	n := c.nodes[i]
-	ready := make(chan error, 1)
-	var aerr error
-	if err := n.Do(func() { _, aerr = n.Mail().AddUser(u.keys, u.cert, func(e error) { ready <- e }) }); err != nil || aerr != nil {
-		return fmt.Errorf("add user %s: %v %v", addr, err, aerr)
-	}
-	select {
-	case err := <-ready:
-		return err
-	case <-time.After(90 * time.Second):
-		return fmt.Errorf("mailbox of %s not ready", addr)
-	}
+	return c.nodes[i].AddUser(u.keys, u.cert, 90*time.Second)
 }
 
 // startServer serves alice's IMAP on node 0.
@@ -860,6 +849,15 @@ func TestTLS(t *testing.T) {
 	}
 }
 
+// tryAppend appends msg to mailbox and returns the server's answer.
+func tryAppend(cl *imapclient.Client, mailbox string, msg []byte) error {
+	cmd := cl.Append(mailbox, int64(len(msg)), nil)
+	cmd.Write(msg)
+	cmd.Close()
+	_, err := cmd.Wait()
+	return err
+}
+
 // wantNo checks that err is a NO with the response code and a text
 // containing text.
 func wantNo(t *testing.T, what string, err error, code imap.ResponseCode, text string) {
@@ -889,11 +887,7 @@ func TestStorageFaults(t *testing.T) {
 		text  string
 	}{{syscall.ENOSPC, "disk is full"}, {syscall.EIO, "disk error"}} {
 		c.faults.Fail(f.cause)
-		msg := testMessage(unique("during the fault"), "refused")
-		cmd := cl.Append(folder, int64(len(msg)), nil)
-		cmd.Write(msg)
-		cmd.Close()
-		_, err := cmd.Wait()
+		err := tryAppend(cl, folder, testMessage(unique("during the fault"), "refused"))
 		wantNo(t, fmt.Sprintf("APPEND under %v", f.cause), err, imap.ResponseCodeUnavailable, f.text)
 		_, err = cl.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Collect()
 		wantNo(t, fmt.Sprintf("STORE under %v", f.cause), err, imap.ResponseCodeUnavailable, f.text)
@@ -914,11 +908,7 @@ func TestStorageFaults(t *testing.T) {
 func TestAppendOverQuota(t *testing.T) {
 	c := startCommunity(t)
 	cl := dial(t, c, nil)
-	big := testMessage(unique("over quota"), strings.Repeat("x", quota))
-	cmd := cl.Append("Drafts", int64(len(big)), nil)
-	cmd.Write(big)
-	cmd.Close()
-	_, err := cmd.Wait()
+	err := tryAppend(cl, "Drafts", testMessage(unique("over quota"), strings.Repeat("x", quota)))
 	wantNo(t, "APPEND over the quota", err, imap.ResponseCodeOverQuota, "Over quota")
 	appendMsg(t, cl, "Drafts", testMessage(unique("within quota"), "small"))
 }
@@ -938,11 +928,7 @@ func TestAppendTooBig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := testMessage(unique("too big"), strings.Repeat("x", 200))
-	cmd := cl.Append("Drafts", int64(len(msg)), nil)
-	cmd.Write(msg)
-	cmd.Close()
-	_, err = cmd.Wait()
+	err = tryAppend(cl, "Drafts", testMessage(unique("too big"), strings.Repeat("x", 200)))
 	var ierr *imap.Error
 	if !errors.As(err, &ierr) || ierr.Code != imap.ResponseCodeTooBig {
 		t.Fatalf("APPEND over the limit: %v", err)

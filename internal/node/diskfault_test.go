@@ -1,12 +1,13 @@
 package node
 
 import (
+	"context"
 	"errors"
-	"io"
-	"net/http"
-	"net/http/httptest"
+	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -16,23 +17,43 @@ import (
 	"github.com/epost-mail/epost/internal/store"
 )
 
+// msgCount is a log handler that counts records by message.
+type msgCount struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *msgCount) Enabled(context.Context, slog.Level) bool { return true }
+func (c *msgCount) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[r.Message]++
+	return nil
+}
+func (c *msgCount) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *msgCount) WithGroup(string) slog.Handler      { return c }
+
+// count is how many records had a message containing part.
+func (c *msgCount) count(part string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	total := 0
+	for m, k := range c.n {
+		if strings.Contains(m, part) {
+			total += k
+		}
+	}
+	return total
+}
+
 // addUser has nd serve a new user and waits until the mailbox is loaded.
 func (r *storageRing) addUser(t *testing.T, nd *Node, src *seq, addr string) (identity.UserKeys, *identity.UserCert) {
 	t.Helper()
-	keys, err := identity.GenerateUserKeys(src, addr)
+	keys, cert, err := r.ca.NewUser(src, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := r.ca.IssueUser(src, addr, keys.Signing.Public(), keys.Sealing.Recipient())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan error, 1)
-	var addErr error
-	if err := nd.Do(func() { _, addErr = nd.Mail().AddUser(keys, cert, func(e error) { ready <- e }) }); err != nil || addErr != nil {
-		t.Fatal(err, addErr)
-	}
-	if err := <-ready; err != nil {
+	if err := nd.AddUser(keys, cert, 90*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	return keys, cert
@@ -62,7 +83,9 @@ func await(t *testing.T, nd *Node, start func(done func(error))) error {
 func TestDiskFaultsAndQuotaOnStatus(t *testing.T) {
 	faults := &store.Faults{}
 	const quota = 5000
+	logged := &msgCount{n: map[string]int{}}
 	r := newStorageRingWith(t, 1, func(c *Config) {
+		c.Log = slog.New(logged)
 		c.Store = store.DefaultConfig()
 		c.Store.Faults = faults
 		c.Post = post.DefaultConfig()
@@ -117,23 +140,15 @@ func TestDiskFaultsAndQuotaOnStatus(t *testing.T) {
 	if want := []MailboxUse{{User: ann, Bytes: int64(len(msg)), Quota: quota}}; len(s.Storage.Mailboxes) != 1 || s.Storage.Mailboxes[0] != want[0] {
 		t.Errorf("mailboxes %+v, want %+v", s.Storage.Mailboxes, want)
 	}
-	failing, back := 0, 0
-	for _, e := range s.Events {
-		failing += strings.Count(e.Msg, "disk writes failing")
-		back += strings.Count(e.Msg, "disk writes succeed again")
-	}
+	failing, back := logged.count("disk writes failing"), logged.count("disk writes succeed again")
 	if failing != 1 || back != 1 {
-		t.Errorf("logged %d starts and %d ends of the failure, want 1 each: %+v", failing, back, s.Events)
+		t.Errorf("logged %d starts and %d ends of the failure, want 1 each", failing, back)
+	}
+	if !slices.ContainsFunc(s.Events, func(e Event) bool { return strings.Contains(e.Msg, "disk writes succeed again") }) {
+		t.Errorf("the status page's events lack the end of the failure: %+v", s.Events)
 	}
 
-	srv := httptest.NewServer(StatusHandler("test", func() []*Node { return r.nodes }))
-	defer srv.Close()
-	res, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	b := scrape(t, r.nodes)
 	short := nd.ID().Short()
 	for _, want := range []string{
 		`epost_store_write_errors_total{node="` + short + `"} `,

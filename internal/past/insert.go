@@ -250,7 +250,9 @@ func (p *Past) onReplicaStore(s wire.PastStore, set []NodeHandle) {
 	kind, key := store.Kind(s.Kind), store.Key(s.Key)
 	refuse := func(reason int, err error) {
 		p.stats.Refused[reason]++
-		p.env.Log.Info("past: refused", "key", key.Short(), "from", s.Origin.ID.ID.Short(), "err", err)
+		if reason != RefusedStore { // storeError has logged it
+			p.env.Log.Info("past: refused", "key", key.Short(), "from", s.Origin.ID.ID.Short(), "err", err)
+		}
 		if r := p.inserts[s.Req]; r != nil && s.Origin.ID == p.self.ID && r.msg.Key == s.Key {
 			r.here = err
 		}
@@ -268,7 +270,7 @@ func (p *Past) onReplicaStore(s wire.PastStore, set []NodeHandle) {
 				refuse(RefusedStore, fmt.Errorf("%w: store: %w", ErrRefused, err))
 				return
 			}
-			p.stats.Stored++
+			p.stored()
 			p.sendReceipt(s, version, set)
 		}
 	}

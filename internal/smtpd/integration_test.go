@@ -110,26 +110,12 @@ func startNodes(t testing.TB, size int, edit func(*node.Config)) (*community, *i
 // addUser has n serve a new user addr and waits until the mailbox is
 // loaded.
 func addUser(t testing.TB, ca *identity.CA, n *node.Node, addr string) {
-	keys, err := identity.GenerateUserKeys(rand.Reader, addr)
+	keys, cert, err := ca.NewUser(rand.Reader, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := ca.IssueUser(rand.Reader, keys.Address, keys.Signing.Public(), keys.Sealing.Recipient())
-	if err != nil {
+	if err := n.AddUser(keys, cert, 90*time.Second); err != nil {
 		t.Fatal(err)
-	}
-	ready := make(chan error, 1)
-	var addErr error
-	if err := n.Do(func() { _, addErr = n.Mail().AddUser(keys, cert, func(e error) { ready <- e }) }); err != nil || addErr != nil {
-		t.Fatal(err, addErr)
-	}
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("mailbox of %s: %v", addr, err)
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatalf("mailbox of %s not ready", addr)
 	}
 }
 
@@ -445,6 +431,21 @@ func netSMTPChecks(t *testing.T, addr string, reply []byte) {
 	}
 }
 
+// loginAlice connects a go-smtp client to addr, logged in as alice; the
+// connection closes when the test ends.
+func loginAlice(t testing.TB, addr string) *gosmtp.Client {
+	t.Helper()
+	cl, err := gosmtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	if err := cl.Auth(sasl.NewPlainClient("", alice, "alice-pw")); err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
 // TestFullDiskIsTemporary: on a node whose disk is full (a ring of one, so
 // its own replica decides), a real SMTP client's message gets 452 4.3.1
 // and nothing is stored; once there is room the client's retry gets 250,
@@ -462,18 +463,11 @@ func TestFullDiskIsTemporary(t *testing.T) {
 	addUser(t, ca, n, alice)
 	addUser(t, ca, n, bob)
 	srv, addr := serveSMTP(t, n, nil)
-	cl, err := gosmtp.Dial(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.Auth(sasl.NewPlainClient("", alice, "alice-pw")); err != nil {
-		t.Fatal(err)
-	}
+	cl := loginAlice(t, addr)
 	msg := []byte("From: alice@example.org\r\nTo: bob@example.org\r\nSubject: while the disk is full\r\n\r\nhello\r\n")
 
 	faults.Fail(syscall.ENOSPC)
-	err = cl.SendMail(alice, []string{bob}, bytes.NewReader(msg))
+	err := cl.SendMail(alice, []string{bob}, bytes.NewReader(msg))
 	var se *gosmtp.SMTPError
 	if !errors.As(err, &se) || se.Code != 452 || se.EnhancedCode != (gosmtp.EnhancedCode{4, 3, 1}) {
 		t.Fatalf("DATA on a full disk: %v, want 452 4.3.1", err)
@@ -518,14 +512,7 @@ func BenchmarkSubmit10KiB(b *testing.B) {
 	}
 	c := startCommunity(b, rcpts...)
 	_, addr := serveSMTP(b, c.nodes[1], func(c *smtpd.Config) { c.SendLimit = smtpd.SendLimit{PerMinute: 1e6, Burst: 1e6} })
-	cl, err := gosmtp.Dial(addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.Auth(sasl.NewPlainClient("", alice, "alice-pw")); err != nil {
-		b.Fatal(err)
-	}
+	cl := loginAlice(b, addr)
 	body := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n"), 10240/66)
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()
