@@ -849,6 +849,16 @@ func TestTLS(t *testing.T) {
 	}
 }
 
+// newFolder creates a folder named prefix and a number new to this run.
+func newFolder(t *testing.T, cl *imapclient.Client, prefix string) string {
+	t.Helper()
+	name := unique(prefix)
+	if err := cl.Create(name, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
 // tryAppend appends msg to mailbox and returns the server's answer.
 func tryAppend(cl *imapclient.Client, mailbox string, msg []byte) error {
 	cmd := cl.Append(mailbox, int64(len(msg)), nil)
@@ -874,10 +884,7 @@ func wantNo(t *testing.T, what string, err error, code imap.ResponseCode, text s
 func TestStorageFaults(t *testing.T) {
 	c := startCommunity(t)
 	cl := dial(t, c, nil)
-	folder := unique("faults")
-	if err := cl.Create(folder, nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
+	folder := newFolder(t, cl, "faults")
 	appendMsg(t, cl, folder, testMessage(unique("before the fault"), "kept"))
 	if _, err := cl.Select(folder, nil).Wait(); err != nil {
 		t.Fatal(err)
@@ -1381,10 +1388,7 @@ SyncState *
 func TestBrokenMIME(t *testing.T) {
 	c := startCommunity(t)
 	cl := dial(t, c, nil)
-	box := unique("Broken")
-	if err := cl.Create(box, nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
+	box := newFolder(t, cl, "Broken")
 	broken := [][]byte{
 		[]byte("no header at all, just text\r\n"),
 		[]byte("Subject: half a multipart\r\nContent-Type: multipart/mixed\r\n\r\n--x\r\nno end"),
