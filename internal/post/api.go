@@ -46,8 +46,8 @@ func (a *Account) DeleteFolder(name string, done func(error)) {
 		a.x.env.Clock.AfterFunc(0, func() { done(fmt.Errorf("%w: %q", ErrNoFolder, name)) })
 		return
 	}
+	a.folders[name].clear()
 	delete(a.folders, name)
-	a.usage = -1
 	a.root.Folders = slices.DeleteFunc(a.root.Folders, func(f folderInfo) bool { return f.Name == name })
 	a.writeRoot(done)
 }
@@ -297,24 +297,29 @@ func (f *Folder) AppendStored(ref BodyRef, flags []string, date int64, done func
 // Usage is the user's mail in bytes, approximately: the plaintext size of
 // each distinct message body in the user's folders, a copy in a second
 // folder counted once. Folder logs, and messages being appended, are not
-// counted.
-func (a *Account) Usage() int64 {
-	if a.usage >= 0 {
-		return a.usage
+// counted. It is kept up to date as folders change, so asking is cheap.
+func (a *Account) Usage() int64 { return a.usage }
+
+// count adds (d = 1) or removes (d = -1) one reference to m's body; the
+// body counts in the usage while it has references.
+func (a *Account) count(m *Message, d int) {
+	if len(m.Body.Chunks) == 0 {
+		return
 	}
-	seen := map[object.Key]bool{}
-	var n int64
-	for _, f := range a.folders {
-		for _, m := range f.msgs {
-			if len(m.Body.Chunks) == 0 || seen[m.Body.Chunks[0]] {
-				continue
-			}
-			seen[m.Body.Chunks[0]] = true
-			n += m.Body.Size
-		}
+	k := m.Body.Chunks[0]
+	n := a.bodies[k] + d
+	switch {
+	case n < 0:
+		return // not counted in: nothing to take away
+	case n == 0:
+		delete(a.bodies, k)
+		a.usage -= m.Body.Size
+	case n == 1 && d > 0:
+		a.usage += m.Body.Size
 	}
-	a.usage = n
-	return n
+	if n > 0 {
+		a.bodies[k] = n
+	}
 }
 
 // Quota is the user's quota in bytes, 0 for none.

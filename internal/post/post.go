@@ -307,7 +307,10 @@ type Account struct {
 	inflight  map[object.Key]bool // pending members being delivered
 	retired   bool                // another node took the mailbox over: no more writes
 	onReady   []func(error)
-	usage     int64 // Usage's cached answer; -1 when a folder changed since
+	// usage is the size of the distinct bodies in the folders; bodies
+	// counts the messages referring to each (by first chunk key).
+	usage  int64
+	bodies map[object.Key]int
 }
 
 // Address is the account's address.
@@ -327,7 +330,7 @@ func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready fu
 		return a, nil
 	}
 	a := &Account{x: x, keys: keys, cert: cert, logKey: DeriveLogKey(keys), folders: map[string]*Folder{},
-		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}, usage: -1}
+		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}, bodies: map[object.Key]int{}}
 	if ready != nil {
 		a.onReady = append(a.onReady, ready)
 	}
