@@ -53,7 +53,8 @@ type Config struct {
 	// unlimited. What the user adds (APPEND) and mail to the user from
 	// this node's SMTP server (CheckQuota) are refused beyond it. Mail
 	// another node already accepted is still delivered: refusing it would
-	// leave it waiting in the pending set, whose lease is short.
+	// leave it waiting in the pending set, whose lease (NotifyLease) is
+	// far shorter than the mailbox's.
 	Quota int64
 }
 
