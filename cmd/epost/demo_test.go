@@ -96,7 +96,8 @@ func TestDemoCommand(t *testing.T) {
 	awaitOutput(t, &out, readyRE, 120*time.Second, exited)
 	// `epost status` reads the same page.
 	st, _, err := runCmd(t, cmdStatus, "--url", url)
-	if err != nil || !strings.Contains(st, "4 active") || !strings.Contains(st, "mail: 1 users") {
+	if err != nil || !strings.Contains(st, "4 active") || !strings.Contains(st, "mail: 1 users") ||
+		!strings.Contains(st, "0 write errors") || !strings.Contains(st, "bytes of 1073741824") {
 		t.Fatalf("epost status: %v\n%s", err, st)
 	}
 	var written struct {

@@ -34,6 +34,9 @@ type nodeConfig struct {
 	Advertise string   `toml:"advertise"`
 	Bootstrap []string `toml:"bootstrap"`
 	Users     []string `toml:"users"`
+	// UserQuota bounds each user's mail in bytes; 0 is unlimited, absent
+	// is post.DefaultQuota.
+	UserQuota *int64   `toml:"user_quota"`
 	Domains   []string `toml:"domains"`
 	IMAP      string   `toml:"imap"`
 	SMTP      string   `toml:"smtp"`
@@ -96,6 +99,13 @@ bootstrap = [%[4]s]
 
 # Users whose mail this node serves (their keys must be in dir/users/).
 users = [%[5]s]
+
+# Each user's storage quota in bytes: the size of the distinct messages in
+# their folders (a copy in a second folder counts once). Past it, the
+# user's APPEND is refused (NO [OVERQUOTA]) and mail to them through this
+# node's SMTP server gets 452 4.2.2 until they make room; mail other nodes
+# accepted is still delivered. 0 means unlimited.
+user_quota = 1073741824  # 1 GiB
 
 # The community's mail domains.
 domains = [%[6]s]
@@ -267,6 +277,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.Node == "" || cfg.Dir == "" {
 		return fmt.Errorf("node: %s: dir and node are required", *file)
 	}
+	if cfg.UserQuota != nil && *cfg.UserQuota < 0 {
+		return fmt.Errorf("node: %s: user_quota %d: want bytes, or 0 for unlimited", *file, *cfg.UserQuota)
+	}
 	var level slog.Level
 	if cfg.Log == "" {
 		cfg.Log = "info"
@@ -330,6 +343,9 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	nc.Log = log
 	nc.Post = post.DefaultConfig()
 	nc.Post.Gateways = cfg.Gateways
+	if cfg.UserQuota != nil {
+		nc.Post.Quota = *cfg.UserQuota
+	}
 	if cfg.Poll != "" {
 		d, err := time.ParseDuration(cfg.Poll)
 		if err != nil || d < time.Second {

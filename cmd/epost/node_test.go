@@ -13,8 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/epost-mail/epost/internal/post"
 )
 
 // TestNodeWalkthrough follows the README's community walk-through with two
@@ -284,4 +287,24 @@ func submit(addr, user, pass, to, msg string) error {
 		return err
 	}
 	return c.Quit()
+}
+
+// TestUserQuotaConfig: epost init's config sets each user's quota to the
+// default, and a negative quota is refused before anything starts.
+func TestUserQuotaConfig(t *testing.T) {
+	dir := t.TempDir()
+	var cfg nodeConfig
+	if _, err := toml.DecodeFile(loopbackConfig(t, dir, "n1", "", nil), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.UserQuota == nil || *cfg.UserQuota != post.DefaultQuota {
+		t.Fatalf("user_quota from init: %v, want %d", cfg.UserQuota, post.DefaultQuota)
+	}
+	bad := loopbackConfig(t, dir, "n1", "", nil, "user_quota = 1073741824", "user_quota = -1")
+	_, _, err := runCmd(t, func(args []string, stdout, stderr io.Writer) error {
+		return runNode(t.Context(), args, stdout, stderr)
+	}, "--config", bad)
+	if err == nil || !strings.Contains(err.Error(), "user_quota -1") {
+		t.Fatalf("a negative quota: %v", err)
+	}
 }

@@ -54,8 +54,11 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stdout, "  %s  %s %-5s %s %s\n", s.Short, e.Time, e.Level, e.Msg, e.Attrs)
 		}
 		if st := s.Storage; st != nil {
-			fmt.Fprintf(stdout, "  %s  store: %d objects, %d bytes (%d corrupt dropped, %d expired); replicas: %d stored, %d refused, %d bad receipts, %d copies made\n",
-				s.Short, st.Objects, st.Bytes, st.Corrupt, st.Expired, st.Stored, st.Refused, st.BadReceipts, st.Pushes)
+			fmt.Fprintf(stdout, "  %s  store: %d objects, %d bytes (%d corrupt dropped, %d expired, %d write errors); replicas: %d stored, %d refused, %d bad receipts, %d copies made\n",
+				s.Short, st.Objects, st.Bytes, st.Corrupt, st.Expired, st.WriteErrors, st.Stored, st.Refused, st.BadReceipts, st.Pushes)
+			for _, m := range st.Mailboxes {
+				fmt.Fprintf(stdout, "  %s  mailbox %s: %d bytes of %d (0: unlimited)\n", s.Short, m.User, m.Bytes, m.Quota)
+			}
 			fmt.Fprintf(stdout, "  %s  mail: %d users, %d delivered, %d pending, %d forged rejected, %d flagged, %d log entries, %d forks merged\n",
 				s.Short, st.Users, st.Delivered, st.Pending, st.Forged, st.SenderFlag, st.LogEntries, st.ForksMerged)
 			fmt.Fprintf(stdout, "  %s  archive: %d objects queued (oldest %.0f s), %d bundles placing, %d archived; %d fragments held, %d bad\n",

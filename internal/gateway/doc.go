@@ -24,7 +24,8 @@
 //     reported done(nil): the body and every notification are stored at
 //     their replica sets. Anything else (POST failed, the loop stopped, no
 //     answer within Config.InjectTimeout, a DNS check that timed out) is a
-//     451, so the sending MTA keeps the message and retries.
+//     4xx (452 if this node's disk is full, else 451; mailnet.TempFailure),
+//     so the sending MTA keeps the message and retries.
 //   - A retry is the same message. What the gateway adds to a message
 //     (Authentication-Results, X-Epost-Junk) depends only on the message,
 //     the envelope, the client's address and DNS answers, never on the

@@ -99,26 +99,12 @@ func startCommunity(t testing.TB) *community {
 	})
 	for i, addr := range []string{gwUser, alice, bob} {
 		n := c.nodes[i]
-		keys, err := identity.GenerateUserKeys(rand.Reader, addr)
+		keys, cert, err := ca.NewUser(rand.Reader, addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		cert, err := ca.IssueUser(rand.Reader, keys.Address, keys.Signing.Public(), keys.Sealing.Recipient())
-		if err != nil {
+		if err := n.AddUser(keys, cert, 90*time.Second); err != nil {
 			t.Fatal(err)
-		}
-		ready := make(chan error, 1)
-		var addErr error
-		if err := n.Do(func() { _, addErr = n.Mail().AddUser(keys, cert, func(e error) { ready <- e }) }); err != nil || addErr != nil {
-			t.Fatal(err, addErr)
-		}
-		select {
-		case err := <-ready:
-			if err != nil {
-				t.Fatalf("mailbox of %s: %v", addr, err)
-			}
-		case <-time.After(90 * time.Second):
-			t.Fatalf("mailbox of %s not ready", addr)
 		}
 	}
 	// The recipients' certificates are found from the gateway's node.

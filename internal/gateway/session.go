@@ -148,17 +148,14 @@ func (ss *session) Data(r io.Reader) error {
 }
 
 // injectFailed maps a POST failure to a reply: permanent only when a
-// retry cannot help; everything else is 451, so the sender retries.
+// retry cannot help; everything else is a 4xx, so the sender retries.
 func (ss *session) injectFailed(err error) error {
 	ss.s.cfg.Log.Warn("gateway: message not stored", "from", ss.from, "err", err)
 	if errors.Is(err, post.ErrUnknownRcpt) {
 		return ss.refuse(smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "A recipient is not a member of the community"))
 	}
 	ss.s.stats.tempFailed.Add(1)
-	if errors.Is(err, errTimeout) {
-		return smtpErr(451, smtp.EnhancedCode{4, 4, 1}, "Message not yet stored durably; try again later")
-	}
-	return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Message not stored; try again later")
+	return mailnet.TempFailure(err)
 }
 
 // Reset implements smtp.Session.

@@ -241,6 +241,20 @@ func (c *UserCert) Matches(keys UserKeys) bool {
 		c.Signing == keys.Signing.Public() && c.Sealing == keys.Sealing.Recipient()
 }
 
+// NewUser generates a user's keys for address and certifies them, all
+// randomness from r.
+func (ca *CA) NewUser(r io.Reader, address string) (UserKeys, *UserCert, error) {
+	keys, err := GenerateUserKeys(r, address)
+	if err != nil {
+		return UserKeys{}, nil, err
+	}
+	cert, err := ca.IssueUser(r, keys.Address, keys.Signing.Public(), keys.Sealing.Recipient())
+	if err != nil {
+		return UserKeys{}, nil, err
+	}
+	return keys, cert, nil
+}
+
 // IssueUser certifies signing and sealing as the keys of address (which
 // is canonicalised), with a serial drawn from r.
 func (ca *CA) IssueUser(r io.Reader, address string, signing VerifyingKey, sealing SealingRecipient) (*UserCert, error) {

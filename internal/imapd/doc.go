@@ -27,7 +27,12 @@
 //
 //   - OK means durable: APPEND, STORE, COPY, MOVE, EXPUNGE, CREATE,
 //     DELETE and RENAME answer OK only after POST's done callback
-//     reported success; a failure or a timeout answers NO [UNAVAILABLE].
+//     reported success; a failure or a timeout answers NO [UNAVAILABLE],
+//     with a text saying when this node's disk is full or failing, and an
+//     APPEND past the user's quota (post.Config.Quota) answers NO
+//     [OVERQUOTA] (RFC 5530). go-imap v2's server has no QUOTA extension
+//     (RFC 9208), so GETQUOTA is not offered; the node's status page
+//     shows each user's usage and quota.
 //
 //   - IDLE is driven by Folder.Watch, which POST calls on the loop after
 //     every change to a folder (a delivery, another session's STORE); the

@@ -289,10 +289,7 @@ func TestHugeInputRefused(t *testing.T) {
 func TestMalformedMIME(t *testing.T) {
 	c := startCommunity(t)
 	cl := dial(t, c, nil)
-	box := unique("Hostile")
-	if err := cl.Create(box, nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
+	box := newFolder(t, cl, "Hostile")
 	st, err := cl.Status("INBOX", &imap.StatusOptions{UIDNext: true}).Wait()
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -35,6 +36,7 @@ import (
 	"github.com/epost-mail/epost/internal/imapd"
 	"github.com/epost-mail/epost/internal/node"
 	"github.com/epost-mail/epost/internal/post"
+	"github.com/epost-mail/epost/internal/store"
 )
 
 // seqReader is a deterministic byte source.
@@ -85,6 +87,9 @@ type community struct {
 	srv   *imapd.Server
 	addr  string // alice's IMAP server
 	dir   string
+	// faults fails node 0's disk writes on demand; its POST runs with
+	// quota as each user's quota.
+	faults *store.Faults
 
 	panics panicLog // what the server logged about panics
 }
@@ -122,6 +127,9 @@ var (
 const (
 	alice = "alice@example.org"
 	bob   = "bob@example.org"
+	// quota is alice's: far above what the tests store, except where one
+	// goes over it on purpose.
+	quota = 2 << 20
 )
 
 // startCommunity starts (once per test binary) the community the tests
@@ -176,7 +184,7 @@ func newCommunity(t testing.TB) (*community, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &community{dir: dir}
+	c := &community{dir: dir, faults: &store.Faults{}}
 	for i := range 3 {
 		key, err := identity.GenerateNodeKey(src)
 		if err != nil {
@@ -194,6 +202,11 @@ func newCommunity(t testing.TB) (*community, error) {
 		cfg.Log = env.Discard
 		if i > 0 {
 			cfg.Bootstrap = []env.Addr{c.nodes[0].Addr()}
+		} else {
+			cfg.Store = store.DefaultConfig()
+			cfg.Store.Faults = c.faults
+			cfg.Post = post.DefaultConfig()
+			cfg.Post.Quota = quota
 		}
 		n, err := node.New(cfg)
 		if err != nil {
@@ -238,18 +251,7 @@ type userKeys struct {
 // addUser has node i serve addr, and waits until the mailbox is loaded.
 func (c *community) addUser(i int, addr string) error {
 	u := c.users[addr]
-	n := c.nodes[i]
-	ready := make(chan error, 1)
-	var aerr error
-	if err := n.Do(func() { _, aerr = n.Mail().AddUser(u.keys, u.cert, func(e error) { ready <- e }) }); err != nil || aerr != nil {
-		return fmt.Errorf("add user %s: %v %v", addr, err, aerr)
-	}
-	select {
-	case err := <-ready:
-		return err
-	case <-time.After(90 * time.Second):
-		return fmt.Errorf("mailbox of %s not ready", addr)
-	}
+	return c.nodes[i].AddUser(u.keys, u.cert, 90*time.Second)
 }
 
 // startServer serves alice's IMAP on node 0.
@@ -847,6 +849,77 @@ func TestTLS(t *testing.T) {
 	}
 }
 
+// newFolder creates a folder named prefix and a number new to this run.
+func newFolder(t *testing.T, cl *imapclient.Client, prefix string) string {
+	t.Helper()
+	name := unique(prefix)
+	if err := cl.Create(name, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// tryAppend appends msg to mailbox and returns the server's answer.
+func tryAppend(cl *imapclient.Client, mailbox string, msg []byte) error {
+	cmd := cl.Append(mailbox, int64(len(msg)), nil)
+	cmd.Write(msg)
+	cmd.Close()
+	_, err := cmd.Wait()
+	return err
+}
+
+// wantNo checks that err is a NO with the response code and a text
+// containing text.
+func wantNo(t *testing.T, what string, err error, code imap.ResponseCode, text string) {
+	t.Helper()
+	var ierr *imap.Error
+	if !errors.As(err, &ierr) || ierr.Type != imap.StatusResponseTypeNo || ierr.Code != code || !strings.Contains(ierr.Text, text) {
+		t.Fatalf("%s: %v, want NO [%s] ...%s...", what, err, code, text)
+	}
+}
+
+// TestStorageFaults: while node 0's disk is full, or failing, APPEND and
+// STORE answer NO [UNAVAILABLE] saying so, and change nothing; once the
+// disk works again they succeed. The node stays up throughout.
+func TestStorageFaults(t *testing.T) {
+	c := startCommunity(t)
+	cl := dial(t, c, nil)
+	folder := newFolder(t, cl, "faults")
+	appendMsg(t, cl, folder, testMessage(unique("before the fault"), "kept"))
+	if _, err := cl.Select(folder, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []struct {
+		cause error
+		text  string
+	}{{syscall.ENOSPC, "disk is full"}, {syscall.EIO, "disk error"}} {
+		c.faults.Fail(f.cause)
+		err := tryAppend(cl, folder, testMessage(unique("during the fault"), "refused"))
+		wantNo(t, fmt.Sprintf("APPEND under %v", f.cause), err, imap.ResponseCodeUnavailable, f.text)
+		_, err = cl.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Collect()
+		wantNo(t, fmt.Sprintf("STORE under %v", f.cause), err, imap.ResponseCodeUnavailable, f.text)
+		c.faults.Fail(nil)
+	}
+	appendMsg(t, cl, folder, testMessage(unique("after the fault"), "stored"))
+	if _, err := cl.Store(imap.SeqSetNum(1), &imap.StoreFlags{Op: imap.StoreFlagsAdd, Flags: []imap.Flag{imap.FlagFlagged}}, nil).Collect(); err != nil {
+		t.Fatalf("STORE after the fault: %v", err)
+	}
+	st, err := cl.Status(folder, &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || *st.NumMessages != 2 {
+		t.Fatalf("after the faults: %v messages, %v; want 2", st, err)
+	}
+}
+
+// TestAppendOverQuota: an APPEND that would take the user past the quota
+// is NO [OVERQUOTA] and stores nothing; a small one still fits.
+func TestAppendOverQuota(t *testing.T) {
+	c := startCommunity(t)
+	cl := dial(t, c, nil)
+	err := tryAppend(cl, "Drafts", testMessage(unique("over quota"), strings.Repeat("x", quota)))
+	wantNo(t, "APPEND over the quota", err, imap.ResponseCodeOverQuota, "Over quota")
+	appendMsg(t, cl, "Drafts", testMessage(unique("within quota"), "small"))
+}
+
 func TestAppendTooBig(t *testing.T) {
 	c := startCommunity(t)
 	addr := c.serve(t, imapd.Config{InsecureAuth: true, AppendLimit: 100}, false)
@@ -862,11 +935,7 @@ func TestAppendTooBig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg := testMessage(unique("too big"), strings.Repeat("x", 200))
-	cmd := cl.Append("Drafts", int64(len(msg)), nil)
-	cmd.Write(msg)
-	cmd.Close()
-	_, err = cmd.Wait()
+	err = tryAppend(cl, "Drafts", testMessage(unique("too big"), strings.Repeat("x", 200)))
 	var ierr *imap.Error
 	if !errors.As(err, &ierr) || ierr.Code != imap.ResponseCodeTooBig {
 		t.Fatalf("APPEND over the limit: %v", err)
@@ -1319,10 +1388,7 @@ SyncState *
 func TestBrokenMIME(t *testing.T) {
 	c := startCommunity(t)
 	cl := dial(t, c, nil)
-	box := unique("Broken")
-	if err := cl.Create(box, nil).Wait(); err != nil {
-		t.Fatal(err)
-	}
+	box := newFolder(t, cl, "Broken")
 	broken := [][]byte{
 		[]byte("no header at all, just text\r\n"),
 		[]byte("Subject: half a multipart\r\nContent-Type: multipart/mixed\r\n\r\n--x\r\nno end"),

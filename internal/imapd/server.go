@@ -16,6 +16,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapserver"
 
 	"github.com/epost-mail/epost/internal/post"
+	"github.com/epost-mail/epost/internal/store/object"
 )
 
 // Loop runs funcs on the node's event loop, where POST lives.
@@ -283,21 +284,33 @@ func (s *Server) call(start func(p *post.Post, done func(error)) error) error {
 }
 
 // storeError turns a POST failure into a NO response: the change was not
-// stored, and the client may retry (RFC 5530 UNAVAILABLE).
+// stored. Over the user's quota is OVERQUOTA; anything else (this node's
+// disk full or failing, replicas unreachable) is temporary, UNAVAILABLE
+// (RFC 5530), with a text that says which.
 func (s *Server) storeError(err error) error {
 	var ierr *imap.Error
 	if errors.As(err, &ierr) {
 		return err
+	}
+	no := func(code imap.ResponseCode, format string, args ...any) error {
+		return &imap.Error{Type: imap.StatusResponseTypeNo, Code: code, Text: fmt.Sprintf(format, args...)}
 	}
 	switch {
 	case errors.Is(err, post.ErrNoFolder):
 		return errNoMailbox
 	case errors.Is(err, post.ErrFolderExists):
 		return errExists
+	case errors.Is(err, post.ErrOverQuota):
+		return no(imap.ResponseCodeOverQuota, "Over quota: delete some mail first (%v)", err)
 	}
 	s.cfg.Log.Warn("imapd: mail store", "err", err)
-	return &imap.Error{Type: imap.StatusResponseTypeNo, Code: imap.ResponseCodeUnavailable,
-		Text: fmt.Sprintf("Not stored, try again (%v)", err)}
+	switch {
+	case errors.Is(err, object.ErrFull):
+		return no(imap.ResponseCodeUnavailable, "Not stored: this node's disk is full, try again later")
+	case errors.Is(err, object.ErrIO):
+		return no(imap.ResponseCodeUnavailable, "Not stored: disk error on this node, try again later")
+	}
+	return no(imap.ResponseCodeUnavailable, "Not stored, try again (%v)", err)
 }
 
 // subscribe wakes sess whenever f changes. On the loop.

@@ -15,7 +15,10 @@ import (
 	"net/mail"
 	"time"
 
+	"github.com/emersion/go-smtp"
+
 	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/store/object"
 )
 
 // Loop runs functions on the node's event loop and waits for them
@@ -29,6 +32,26 @@ var (
 	ErrUnavailable = errors.New("mail system unavailable")
 	ErrTimeout     = errors.New("no answer from the mail system in time")
 )
+
+// TempFailure is the SMTP reply for a message POST did not store, when a
+// retry can succeed, so the client keeps the message: 452 4.3.1 when this
+// node's disk is full (RFC 3463: insufficient system storage), 451 4.4.1
+// when POST did not answer in time, and 451 4.3.0 for anything else (a
+// disk error here, replicas unreachable).
+func TempFailure(err error) *smtp.SMTPError {
+	reply := func(code int, enh smtp.EnhancedCode, msg string) *smtp.SMTPError {
+		return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: msg}
+	}
+	switch {
+	case errors.Is(err, object.ErrFull):
+		return reply(452, smtp.EnhancedCode{4, 3, 1}, "Insufficient storage on this node; try again later")
+	case errors.Is(err, ErrTimeout):
+		return reply(451, smtp.EnhancedCode{4, 4, 1}, "Message not yet stored durably; try again later")
+	case errors.Is(err, object.ErrIO):
+		return reply(451, smtp.EnhancedCode{4, 3, 0}, "Local storage error; message not stored; try again later")
+	}
+	return reply(451, smtp.EnhancedCode{4, 3, 0}, "Message not stored; try again later")
+}
 
 type result[T any] struct {
 	v   T

@@ -49,13 +49,8 @@ func wipePast(t *testing.T, dataDir string) int {
 // loaded.
 func serveUser(t *testing.T, nd *Node, keys identity.UserKeys, cert *identity.UserCert) {
 	t.Helper()
-	ready := make(chan error, 1)
-	var addErr error
-	if err := nd.Do(func() { _, addErr = nd.Mail().AddUser(keys, cert, func(e error) { ready <- e }) }); err != nil || addErr != nil {
-		t.Fatal(err, addErr)
-	}
-	if err := <-ready; err != nil {
-		t.Fatalf("load %s: %v", keys.Address, err)
+	if err := nd.AddUser(keys, cert, 90*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -218,11 +213,7 @@ func TestArchiveRebuildsMailboxesAfterDisaster(t *testing.T) {
 	src := &seq{n: 7000}
 	var users []user
 	for i, addr := range []string{"ann@dr.epost", "ben@dr.epost", "cat@dr.epost"} {
-		keys, err := identity.GenerateUserKeys(src, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, err := r.ca.IssueUser(src, addr, keys.Signing.Public(), keys.Sealing.Recipient())
+		keys, cert, err := r.ca.NewUser(src, addr)
 		if err != nil {
 			t.Fatal(err)
 		}

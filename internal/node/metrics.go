@@ -58,6 +58,7 @@ var metrics = []metric{
 	{desc("archive_bad_fragments_total", "archive fragments that failed verification"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.BadFragments) })},
 	{desc("store_syncs_total", "synced store transactions since the store opened"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Syncs) })},
 	{desc("store_writes_total", "store writes completed since the store opened"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Writes) })},
+	{desc("store_write_errors_total", "store writes the disk failed (full, I/O error) since the store opened"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.WriteErrors) })},
 	{desc("mail_pending_notifications", "notifications being taken in for the users served"), prometheus.GaugeValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Pending) })},
 	{desc("mail_users", "users served"), prometheus.GaugeValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Users) })},
 	{desc("mail_delivered_total", "messages delivered to a mailbox"), prometheus.CounterValue, storageValue(func(s *StorageStatus) float64 { return float64(s.Delivered) })},
@@ -70,6 +71,12 @@ var metrics = []metric{
 // serverDesc carries the mail front-ends' counters, one series per
 // front-end and counter.
 var serverDesc = prometheus.NewDesc("epost_server_events_total", "mail front-end counters: logins, refusals of hostile clients, messages accepted", []string{"node", "server", "counter"}, nil)
+
+// Each mailbox's usage and quota, one series per user.
+var (
+	mailboxDesc = prometheus.NewDesc("epost_mail_user_bytes", "a user's mail in bytes (distinct message bodies in their folders)", []string{"node", "user"}, nil)
+	quotaDesc   = prometheus.NewDesc("epost_mail_user_quota_bytes", "a user's quota in bytes; 0 is unlimited", []string{"node", "user"}, nil)
+)
 
 func b2f(b bool) float64 {
 	if b {
@@ -84,6 +91,8 @@ func (c metricsCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- serverDesc
 	ch <- processDesc
+	ch <- mailboxDesc
+	ch <- quotaDesc
 }
 
 // processDesc: the process's resident memory, for the per-node figure.
@@ -98,6 +107,12 @@ func (c metricsCollector) Collect(ch chan<- prometheus.Metric) {
 		for _, m := range metrics {
 			if v, ok := m.value(s); ok {
 				ch <- prometheus.MustNewConstMetric(m.desc, m.kind, v, s.Short)
+			}
+		}
+		if s.Storage != nil {
+			for _, m := range s.Storage.Mailboxes {
+				ch <- prometheus.MustNewConstMetric(mailboxDesc, prometheus.GaugeValue, float64(m.Bytes), s.Short, m.User)
+				ch <- prometheus.MustNewConstMetric(quotaDesc, prometheus.GaugeValue, float64(m.Quota), s.Short, m.User)
 			}
 		}
 		for server, cs := range s.Servers {

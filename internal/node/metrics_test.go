@@ -9,6 +9,23 @@ import (
 	"time"
 )
 
+// scrape returns what the status page's /metrics serves for nodes.
+func scrape(t *testing.T, nodes []*Node) []byte {
+	t.Helper()
+	srv := httptest.NewServer(StatusHandler("test", func() []*Node { return nodes }))
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestMetricsAndStorageStatus(t *testing.T) {
 	r := newStorageRing(t, 2)
 	waitFor(t, "ring settled", 60*time.Second, r.settled)
@@ -19,14 +36,7 @@ func TestMetricsAndStorageStatus(t *testing.T) {
 	}
 	r.nodes[0].AddCounters("imap", func() any { return fakeStats{LoginThrottled: 3, TooLarge: 1} })
 	r.nodes[0].AddCounters("imap", func() any { return fakeStats{LoginThrottled: 2} })
-	srv := httptest.NewServer(StatusHandler("test", func() []*Node { return r.nodes }))
-	defer srv.Close()
-	res, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(res.Body)
-	res.Body.Close()
+	b := scrape(t, r.nodes)
 	for _, n := range r.nodes {
 		for _, want := range []string{
 			`epost_node_active{node="` + n.ID().Short() + `"} 1`,

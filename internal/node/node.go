@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p"
 
@@ -339,6 +340,31 @@ func (n *Node) Past() *past.Past { return n.past }
 // Mail returns the node's POST instance, nil without a DataDir. Use it
 // only inside Do or Post: it belongs to the loop goroutine.
 func (n *Node) Mail() *post.Post { return n.post }
+
+// AddUser has the node serve a new user whose keys it holds
+// (post.Post.AddUser) and waits, at most timeout, until the user's
+// mailbox is loaded. It must not be called from the loop.
+func (n *Node) AddUser(keys identity.UserKeys, cert *identity.UserCert, timeout time.Duration) error {
+	if n.post == nil {
+		return errors.New("node: no mail without a DataDir")
+	}
+	ready := make(chan error, 1)
+	var err error
+	if e := n.Do(func() { _, err = n.post.AddUser(keys, cert, func(e error) { ready <- e }) }); e != nil {
+		return e
+	}
+	if err != nil {
+		return err
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-ready:
+		return err
+	case <-t.C:
+		return fmt.Errorf("node: mailbox of %s not loaded within %v", keys.Address, timeout)
+	}
+}
 
 // Store returns the node's store, nil without a DataDir (its methods are
 // thread-safe).

@@ -129,6 +129,11 @@ type StorageStatus struct {
 	PerKind []KindUse `json:"per_kind"`
 	Syncs   uint64    `json:"syncs"`
 	Writes  uint64    `json:"writes"`
+	// WriteErrors counts store writes the disk failed (full, I/O error)
+	// since the store opened; see the events for when.
+	WriteErrors uint64 `json:"write_errors"`
+	// Mailboxes: each user served here, with usage and quota.
+	Mailboxes []MailboxUse `json:"mailboxes"`
 	// Pending: notifications being taken in for the users served here.
 	Pending int `json:"pending_notifications"`
 
@@ -141,6 +146,14 @@ type StorageStatus struct {
 	Fragments        int     `json:"fragments"`              // fragments held for the community
 	BadFragments     uint64  `json:"bad_fragments"`          // fragments that failed verification
 	Repairs          uint64  `json:"archive_repairs"`        // bundles this node repaired as coordinator
+}
+
+// MailboxUse is one user's mail against their quota (post.Account.Usage
+// and Quota; a quota of 0 is unlimited).
+type MailboxUse struct {
+	User  string `json:"user"`
+	Bytes int64  `json:"bytes"`
+	Quota int64  `json:"quota"`
 }
 
 // KindUse is the storage one kind of object takes.
@@ -208,6 +221,10 @@ func (n *Node) Status() Status {
 				ss.Users = n.post.Users()
 				ss.Pending = n.post.Pending()
 				ss.Delivered, ss.Forged, ss.SenderFlag, ss.LogEntries, ss.ForksMerged = m.Delivered, m.Forged, m.SenderMismatch, m.Entries, m.ForksMerged
+				for _, u := range n.post.Addresses() {
+					a := n.post.User(u)
+					ss.Mailboxes = append(ss.Mailboxes, MailboxUse{User: u, Bytes: a.Usage(), Quota: a.Quota()})
+				}
 			}
 			s.Storage = ss
 		}
@@ -215,7 +232,7 @@ func (n *Node) Status() Status {
 	if s.Storage != nil && n.st != nil {
 		st := n.st.Stats()
 		s.Storage.Objects, s.Storage.Bytes, s.Storage.Corrupt, s.Storage.Expired = st.Objects, st.Bytes, st.Corrupt, st.Expired
-		s.Storage.Syncs, s.Storage.Writes = st.Batches, st.Writes
+		s.Storage.Syncs, s.Storage.Writes, s.Storage.WriteErrors = st.Batches, st.Writes, st.WriteErrors
 		for _, k := range st.PerKind {
 			s.Storage.PerKind = append(s.Storage.PerKind, KindUse{Kind: k.Kind.String(), Objects: k.Objects, Bytes: k.Bytes})
 		}
@@ -554,7 +571,7 @@ td.addr { max-width: 26em; overflow-wrap: anywhere; }
 <table>
 <thead><tr><th>id</th><th>address</th><th>active</th><th>leaf set</th><th>routing table (per row)</th><th>delivered</th><th>store</th><th>archive</th></tr></thead>
 <tbody>
-{{range .Nodes}}<tr data-id="{{.ID}}"><td title="{{.ID}}">{{.Short}}</td><td class="addr">{{.Addr}}</td><td>{{if not .Running}}stopped{{else if .Active}}yes{{else}}joining{{end}}</td><td>{{.LeafSet}} / {{.LeafSetSize}}<div class="members">left: {{shorts .Left}}<br>right: {{shorts .Right}}</div></td><td>{{.TableEntries}} [{{.RowFill}}]</td><td>{{.Delivered}}</td><td>{{with .Storage}}{{.Objects}} objects, {{.Bytes}} B{{if .Pending}}; {{.Pending}} pending{{end}}{{else}}-{{end}}</td><td>{{with .Storage}}{{.Fragments}} fragments held; {{.ArchiveQueued}} queued{{if .ArchiveQueued}} (oldest {{.ArchiveOldestSec}} s){{end}}{{if .BadFragments}}; {{.BadFragments}} bad{{end}}{{else}}-{{end}}</td></tr>
+{{range .Nodes}}<tr data-id="{{.ID}}"><td title="{{.ID}}">{{.Short}}</td><td class="addr">{{.Addr}}</td><td>{{if not .Running}}stopped{{else if .Active}}yes{{else}}joining{{end}}</td><td>{{.LeafSet}} / {{.LeafSetSize}}<div class="members">left: {{shorts .Left}}<br>right: {{shorts .Right}}</div></td><td>{{.TableEntries}} [{{.RowFill}}]</td><td>{{.Delivered}}</td><td>{{with .Storage}}{{.Objects}} objects, {{.Bytes}} B{{if .Pending}}; {{.Pending}} pending{{end}}{{if .WriteErrors}}; <b>{{.WriteErrors}} write errors</b>{{end}}{{range .Mailboxes}}<div class="members">{{.User}}: {{.Bytes}} B{{if .Quota}} of {{.Quota}}{{end}}</div>{{end}}{{else}}-{{end}}</td><td>{{with .Storage}}{{.Fragments}} fragments held; {{.ArchiveQueued}} queued{{if .ArchiveQueued}} (oldest {{.ArchiveOldestSec}} s){{end}}{{if .BadFragments}}; {{.BadFragments}} bad{{end}}{{else}}-{{end}}</td></tr>
 {{end}}</tbody>
 </table>
 </div>

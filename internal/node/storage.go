@@ -1,8 +1,11 @@
 package node
 
 import (
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"sync"
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/glacier"
@@ -58,6 +61,7 @@ func (n *Node) openPast(e env.Env) error {
 	if scfg == (store.Config{}) {
 		scfg = store.DefaultConfig()
 	}
+	scfg.Observer = &diskHealth{next: scfg.Observer, log: n.log}
 	st, err := store.Open(filepath.Join(n.cfg.DataDir, "store.db"), scfg)
 	if err != nil {
 		return err
@@ -94,4 +98,40 @@ func (n *Node) openPast(e env.Env) error {
 	}
 	n.st, n.past, n.gl = st, p, g
 	return nil
+}
+
+// diskHealth watches the store's write completions and logs a run of
+// disk failures once, when it starts, and once more when writes succeed
+// again: a full disk fails every write until someone makes room, and a
+// line per write would bury everything else. The store counts the
+// failures (Stats.WriteErrors).
+type diskHealth struct {
+	next store.Observer // the configured observer, if any
+	log  *slog.Logger
+
+	mu     sync.Mutex
+	failed uint64 // writes failed in the current run; 0 while healthy
+}
+
+// Observe implements store.Observer.
+func (h *diskHealth) Observe(ev store.Event) {
+	if h.next != nil {
+		h.next.Observe(ev)
+	}
+	if ev.Type != store.EventCompleted {
+		return
+	}
+	disk := errors.Is(ev.Err, store.ErrFull) || errors.Is(ev.Err, store.ErrIO) || errors.Is(ev.Err, store.ErrCorrupt)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case disk:
+		if h.failed == 0 {
+			h.log.Error("store: disk writes failing; this node stores nothing (no replicas, no folder changes) until they succeed", "err", ev.Err)
+		}
+		h.failed++
+	case ev.Err == nil && h.failed > 0:
+		h.log.Warn("store: disk writes succeed again", "failed", h.failed)
+		h.failed = 0
+	}
 }

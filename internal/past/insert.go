@@ -33,6 +33,10 @@ type insertReq struct {
 	receipts map[id.ID]Receipt
 	claimed  []NodeHandle
 	refusals map[id.ID]string
+	// here is why this node's own replica refused, kept as an error (a
+	// remote refusal is only a string) so that a failed insert says, for
+	// errors.Is, that this node's store was full or failing.
+	here     error
 	timer    env.Timer
 	deadline env.Time
 	done     func(InsertResult, error)
@@ -40,7 +44,9 @@ type insertReq struct {
 
 // Insert stores an immutable object for lease; its key is the SHA-256 of
 // data. done runs once a majority of the replica set has receipted it, or
-// with an error. Inserting an object that exists renews its lease.
+// with an error. Inserting an object that exists renews its lease. A
+// failed insert (of any kind) that this node's own replica refused wraps
+// that refusal's cause too, so a full local disk matches store.ErrFull.
 func (p *Past) Insert(data []byte, lease env.Duration, done func(InsertResult, error)) store.Key {
 	key := store.ImmutableKey(data)
 	p.startInsert(store.KindImmutable, key, data, lease, false, 0, done)
@@ -122,6 +128,9 @@ func (p *Past) finishInsert(r *insertReq, err error) {
 		r.timer.Stop()
 	}
 	if err != nil {
+		if r.here != nil {
+			err = fmt.Errorf("%w (here: %w)", err, r.here)
+		}
 		p.stats.InsertsFailed++
 		r.done(InsertResult{}, err)
 		return
@@ -241,7 +250,12 @@ func (p *Past) onReplicaStore(s wire.PastStore, set []NodeHandle) {
 	kind, key := store.Kind(s.Kind), store.Key(s.Key)
 	refuse := func(reason int, err error) {
 		p.stats.Refused[reason]++
-		p.env.Log.Info("past: refused", "key", key.Short(), "from", s.Origin.ID.ID.Short(), "err", err)
+		if reason != RefusedStore { // storeError has logged it
+			p.env.Log.Info("past: refused", "key", key.Short(), "from", s.Origin.ID.ID.Short(), "err", err)
+		}
+		if r := p.inserts[s.Req]; r != nil && s.Origin.ID == p.self.ID && r.msg.Key == s.Key {
+			r.here = err
+		}
 		p.send(s.Origin, wire.TypePastRefuse, wire.PastRefuse{Req: s.Req, Key: s.Key, Node: p.self, Reason: err.Error()})
 	}
 	if env.Duration(s.Lease) <= 0 || env.Duration(s.Lease) > p.cfg.MaxLease {
@@ -256,7 +270,7 @@ func (p *Past) onReplicaStore(s wire.PastStore, set []NodeHandle) {
 				refuse(RefusedStore, fmt.Errorf("%w: store: %w", ErrRefused, err))
 				return
 			}
-			p.stats.Stored++
+			p.stored()
 			p.sendReceipt(s, version, set)
 		}
 	}

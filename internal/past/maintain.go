@@ -290,7 +290,7 @@ func (p *Past) onPush(from NodeHandle, x wire.PastPush) {
 		}
 		p.mergeSet(key, rec, expiry, func(_ uint64, _ int, err error) {
 			if err == nil {
-				p.stats.Stored++
+				p.stored()
 			}
 		})
 		return
@@ -306,13 +306,13 @@ func (p *Past) onPush(from NodeHandle, x wire.PastPush) {
 				p.storeError("put pushed", err)
 				return
 			}
-			p.stats.Stored++
+			p.stored()
 		})
 		return
 	}
 	p.mergeMutable(key, sl, expiry, func(_ uint64, _ int, err error) {
 		if err == nil {
-			p.stats.Stored++
+			p.stored()
 		}
 	})
 }

@@ -104,7 +104,8 @@ type Past struct {
 
 	m maintState
 
-	stats Stats
+	stats        Stats
+	storeFailing bool // the last store write failed: see storeError
 }
 
 // New makes a PAST instance over st. Call Attach with the overlay before
@@ -177,9 +178,27 @@ func (p *Past) tick() {
 	}
 }
 
+// storeError counts a failed store operation and logs the first of a
+// run at warning level, the rest at debug: a full disk fails every write
+// until there is room, and a line per write would bury everything else.
 func (p *Past) storeError(what string, err error) {
 	p.stats.StoreErrors++
-	p.env.Log.Warn("past: store", "op", what, "err", err)
+	if p.storeFailing {
+		p.env.Log.Debug("past: store", "op", what, "err", err)
+		return
+	}
+	p.storeFailing = true
+	p.env.Log.Warn("past: store failing (more failures until a write succeeds are logged at debug level)", "op", what, "err", err)
+}
+
+// stored counts a replica write made durable, which ends a run of store
+// failures.
+func (p *Past) stored() {
+	p.stats.Stored++
+	if p.storeFailing {
+		p.storeFailing = false
+		p.env.Log.Info("past: store writes succeed again")
+	}
 }
 
 // Deliver implements overlay.App.

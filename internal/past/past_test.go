@@ -3,7 +3,9 @@ package past
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	mrand "math/rand/v2"
+	"syscall"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -339,5 +341,42 @@ func TestAnotherUserCannotWriteMyObjects(t *testing.T) {
 	}
 	if ok, _ := x.disk.Has(store.KindMutable, aliceHead); ok {
 		t.Fatal("something was stored under Alice's key")
+	}
+}
+
+// TestFullDiskRefusesWithoutReceipt: a replica whose disk is full (or
+// failing) refuses to store and sends no receipt, so no inserter counts
+// it; an insert this node's own full disk fails says so (errors.Is
+// store.ErrFull); once there is room again the same insert succeeds.
+func TestFullDiskRefusesWithoutReceipt(t *testing.T) {
+	x := newSingle(t)
+	x.run(t, env.Second)
+	x.disk.Fail = fmt.Errorf("%w: %w", store.ErrFull, syscall.ENOSPC)
+	peer := overlay.NodeHandle{ID: id.NodeID{ID: id.FromUint64(1, 2)}, Addr: "peer"}
+	data := []byte("a chunk of mail")
+	x.p.Direct(peer, storeMsg(data, store.ImmutableKey(data), store.KindImmutable, env.Hour))
+	x.run(t, env.Second)
+	st := x.p.Stats()
+	if st.Receipts != 0 || st.Refused[RefusedStore] != 1 || st.StoreErrors != 1 || x.disk.Len() != 0 {
+		t.Fatalf("full disk: %d receipts, %d store refusals, %d store errors, %d objects", st.Receipts, st.Refused[RefusedStore], st.StoreErrors, x.disk.Len())
+	}
+
+	var ierr error
+	done := false
+	x.p.Insert(data, env.Hour, func(_ InsertResult, err error) { ierr, done = err, true })
+	x.run(t, env.Second)
+	if !done || !errors.Is(ierr, ErrRefused) || !errors.Is(ierr, store.ErrFull) || !errors.Is(ierr, syscall.ENOSPC) {
+		t.Fatalf("insert on a full disk: done %v, %v", done, ierr)
+	}
+	if st := x.p.Stats(); st.Receipts != 0 {
+		t.Fatalf("%d receipts sent from a full disk", st.Receipts)
+	}
+
+	x.disk.Fail = nil
+	done = false
+	x.p.Insert(data, env.Hour, func(_ InsertResult, err error) { ierr, done = err, true })
+	x.run(t, env.Second)
+	if !done || ierr != nil || x.disk.Len() != 1 {
+		t.Fatalf("insert once there is room: done %v, %v, %d objects", done, ierr, x.disk.Len())
 	}
 }

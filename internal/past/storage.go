@@ -36,7 +36,10 @@ type MemStorage struct {
 	ticks     env.Time
 	clock     env.Clock
 	SyncDelay env.Duration
-	bytes     int64
+	// Fail, if not nil, fails every write (put, lease extension) with it,
+	// as a full or failing disk does: for tests.
+	Fail  error
+	bytes int64
 }
 
 type memObj struct {
@@ -125,6 +128,10 @@ func (m *MemStorage) SetTicks(t env.Time) error {
 // PutAsync implements Storage. The object is visible at once and
 // reported durable after SyncDelay.
 func (m *MemStorage) PutAsync(kind store.Kind, key store.Key, data []byte, expiry env.Time, done func(error)) {
+	if err := m.Fail; err != nil {
+		m.later(func() { done(err) })
+		return
+	}
 	if kind == store.KindImmutable && sha256.Sum256(data) != key {
 		m.later(func() { done(store.ErrInvalid) })
 		return
@@ -146,6 +153,10 @@ func (m *MemStorage) ExtendLeaseAsync(kind store.Kind, key store.Key, expiry env
 	o, ok := m.objs[store.Entry{Kind: kind, Key: key}]
 	if !ok {
 		m.later(func() { done(store.ErrNotFound) })
+		return
+	}
+	if err := m.Fail; err != nil {
+		m.later(func() { done(err) })
 		return
 	}
 	o.expiry = max(o.expiry, expiry)

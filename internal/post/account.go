@@ -191,6 +191,7 @@ func (a *Account) loadFolders() {
 			if firstErr != nil {
 				a.folders = map[string]*Folder{}
 				a.delivered = map[[16]byte]bool{}
+				a.usage, a.bodies = 0, map[object.Key]int{}
 				a.retryLoad(firstErr)
 				return
 			}

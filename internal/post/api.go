@@ -46,6 +46,7 @@ func (a *Account) DeleteFolder(name string, done func(error)) {
 		a.x.env.Clock.AfterFunc(0, func() { done(fmt.Errorf("%w: %q", ErrNoFolder, name)) })
 		return
 	}
+	a.folders[name].clear()
 	delete(a.folders, name)
 	a.root.Folders = slices.DeleteFunc(a.root.Folders, func(f folderInfo) bool { return f.Name == name })
 	a.writeRoot(done)
@@ -74,9 +75,14 @@ func (a *Account) RenameFolder(from, to string, done func(error)) {
 }
 
 // Append stores a message the client uploads (IMAP APPEND: drafts, sent
-// copies) and adds it to the folder; done gets its UID.
+// copies) and adds it to the folder; done gets its UID. Beyond the
+// user's quota it fails with ErrOverQuota.
 func (f *Folder) Append(msg []byte, flags []string, date int64, done func(uint32, error)) {
 	x := f.a.x
+	if err := f.a.CheckQuota(int64(len(msg))); err != nil {
+		x.env.Clock.AfterFunc(0, func() { done(0, err) })
+		return
+	}
 	key, err := NewContentKey(randReader{x.env.Rand})
 	if err != nil {
 		x.env.Clock.AfterFunc(0, func() { done(0, err) })
@@ -287,4 +293,58 @@ func (f *Folder) AppendStored(ref BodyRef, flags []string, date int64, done func
 		}
 		done(m.UID, nil)
 	})
+}
+
+// Usage is the user's mail in bytes, approximately: the plaintext size of
+// each distinct message body in the user's folders, a copy in a second
+// folder counted once. Folder logs, and messages being appended, are not
+// counted. It is kept up to date as folders change, so asking is cheap.
+func (a *Account) Usage() int64 { return a.usage }
+
+// count adds (d = 1) or removes (d = -1) one reference to m's body; the
+// body counts in the usage while it has references.
+func (a *Account) count(m *Message, d int) {
+	if len(m.Body.Chunks) == 0 {
+		return
+	}
+	k := m.Body.Chunks[0]
+	n := a.bodies[k] + d
+	switch {
+	case n < 0:
+		return // not counted in: nothing to take away
+	case n == 0:
+		delete(a.bodies, k)
+		a.usage -= m.Body.Size
+	case n == 1 && d > 0:
+		a.usage += m.Body.Size
+	}
+	if n > 0 {
+		a.bodies[k] = n
+	}
+}
+
+// Quota is the user's quota in bytes, 0 for none.
+func (a *Account) Quota() int64 { return a.x.cfg.Quota }
+
+// CheckQuota reports ErrOverQuota if adding size bytes would take the
+// user past the quota.
+func (a *Account) CheckQuota(size int64) error {
+	q := a.Quota()
+	if q <= 0 {
+		return nil
+	}
+	if u := a.Usage(); u+size > q {
+		return fmt.Errorf("%w: %s uses %d of %d bytes, %d more do not fit", ErrOverQuota, a.keys.Address, u, q, size)
+	}
+	return nil
+}
+
+// CheckQuota is Account.CheckQuota for a recipient this node serves (the
+// SMTP server asks it at RCPT); a recipient served elsewhere is not
+// checked here, and nil is returned.
+func (x *Post) CheckQuota(addr string, size int64) error {
+	if a := x.users[addr]; a != nil {
+		return a.CheckQuota(size)
+	}
+	return nil
 }

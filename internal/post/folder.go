@@ -152,6 +152,23 @@ func (f *Folder) Watch(fn func()) { f.watchers = append(f.watchers, fn) }
 
 func (f *Folder) headName() string { return "head/" + hex.EncodeToString(f.info.ID[:]) }
 
+// put sets the message at m.UID, keeping the account's usage in step.
+func (f *Folder) put(m *Message) {
+	if old := f.msgs[m.UID]; old != nil {
+		f.a.count(old, -1)
+	}
+	f.msgs[m.UID] = m
+	f.a.count(m, 1)
+}
+
+// clear forgets every message, keeping the account's usage in step.
+func (f *Folder) clear() {
+	for _, m := range f.msgs {
+		f.a.count(m, -1)
+	}
+	f.msgs = map[uint32]*Message{}
+}
+
 // apply changes the in-memory state.
 func (f *Folder) apply(op Op) {
 	switch op.Kind {
@@ -160,7 +177,7 @@ func (f *Folder) apply(op Op) {
 			return
 		}
 		m := *op.Msg
-		f.msgs[m.UID] = &m
+		f.put(&m)
 		f.nextUID = max(f.nextUID, m.UID+1)
 		f.reserved = max(f.reserved, f.nextUID)
 		if deliveryFolder(f.info.Name) {
@@ -170,19 +187,22 @@ func (f *Folder) apply(op Op) {
 		if m, ok := f.msgs[op.UID]; ok {
 			c := *m
 			c.Flags = editFlags(m.Flags, op.Flags, op.Add)
-			f.msgs[op.UID] = &c
+			f.msgs[op.UID] = &c // the same body: usage is unchanged
 		}
 	case OpExpunge:
-		delete(f.msgs, op.UID)
+		if m, ok := f.msgs[op.UID]; ok {
+			f.a.count(m, -1)
+			delete(f.msgs, op.UID)
+		}
 	case OpSnapshot:
 		if op.Snap == nil {
 			return
 		}
-		f.msgs = map[uint32]*Message{}
+		f.clear()
 		for _, m := range op.Snap.Msgs {
 			if m != nil {
 				c := *m
-				f.msgs[c.UID] = &c
+				f.put(&c)
 				if deliveryFolder(f.info.Name) {
 					f.a.delivered[c.ID] = true
 				}
@@ -546,7 +566,7 @@ func uidValidity(fid [16]byte) uint32 {
 // done; the others get UIDs that are free in the reloaded state.
 func (f *Folder) reload(batch []queued) {
 	x := f.a.x
-	f.msgs = map[uint32]*Message{}
+	f.clear()
 	f.nextUID, f.seq, f.head, f.sinceSnap, f.entries = 1, 0, object.Key{}, 0, nil
 	f.load(func(err error) {
 		f.flushing = false

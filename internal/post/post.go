@@ -21,6 +21,8 @@ var (
 	ErrFolderExists = errors.New("post: folder exists")
 	ErrNotReady     = errors.New("post: mailbox not loaded yet")
 	ErrUnknownRcpt  = errors.New("post: unknown recipient")
+	// ErrOverQuota: the change would take the user past Config.Quota.
+	ErrOverQuota = errors.New("post: over quota")
 )
 
 // Config tunes POST. Start from DefaultConfig.
@@ -47,7 +49,19 @@ type Config struct {
 	// Gateways are the community's gateway users, whose injected mail may
 	// carry any From.
 	Gateways []string
+	// Quota bounds each user's mail in bytes (see Account.Usage); 0 means
+	// unlimited. What the user adds (APPEND) and mail to the user from
+	// this node's SMTP server (CheckQuota) are refused beyond it. Mail
+	// another node already accepted is still delivered: refusing it would
+	// leave it waiting in the pending set, whose lease (NotifyLease) is
+	// far shorter than the mailbox's.
+	Quota int64
 }
+
+// DefaultQuota is each user's quota unless configured: generous for a
+// personal mailbox, and a bound on what one user can make the community
+// store.
+const DefaultQuota = 1 << 30
 
 // DefaultConfig is what a node runs with.
 func DefaultConfig() Config {
@@ -60,6 +74,7 @@ func DefaultConfig() Config {
 		CheckpointEvery: 64,
 		ChunkSize:       ChunkSize,
 		RenewPeriod:     30 * past.Day,
+		Quota:           DefaultQuota,
 	}
 }
 
@@ -293,6 +308,10 @@ type Account struct {
 	inflight  map[object.Key]bool // pending members being delivered
 	retired   bool                // another node took the mailbox over: no more writes
 	onReady   []func(error)
+	// usage is the size of the distinct bodies in the folders; bodies
+	// counts the messages referring to each (by first chunk key).
+	usage  int64
+	bodies map[object.Key]int
 }
 
 // Address is the account's address.
@@ -312,7 +331,7 @@ func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready fu
 		return a, nil
 	}
 	a := &Account{x: x, keys: keys, cert: cert, logKeys: DeriveLogKeys(keys), folders: map[string]*Folder{},
-		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}}
+		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}, bodies: map[object.Key]int{}}
 	if ready != nil {
 		a.onReady = append(a.onReady, ready)
 	}
@@ -337,6 +356,9 @@ func (x *Post) Pending() int {
 
 // Users is the number of users served here.
 func (x *Post) Users() int { return len(x.users) }
+
+// Addresses lists the users served here, sorted.
+func (x *Post) Addresses() []string { return sortedNames(x.users) }
 
 // User returns the account for address, nil if not served here.
 func (x *Post) User(address string) *Account { return x.users[address] }

@@ -101,6 +101,73 @@ func fetch(t *testing.T, m *Mail, u int, folder string, uid uint32) ([]byte, err
 	return b, err
 }
 
+// call starts a POST operation and runs the simulation until it reports.
+func call(t *testing.T, m *Mail, what string, f func(done func(error))) error {
+	t.Helper()
+	var err error
+	done := false
+	f(func(e error) { err, done = e, true })
+	awaitMail(t, m, what, 2*time1m, func() bool { return done })
+	return err
+}
+
+// TestQuotaCountsDistinctBodies: a user's usage is the size of the
+// distinct bodies in their folders (a copy counts once, a body counts
+// until its last copy is expunged or its folder deleted), it survives a
+// restart (rebuilt from the log, snapshots included), and an APPEND past
+// the quota fails with ErrOverQuota.
+func TestQuotaCountsDistinctBodies(t *testing.T) {
+	pc := testPostConfig()
+	pc.Quota = 1000
+	pc.CheckpointEvery = 3 // snapshots too
+	m, _ := newMailWith(t, 14, 10, 1, pc)
+	a := m.Account(0)
+	drafts, _ := a.Folder("Drafts")
+	arch, _ := a.Folder("Archive")
+	add := func(f *post.Folder, size int) error {
+		return call(t, m, "append", func(d func(error)) {
+			f.Append(bytes.Repeat([]byte("x"), size), nil, 0, func(_ uint32, err error) { d(err) })
+		})
+	}
+	want := func(what string, n int64) {
+		t.Helper()
+		if got := m.Account(0).Usage(); got != n {
+			t.Fatalf("%s: usage %d, want %d", what, got, n)
+		}
+	}
+	ok := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	ok("append A", add(drafts, 300))
+	want("A", 300)
+	a1 := drafts.Messages()[0].UID
+	ok("copy A", call(t, m, "copy", func(d func(error)) {
+		drafts.Copy([]uint32{a1}, arch, func(_ []uint32, err error) { d(err) })
+	}))
+	want("A copied", 300)
+	ok("append B", add(drafts, 400))
+	want("A, B", 700)
+	if err := add(drafts, 400); !errors.Is(err, post.ErrOverQuota) {
+		t.Fatalf("append past the quota: %v, want ErrOverQuota", err)
+	}
+	ok("expunge A from Drafts", call(t, m, "expunge", func(d func(error)) { drafts.Expunge([]uint32{a1}, d) }))
+	want("A still archived", 700)
+	ok("expunge A from Archive", call(t, m, "expunge", func(d func(error)) { arch.Expunge([]uint32{arch.Messages()[0].UID}, d) }))
+	want("B", 400)
+	ok("append C", add(drafts, 400))
+	want("B, C", 800)
+
+	m.Crash(m.Users[0].Host)
+	m.S.Restart(m.Users[0].Host)
+	awaitMail(t, m, "mailbox reloaded", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	want("after a restart", 800)
+	ok("delete Drafts", call(t, m, "delete", func(d func(error)) { m.Account(0).DeleteFolder("Drafts", d) }))
+	want("Drafts deleted", 0)
+}
+
 func TestMailIsDeliveredAfterTheSenderDies(t *testing.T) {
 	m, _ := newMail(t, 11, 20, 3)
 	body := []byte("Subject: hi\r\n\r\nthe sender dies after 250\r\n")
@@ -182,11 +249,7 @@ func deliverToUser0(t *testing.T, m *Mail, format string, n int) {
 // it fails.
 func mailStep(t *testing.T, m *Mail, what string, f func(done func(error))) {
 	t.Helper()
-	var err error
-	done := false
-	f(func(e error) { err, done = e, true })
-	awaitMail(t, m, what, 2*time1m, func() bool { return done })
-	if err != nil {
+	if err := call(t, m, what, f); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
 }

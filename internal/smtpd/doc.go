@@ -20,7 +20,13 @@
 //     the community, after the Outbound gateway accepted the message).
 //     Anything short of that (POST failed, the node's loop stopped, no
 //     answer within Config.SendTimeout) is a 4xx temporary failure, so the
-//     client keeps the message and retries. A retry is harmless: the bytes
+//     client keeps the message and retries: 452 4.3.1 when the insert
+//     failed because this node's disk is full (a full disk elsewhere, or
+//     here while a majority of replicas still have room, does not stop
+//     mail), 451 4.3.0 for a disk error or anything else (see
+//     mailnet.TempFailure). A recipient this node serves whose mailbox is
+//     over its quota (post.Config.Quota, counting the SIZE declared at
+//     MAIL) gets 452 4.2.2 at RCPT. A retry is harmless: the bytes
 //     are stored exactly as received (nothing is prepended), so the same
 //     sender, recipients and bytes give POST the same message id, and each
 //     recipient keeps one copy.

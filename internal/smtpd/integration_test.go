@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/smtp"
@@ -11,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/epost-mail/epost/internal/node"
 	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/smtpd"
+	"github.com/epost-mail/epost/internal/store"
 )
 
 const (
@@ -50,20 +53,16 @@ func waitUntil(t testing.TB, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// community is three real nodes on loopback, alice served by nodes[1]
-// and bob by nodes[2]; extra users by nodes[0] and nodes[2] in turn.
-type community struct {
-	nodes []*node.Node
-}
-
-func startCommunity(t testing.TB, extra ...string) *community {
+// startNodes starts size real nodes on loopback, edit applied to each
+// one's configuration, and waits until they form one ring.
+func startNodes(t testing.TB, size int, edit func(*node.Config)) (*community, *identity.CA) {
 	ca, err := identity.NewCA(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	c := &community{}
-	for i := range 3 {
+	for i := range size {
 		key, err := identity.GenerateNodeKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -82,6 +81,9 @@ func startCommunity(t testing.TB, extra ...string) *community {
 		cfg.Post.PollPeriod = 2 * env.Second // a lost push costs seconds, not minutes
 		if i > 0 {
 			cfg.Bootstrap = []env.Addr{c.nodes[0].Addr()}
+		}
+		if edit != nil {
+			edit(&cfg)
 		}
 		n, err := node.New(cfg)
 		if err != nil {
@@ -102,6 +104,29 @@ func startCommunity(t testing.TB, extra ...string) *community {
 		}
 		return true
 	})
+	return c, ca
+}
+
+// addUser has n serve a new user addr and waits until the mailbox is
+// loaded.
+func addUser(t testing.TB, ca *identity.CA, n *node.Node, addr string) {
+	keys, cert, err := ca.NewUser(rand.Reader, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.AddUser(keys, cert, 90*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// community is three real nodes on loopback, alice served by nodes[1]
+// and bob by nodes[2]; extra users by nodes[0] and nodes[2] in turn.
+type community struct {
+	nodes []*node.Node
+}
+
+func startCommunity(t testing.TB, extra ...string) *community {
+	c, ca := startNodes(t, 3, nil)
 	for i, addr := range append([]string{alice, bob}, extra...) {
 		n := c.nodes[2*(i%2)] // extra users: nodes[0], nodes[2], ...
 		switch i {
@@ -110,27 +135,7 @@ func startCommunity(t testing.TB, extra ...string) *community {
 		case 1:
 			n = c.nodes[2]
 		}
-		keys, err := identity.GenerateUserKeys(rand.Reader, addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cert, err := ca.IssueUser(rand.Reader, keys.Address, keys.Signing.Public(), keys.Sealing.Recipient())
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready := make(chan error, 1)
-		var addErr error
-		if err := n.Do(func() { _, addErr = n.Mail().AddUser(keys, cert, func(e error) { ready <- e }) }); err != nil || addErr != nil {
-			t.Fatal(err, addErr)
-		}
-		select {
-		case err := <-ready:
-			if err != nil {
-				t.Fatalf("mailbox of %s: %v", addr, err)
-			}
-		case <-time.After(90 * time.Second):
-			t.Fatalf("mailbox of %s not ready", addr)
-		}
+		addUser(t, ca, n, addr)
 	}
 	// Each user's certificate is found from the other's node.
 	type query struct {
@@ -426,6 +431,73 @@ func netSMTPChecks(t *testing.T, addr string, reply []byte) {
 	}
 }
 
+// loginAlice connects a go-smtp client to addr, logged in as alice; the
+// connection closes when the test ends.
+func loginAlice(t testing.TB, addr string) *gosmtp.Client {
+	t.Helper()
+	cl, err := gosmtp.Dial(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	if err := cl.Auth(sasl.NewPlainClient("", alice, "alice-pw")); err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// TestFullDiskIsTemporary: on a node whose disk is full (a ring of one, so
+// its own replica decides), a real SMTP client's message gets 452 4.3.1
+// and nothing is stored; once there is room the client's retry gets 250,
+// and the recipient receives the message exactly once.
+func TestFullDiskIsTemporary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real node")
+	}
+	faults := &store.Faults{}
+	c, ca := startNodes(t, 1, func(cfg *node.Config) {
+		cfg.Store = store.DefaultConfig()
+		cfg.Store.Faults = faults
+	})
+	n := c.nodes[0]
+	addUser(t, ca, n, alice)
+	addUser(t, ca, n, bob)
+	srv, addr := serveSMTP(t, n, nil)
+	cl := loginAlice(t, addr)
+	msg := []byte("From: alice@example.org\r\nTo: bob@example.org\r\nSubject: while the disk is full\r\n\r\nhello\r\n")
+
+	faults.Fail(syscall.ENOSPC)
+	err := cl.SendMail(alice, []string{bob}, bytes.NewReader(msg))
+	var se *gosmtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 452 || se.EnhancedCode != (gosmtp.EnhancedCode{4, 3, 1}) {
+		t.Fatalf("DATA on a full disk: %v, want 452 4.3.1", err)
+	}
+	faults.Fail(nil)
+	if err := cl.SendMail(alice, []string{bob}, bytes.NewReader(msg)); err != nil {
+		t.Fatalf("the retry once there is room: %v", err)
+	}
+	waitUntil(t, "delivery", 60*time.Second, func() bool {
+		var pending int
+		if err := n.Do(func() { pending = n.Mail().Pending() }); err != nil {
+			t.Fatal(err)
+		}
+		return len(inbox(t, n, bob)) > 0 && pending == 0
+	})
+	got := inbox(t, n, bob)
+	if len(got) != 1 || !bytes.Equal(fetch(t, n, bob, got[0].UID), msg) {
+		t.Fatalf("bob's INBOX holds %d messages, want this one once", len(got))
+	}
+	if st := stats(t, n); st.Delivered != 1 || st.Duplicates != 0 {
+		t.Fatalf("post stats %+v", st)
+	}
+	if st := srv.Stats(); st.TempFailed != 1 || st.Accepted != 1 {
+		t.Fatalf("smtp stats %+v", st)
+	}
+	if s := n.Status(); s.Storage.WriteErrors == 0 {
+		t.Fatal("the failed writes were not counted")
+	}
+}
+
 // BenchmarkSubmit10KiB measures SMTP acceptance of 10 KiB messages on one
 // node of a three-node community: each 250 means the body and the
 // notification are durably stored at their replica sets. One client
@@ -440,14 +512,7 @@ func BenchmarkSubmit10KiB(b *testing.B) {
 	}
 	c := startCommunity(b, rcpts...)
 	_, addr := serveSMTP(b, c.nodes[1], func(c *smtpd.Config) { c.SendLimit = smtpd.SendLimit{PerMinute: 1e6, Burst: 1e6} })
-	cl, err := gosmtp.Dial(addr)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer cl.Close()
-	if err := cl.Auth(sasl.NewPlainClient("", alice, "alice-pw")); err != nil {
-		b.Fatal(err)
-	}
+	cl := loginAlice(b, addr)
 	body := bytes.Repeat([]byte("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\r\n"), 10240/66)
 	b.SetBytes(int64(len(body)))
 	b.ResetTimer()

@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"github.com/epost-mail/epost/internal/mailnet"
 	"log/slog"
@@ -160,6 +161,7 @@ type Stats struct {
 	AuthLocked   uint64 // AUTH refused because the address was locked out
 	RateLimited  uint64 // messages answered 451 for exceeding SendLimit
 	LookupFailed uint64 // RCPT answered 4xx: membership could not be checked
+	OverQuota    uint64 // RCPT answered 452: the recipient's mailbox is full
 
 	// Refusals of hostile or broken clients, each also counted above
 	// where it falls under Refused.
@@ -170,8 +172,8 @@ type Stats struct {
 }
 
 type counters struct {
-	accepted, tempFailed, refused, authOK, authFailed, authLocked, lookupFailed, rateLimited atomic.Uint64
-	relayRefused, tooLarge, timedOut, connRefused                                            atomic.Uint64
+	accepted, tempFailed, refused, authOK, authFailed, authLocked, lookupFailed, rateLimited, overQuota atomic.Uint64
+	relayRefused, tooLarge, timedOut, connRefused                                                       atomic.Uint64
 }
 
 // mailer is what the server uses of POST; *post.Post is one, and unit
@@ -179,6 +181,7 @@ type counters struct {
 type mailer interface {
 	Send(from string, recipients []string, msg []byte, done func(error))
 	LookupUser(addr string, done func(bool, error))
+	CheckQuota(addr string, size int64) error
 }
 
 var _ mailer = (*post.Post)(nil)
@@ -261,7 +264,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Accepted: c.accepted.Load(), TempFailed: c.tempFailed.Load(), Refused: c.refused.Load(),
 		AuthOK: c.authOK.Load(), AuthFailed: c.authFailed.Load(), AuthLocked: c.authLocked.Load(),
-		LookupFailed: c.lookupFailed.Load(), RateLimited: c.rateLimited.Load(),
+		LookupFailed: c.lookupFailed.Load(), RateLimited: c.rateLimited.Load(), OverQuota: c.overQuota.Load(),
 		RelayRefused: c.relayRefused.Load(), TooLarge: c.tooLarge.Load(), TimedOut: c.timedOut.Load(),
 		ConnRefused: c.connRefused.Load(),
 	}
@@ -300,6 +303,17 @@ func (s *Server) lookupUser(addr string) (bool, error) {
 	return await(s, s.cfg.LookupTimeout, func(m mailer, done func(bool, error)) {
 		m.LookupUser(addr, done)
 	})
+}
+
+// overQuota reports whether a message of size bytes would take addr, if
+// this node serves it, past its quota. A failure to ask counts as room:
+// the membership check just before succeeded, and delivery is not
+// refused for quota anyway.
+func (s *Server) overQuota(addr string, size int64) bool {
+	_, err := await(s, s.cfg.LookupTimeout, func(m mailer, done func(struct{}, error)) {
+		done(struct{}{}, m.CheckQuota(addr, size))
+	})
+	return errors.Is(err, post.ErrOverQuota)
 }
 
 // send has POST store msg durably, one notification per group of

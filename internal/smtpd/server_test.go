@@ -19,6 +19,9 @@ import (
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/epost-mail/epost/internal/post"
+	"github.com/epost-mail/epost/internal/store"
 )
 
 // fakeLoop is an event loop reduced to a mutex: Do runs f while holding
@@ -50,9 +53,10 @@ type sent struct {
 // answered at once when auto is set).
 type fakeMailer struct {
 	loop    *fakeLoop
-	members map[string]bool // read and written on the loop
-	lookErr error           // read and written on the loop
-	absent  bool            // read and written on the loop: no POST
+	members map[string]bool  // read and written on the loop
+	lookErr error            // read and written on the loop
+	absent  bool             // read and written on the loop: no POST
+	quota   map[string]int64 // read and written on the loop: a message this large is over quota
 
 	mu      sync.Mutex // guards what the test reads from its own goroutine
 	auto    bool
@@ -67,6 +71,13 @@ func (m *fakeMailer) LookupUser(addr string, done func(bool, error)) {
 		return
 	}
 	done(m.members[addr], nil)
+}
+
+func (m *fakeMailer) CheckQuota(addr string, size int64) error {
+	if m.quota[addr] > 0 && size >= m.quota[addr] {
+		return post.ErrOverQuota
+	}
+	return nil
 }
 
 func (m *fakeMailer) Send(from string, rcpts []string, msg []byte, done func(error)) {
@@ -409,6 +420,69 @@ func TestOutbound(t *testing.T) {
 	out.fail(errors.New("smarthost down"))
 	err := c.SendMail(alice, []string{"dave@elsewhere.example"}, strings.NewReader(string(msg)))
 	wantCode(t, "DATA with the gateway down", err, 451)
+}
+
+// wantReply checks a reply's code and enhanced code.
+func wantReply(t *testing.T, what string, err error, code int, enh smtp.EnhancedCode) {
+	t.Helper()
+	wantCode(t, what, err, code)
+	var se *smtp.SMTPError
+	errors.As(err, &se)
+	if se.EnhancedCode != enh {
+		t.Fatalf("%s: got %d %v %s, want %v", what, se.Code, se.EnhancedCode, se.Message, enh)
+	}
+}
+
+// TestStorageFaultsAreTemporary: a message POST could not store because
+// this node's disk is full gets 452 4.3.1, one lost to a disk error 451
+// 4.3.0, so the client keeps it and retries; the errors are matched
+// through POST's and PAST's wrapping.
+func TestStorageFaultsAreTemporary(t *testing.T) {
+	for _, c := range []struct {
+		cause error
+		code  int
+		enh   smtp.EnhancedCode
+	}{
+		{store.ErrFull, 452, smtp.EnhancedCode{4, 3, 1}},
+		{store.ErrIO, 451, smtp.EnhancedCode{4, 3, 0}},
+	} {
+		r := newRig(t, nil)
+		r.mail.set(true, fmt.Errorf("post: notify bob: past: refused: 1a2b (here: store: put: %w)", c.cause))
+		c2 := r.login(alice, "alice-pw")
+		err := c2.SendMail(alice, []string{bob}, strings.NewReader(string(message(alice, bob, "x"))))
+		wantReply(t, fmt.Sprintf("DATA with %v", c.cause), err, c.code, c.enh)
+		if st := r.srv.Stats(); st.TempFailed != 1 || st.Accepted != 0 {
+			t.Fatalf("stats %+v", st)
+		}
+	}
+}
+
+// TestRecipientOverQuota: a recipient whose mailbox is full gets 452
+// 4.2.2 at RCPT (taking the declared SIZE into account); the others in
+// the transaction are unaffected.
+func TestRecipientOverQuota(t *testing.T) {
+	r := newRig(t, nil)
+	r.loop.Do(func() { r.mail.quota = map[string]int64{bob: 1000} })
+	c := r.login(alice, "alice-pw")
+	if err := c.Mail(alice, &smtp.MailOptions{Size: 2000}); err != nil {
+		t.Fatal(err)
+	}
+	wantReply(t, "RCPT to a full mailbox", c.Rcpt(bob, nil), 452, smtp.EnhancedCode{4, 2, 2})
+	if err := c.Rcpt(alice, nil); err != nil {
+		t.Fatalf("RCPT to a mailbox with room: %v", err)
+	}
+	if err := c.Reset(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(alice, &smtp.MailOptions{Size: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(bob, nil); err != nil {
+		t.Fatalf("RCPT of a small message: %v", err)
+	}
+	if st := r.srv.Stats(); st.OverQuota != 1 {
+		t.Fatalf("stats %+v", st)
+	}
 }
 
 func TestLookupFailureIsTemporary(t *testing.T) {

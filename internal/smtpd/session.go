@@ -28,6 +28,7 @@ type session struct {
 
 	user      string // authenticated address; "" before AUTH
 	from      string
+	size      int64    // the size MAIL declared (SIZE=), 0 if none
 	community []string // recipients delivered by POST
 	outbound  []string // recipients handed to Outbound
 }
@@ -160,6 +161,9 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 			"Sender <%s> is not the authenticated user <%s>", from, ss.user))
 	}
 	ss.from = addr
+	if opts != nil {
+		ss.size = opts.Size
+	}
 	return nil
 }
 
@@ -202,6 +206,12 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	if !ok {
 		return ss.refuse(smtpErr(550, smtp.EnhancedCode{5, 1, 1}, "No such user: <%s> is not a member of the community", addr))
+	}
+	if ss.s.overQuota(addr, ss.size) {
+		// Temporary, as a full mailbox is everywhere (RFC 3463 4.2.2):
+		// the client retries, and the user may make room meanwhile.
+		ss.s.stats.overQuota.Add(1)
+		return smtpErr(452, smtp.EnhancedCode{4, 2, 2}, "Mailbox full: <%s> is over quota; try again later", addr)
 	}
 	ss.community = append(ss.community, addr)
 	return nil
@@ -279,7 +289,7 @@ func (ss *session) deliver(msg []byte) (stored bool, err error) {
 }
 
 // sendFailed maps a POST failure to a reply: permanent only when retrying
-// cannot help; everything else is 451, so the client keeps the message.
+// cannot help; everything else is a 4xx, so the client keeps the message.
 func (ss *session) sendFailed(err error) error {
 	ss.s.cfg.Log.Warn("smtpd: message not stored", "from", ss.from, "err", err)
 	switch {
@@ -289,15 +299,12 @@ func (ss *session) sendFailed(err error) error {
 		return ss.refuse(smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Bad address: %v", err))
 	}
 	ss.s.stats.tempFailed.Add(1)
-	if errors.Is(err, errTimeout) {
-		return smtpErr(451, smtp.EnhancedCode{4, 4, 1}, "Message not yet stored durably; try again later")
-	}
-	return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Message not stored; try again later")
+	return mailnet.TempFailure(err)
 }
 
 // Reset implements smtp.Session: the transaction goes, the login stays.
 func (ss *session) Reset() {
-	ss.from = ""
+	ss.from, ss.size = "", 0
 	ss.community = nil
 	ss.outbound = nil
 }

@@ -30,6 +30,16 @@ type op interface {
 	apply(w *txWriter) (result, fatal error)
 }
 
+// freeing marks ops that only remove data. Removing still allocates pages
+// (copy-on-write of the pages it changes, the free list), so a store at
+// its size limit could otherwise never free anything: a batch of such ops
+// may grow the file one step past the limit.
+type freeing interface{ frees() }
+
+func (*deleteOp) frees() {}
+func (*dropOp) frees()   {}
+func (*sweepOp) frees()  {}
+
 // nominalBytes is what a write without payload counts against the
 // batch and queue limits.
 const nominalBytes = 64
@@ -327,6 +337,11 @@ func (s *Store) commit(batch []*request) {
 		}
 		return
 	}
+	if err != nil {
+		s.mu.Lock()
+		s.failed++
+		s.mu.Unlock()
+	}
 	for i, r := range batch {
 		res := err
 		if err == nil {
@@ -346,6 +361,11 @@ func (s *Store) commitOnce(batch []*request) (results []error, err error) {
 	// sets it, and this check keeps it that way.
 	if s.db.NoSync {
 		return nil, errors.New("store: refusing to commit with NoSync set")
+	}
+	if limit := s.db.MaxSize; limit > 0 && onlyFreeing(batch) {
+		// Only this goroutine writes, so only it reads MaxSize meanwhile.
+		s.db.MaxSize = freeingLimit(limit, s.db.AllocSize)
+		defer func() { s.db.MaxSize = limit }()
 	}
 	tx, err := s.db.Begin(true)
 	if err != nil {
@@ -382,14 +402,39 @@ func (s *Store) commitOnce(batch []*request) (results []error, err error) {
 	}
 	s.observe(Event{Type: EventSyncStarted, Batch: s.batchSeq, Writes: seqs})
 	// Commit writes the dirty pages, fdatasyncs, writes the meta page and
-	// fdatasyncs again; it returns only after both syncs.
-	err = tx.Commit()
+	// fdatasyncs again; it returns only after both syncs. An injected
+	// fault stands in for a commit the disk failed.
+	if err = s.cfg.Faults.fault(); err != nil {
+		_ = tx.Rollback()
+	} else {
+		err = tx.Commit()
+	}
 	s.observe(Event{Type: EventSyncDone, Batch: s.batchSeq, Err: err})
 	if err != nil {
 		return nil, fmt.Errorf("commit %d writes: %w", len(batch), classify(err))
 	}
 	s.account(w, batch)
 	return results, nil
+}
+
+// onlyFreeing reports whether every op in batch only removes data.
+func onlyFreeing(batch []*request) bool {
+	for _, r := range batch {
+		if _, ok := r.op.(freeing); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// freeingLimit is the file size a removing batch may reach: one growth
+// step past limit. bbolt doubles a file up to its allocation size, then
+// grows it by that size.
+func freeingLimit(limit, allocSize int) int {
+	if limit <= allocSize {
+		return 2 * limit
+	}
+	return limit + 2*allocSize
 }
 
 // account publishes a committed transaction's effect on the counters.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -527,6 +528,12 @@ func TestDiskQuotaFullThenRecovers(t *testing.T) {
 		mustGet(t, s, KindImmutable, ImmutableKey(d), d)
 	}
 	checkInvariants(t, s)
+	// A full store can still remove: deleting allocates pages too.
+	last := payload(stored[len(stored)-1], 16<<10)
+	if err := s.Delete(KindImmutable, ImmutableKey(last)); err != nil {
+		t.Fatalf("delete in a full store: %v", err)
+	}
+	stored = stored[:len(stored)-1]
 
 	// Space returns: the quota is raised (as when the disk gains room).
 	s.db.MaxSize = 4 << 20
@@ -614,4 +621,47 @@ func TestNeverCommitsWithoutSync(t *testing.T) {
 	}
 	s.db.NoSync = false
 	mustPut(t, s, KindImmutable, ImmutableKey(d), d, 1)
+}
+
+// TestInjectedDiskFaults: with Faults set, every write fails with the
+// sentinel its cause maps to (ENOSPC: ErrFull; EIO: ErrIO), is counted,
+// and is not visible; what was acknowledged before stays readable, and
+// writes succeed again once the fault ends.
+func TestInjectedDiskFaults(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Faults = &Faults{}
+	s, path := openTemp(t, cfg)
+	before := payload(1, 100)
+	mustPut(t, s, KindImmutable, ImmutableKey(before), before, 10)
+	for i, c := range []struct {
+		cause error
+		want  error
+	}{{syscall.ENOSPC, ErrFull}, {syscall.EIO, ErrIO}} {
+		cfg.Faults.Fail(c.cause)
+		d := payload(uint64(10+i), 100)
+		err := s.Put(KindImmutable, ImmutableKey(d), d, 10)
+		if !errors.Is(err, c.want) || !errors.Is(err, c.cause) {
+			t.Fatalf("put under %v: %v, want %v", c.cause, err, c.want)
+		}
+		if err := s.SetMeta("m", []byte("x")); !errors.Is(err, c.want) {
+			t.Fatalf("set meta under %v: %v", c.cause, err)
+		}
+		if ok, _ := s.Has(KindImmutable, ImmutableKey(d)); ok {
+			t.Fatalf("write failed under %v is visible", c.cause)
+		}
+		mustGet(t, s, KindImmutable, ImmutableKey(before), before)
+	}
+	if got := s.Stats().WriteErrors; got != 4 {
+		t.Fatalf("WriteErrors = %d, want 4", got)
+	}
+	cfg.Faults.Fail(nil)
+	after := payload(2, 100)
+	mustPut(t, s, KindImmutable, ImmutableKey(after), after, 10)
+	checkInvariants(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, path, DefaultConfig())
+	mustGet(t, s, KindImmutable, ImmutableKey(before), before)
+	mustGet(t, s, KindImmutable, ImmutableKey(after), after)
 }

@@ -47,9 +47,10 @@
 //   - Limits hold on every write: objects and metadata values of more than
 //     Config.MaxObjectSize bytes are refused with ErrTooLarge; an
 //     immutable object whose bytes do not hash to its key is refused with
-//     ErrInvalid. Disk errors (no space, I/O errors) come back as errors,
-//     never as success and never as panics, and the store keeps working
-//     once the cause is gone. A page of the mapped file that cannot be
+//     ErrInvalid. Disk errors come back as errors, never as success and
+//     never as panics: no room as ErrFull, other write or sync failures
+//     as ErrIO (counted in Stats.WriteErrors), and the store keeps
+//     working once the cause is gone. A page of the mapped file that cannot be
 //     read (which would fault and kill the process) or that bbolt finds
 //     malformed fails the read or write with an error matching ErrCorrupt.
 //

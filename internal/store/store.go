@@ -36,6 +36,10 @@ var (
 	// room for the write. The store stays usable; the write may succeed
 	// once space is freed (Sweep, Delete) or the disk has room again.
 	ErrFull = object.ErrFull
+	// ErrIO: the disk failed a write or its sync (an I/O error, a
+	// read-only file system) for a reason other than room. Like ErrFull,
+	// the store stays usable and the write may succeed later.
+	ErrIO = object.ErrIO
 	// ErrBusy: more than Config.MaxQueueBytes of writes are waiting for
 	// the disk; the write was refused without being queued.
 	ErrBusy = object.ErrBusy
@@ -98,6 +102,9 @@ type Config struct {
 	// metrics. It must be fast and safe for concurrent use, and must not
 	// call back into the Store.
 	Observer Observer
+	// Faults, if not nil, makes write transactions fail on demand: for
+	// tests and fault drills only.
+	Faults *Faults
 }
 
 // DefaultConfig is the configuration a node runs with.
@@ -169,6 +176,7 @@ type Store struct {
 	ticks      env.Time // committed uptime ticks
 	batches    uint64   // transactions committed since Open
 	writes     uint64   // requests completed by those transactions
+	failed     uint64   // requests failed by the disk since Open
 
 	// Owned by the committer goroutine.
 	batchSeq  uint64 // transactions synced, for Observer events
@@ -451,13 +459,16 @@ type Stats struct {
 	Ticks   env.Time    // the uptime counter
 	Batches uint64      // synced transactions since Open
 	Writes  uint64      // writes completed since Open
+	// WriteErrors counts writes the disk failed since Open (their
+	// completion reported an error matching ErrFull, ErrIO or ErrCorrupt).
+	WriteErrors uint64
 }
 
 // Stats returns the current accounting. It does not touch the disk.
 func (s *Store) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Corrupt: s.counts.corrupt, Expired: s.counts.expired, Ticks: s.ticks, Batches: s.batches, Writes: s.writes}
+	st := Stats{Corrupt: s.counts.corrupt, Expired: s.counts.expired, Ticks: s.ticks, Batches: s.batches, Writes: s.writes, WriteErrors: s.failed}
 	for _, k := range allKinds() {
 		ks := KindStats{Kind: k, Objects: s.counts.objects[k], Bytes: s.counts.bytes[k]}
 		st.PerKind = append(st.PerKind, ks)
@@ -480,11 +491,46 @@ func (s *Store) DiskBytes() (int64, error) {
 	return n, nil
 }
 
-// classify adds ErrFull to errors that mean "no room".
+// classify names the cause of a failed transaction, so that the layers
+// above can tell "no room" (ErrFull) from other disk failures (ErrIO)
+// with errors.Is, without knowing about errno values.
 func classify(err error) error {
-	if errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) ||
-		errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) {
+	switch {
+	case errors.Is(err, ErrFull), errors.Is(err, ErrIO), errors.Is(err, ErrCorrupt):
+		return err
+	case errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) ||
+		errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG):
 		return fmt.Errorf("%w: %w", ErrFull, err)
 	}
-	return err
+	return fmt.Errorf("%w: %w", ErrIO, err)
+}
+
+// Faults makes a store's write transactions fail on demand, as a full or
+// failing disk would, so that tests and fault drills reach the paths
+// above the store (refusals, temporary SMTP and IMAP replies) without
+// filling a real disk. Reads are unaffected. The zero value injects
+// nothing; methods are safe for concurrent use.
+type Faults struct{ err atomic.Pointer[error] }
+
+// Fail makes every write transaction from now on fail at its commit with
+// err, classified as a real disk error is (syscall.ENOSPC gives an error
+// matching ErrFull, syscall.EIO one matching ErrIO). Fail(nil) ends the
+// fault.
+func (f *Faults) Fail(err error) {
+	if err == nil {
+		f.err.Store(nil)
+		return
+	}
+	f.err.Store(&err)
+}
+
+// fault is the error to inject, nil for none.
+func (f *Faults) fault() error {
+	if f == nil {
+		return nil
+	}
+	if p := f.err.Load(); p != nil {
+		return *p
+	}
+	return nil
 }

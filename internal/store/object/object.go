@@ -121,6 +121,7 @@ var (
 	ErrTooLarge = errors.New("store: too large")
 	ErrClosed   = errors.New("store: closed")
 	ErrFull     = errors.New("store: full")
+	ErrIO       = errors.New("store: disk error")
 	ErrBusy     = errors.New("store: write queue full")
 	ErrInvalid  = errors.New("store: invalid request")
 )
