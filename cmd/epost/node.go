@@ -102,7 +102,9 @@ domains = [%[6]s]
 
 # IMAP and SMTP submission for the users' mail clients. On loopback they
 # accept passwords in the clear; elsewhere only after STARTTLS, with a
-# self-signed certificate made at start.
+# self-signed certificate made on first start for this machine's names and
+# addresses and kept in dir/store/NAME/mail-tls.crt: give that file to a
+# mail client on another device to trust (its key is mail-tls.key).
 imap = "127.0.0.1:1143"
 smtp = "127.0.0.1:1587"
 
@@ -428,9 +430,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			f()
 		}
 	}()
-	tlsCfg, err := imapd.SelfSigned("localhost")
+	tlsCfg, tlsPath, tlsSum, err := mailTLS(nc.DataDir, cfg.IMAP, cfg.SMTP)
 	if err != nil {
 		return err
+	}
+	if cfg.IMAP != "" || cfg.SMTP != "" {
+		fmt.Fprintf(stdout, "mail TLS certificate %s (SHA-256 %s)\n", tlsPath, tlsSum)
 	}
 	if cfg.IMAP != "" {
 		ln, err := net.Listen("tcp", cfg.IMAP)
