@@ -241,7 +241,7 @@ func userRecover(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("user recover", "[--dir DIR] --code CODE (--backup FILE | --node NAME --bootstrap ADDR ADDRESS)", stderr)
 	dir := flags.String("dir", defaultDataDir, "data directory to restore the keys into")
 	backupFile := flags.String("backup", "", "sealed key backup (keybackup.age)")
-	code := flags.String("code", "", "recovery code printed by `epost user new`")
+	code := flags.String("code", "", "the recovery code epost user new printed")
 	nodeName := flags.String("node", "", "fetch the backup from the network as this node (its certificate is in DIR)")
 	bootstrap := flags.String("bootstrap", "", "address of a community node to join through (with --node)")
 	listen := flags.String("listen", "/ip4/0.0.0.0/tcp/0", "where the temporary node listens (with --node)")
@@ -475,7 +475,7 @@ func caBackup(args []string, stdout, stderr io.Writer) error {
 func caRestore(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("ca restore", "[--dir DIR] --backup FILE --code CODE", stderr)
 	dir := flags.String("dir", defaultDataDir, "data directory to restore the CA into")
-	backup := flags.String("backup", "", "file written by `epost ca backup`")
+	backup := flags.String("backup", "", "the file epost ca backup wrote")
 	code := flags.String("code", "", "its recovery code")
 	pos, err := parseFlags(flags, args)
 	if err != nil {

@@ -161,7 +161,7 @@ gateways = []
 func cmdInit(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("init", "[--dir DIR] --node NAME [--bootstrap ADDR]... [--user ADDRESS]... [--out FILE]", stderr)
 	dir := flags.String("dir", defaultDataDir, "data directory")
-	name := flags.String("node", "", "this node's name (from `epost ca issue-node --name`)")
+	name := flags.String("node", "", "this node's name (as given to epost ca issue-node --name)")
 	out := flags.String("out", "epost.toml", "file to write (- for standard output)")
 	var boots, users multiFlag
 	flags.Var(&boots, "bootstrap", "a member's address to join through (repeatable)")
@@ -253,7 +253,7 @@ func isLoopback(hostport string) bool {
 // runNode is `epost node` until ctx ends.
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("node", "--config FILE", stderr)
-	file := flags.String("config", "epost.toml", "configuration file (`epost init` writes one)")
+	file := flags.String("config", "epost.toml", "configuration file (epost init writes one)")
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
