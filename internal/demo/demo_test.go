@@ -288,3 +288,22 @@ func TestReadyRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteViewOneNodeOfMany checks the view of one node's own status
+// report (`epost status`): its leaf-set members are not in the report, so
+// the view shows what it holds and judges nothing.
+func TestWriteViewOneNodeOfMany(t *testing.T) {
+	self, left, right := id.ID{0x80}, id.ID{0x40}, id.ID{0xc0}
+	r := node.StatusReport{Nodes: []node.Status{{
+		ID: self.String(), Short: self.Short(), Running: true, Active: true,
+		LeafSetSize: 16, Left: []string{left.String()}, Right: []string{right.String()}, LeafSet: 2,
+	}}}
+	var view strings.Builder
+	if err := WriteView(&view, r); err != nil {
+		t.Fatal(err)
+	}
+	if v := view.String(); strings.Contains(v, "not ready") || !strings.Contains(v, "leaf sets as held") ||
+		!strings.Contains(v, self.Short()+"  yes      2 ") {
+		t.Errorf("terminal view of one node of three:\n%s", v)
+	}
+}
