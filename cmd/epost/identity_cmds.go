@@ -367,9 +367,10 @@ func revokeSerial(dir string, ca *identity.CA, serial identity.Serial, what stri
 	if err := identity.WriteRevocation(dir, r); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Revoked %s: revocation epoch %d in %s\n", what, epoch, identity.CADir(dir))
-	fmt.Fprintln(stdout, "Nodes that read this directory adopt it within a minute; they pass it on to every peer")
-	fmt.Fprintln(stdout, "they connect to, and refuse the revoked certificate from then on.")
+	file := filepath.Join(identity.CADir(dir), fmt.Sprintf("revocation-%08d.list", epoch))
+	fmt.Fprintf(stdout, "Revoked %s: revocation epoch %d in %s\n", what, epoch, file)
+	fmt.Fprintln(stdout, "Copy it into every member's data directory (DIR/ca/): nodes look there once a minute,")
+	fmt.Fprintln(stdout, "then refuse the revoked certificate and pass the list on in each new connection.")
 	return nil
 }
 
