@@ -24,7 +24,6 @@ fi
 command -v python3 >/dev/null || { echo "walkthrough: python3 is needed for the mail clients" >&2; exit 1; }
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/epost-walkthrough.XXXXXX")
-declare -A PID=()
 failed=1
 
 say() { printf '\n== %s\n' "$*"; }
@@ -41,9 +40,9 @@ fail() {
 
 # stop MACHINE: SIGTERM, then the node must exit 0 within 30 s.
 stop() {
-	local m=$1 p=${PID[$1]:-}
-	[ -n "$p" ] || return 0
-	unset "PID[$m]"
+	local m=$1 p
+	p=$(cat "$W/$m/pid" 2>/dev/null) || return 0
+	rm -f "$W/$m/pid"
 	kill -TERM "$p" 2>/dev/null || true
 	for _ in $(seq 1 30); do
 		kill -0 "$p" 2>/dev/null || break
@@ -61,8 +60,8 @@ stop() {
 
 cleanup() {
 	local rc=$?
-	for m in "${!PID[@]}"; do
-		kill -KILL "${PID[$m]}" 2>/dev/null || true
+	for f in "$W"/*/pid; do
+		[ -f "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true
 	done
 	wait 2>/dev/null || true
 	if [ "$failed" -eq 0 ] && [ -z "${KEEP:-}" ]; then
@@ -83,10 +82,10 @@ start() {
 	local m=$1
 	: >"$W/$m/out"
 	(cd "$W/$m" && exec "$EPOST" node --config "$m.toml" >>out 2>>err) &
-	PID[$m]=$!
+	echo $! >"$W/$m/pid"
 	for _ in $(seq 1 120); do
 		grep -q '^ready$' "$W/$m/out" && return 0
-		kill -0 "${PID[$m]}" 2>/dev/null || fail "node $m exited: $(tail -n 3 "$W/$m/err")"
+		kill -0 "$(cat "$W/$m/pid")" 2>/dev/null || fail "node $m exited: $(tail -n 3 "$W/$m/err")"
 		sleep 0.5
 	done
 	fail "node $m not ready after 60 s"
@@ -149,12 +148,12 @@ sys.exit("%s -> %s: %r did not arrive within 90 s" % (frm, to, subject))
 EOF
 
 # mail FROM TO SUBJECT, with FROM and TO among alice@alpha and bob@beta.
-declare -A HOME_OF=([alice@example.org]=alpha [bob@example.org]=beta)
-declare -A PASS=([alice@example.org]="alice's long password" [bob@example.org]="bob's long password")
+machine_of() { case $1 in alice@*) echo alpha ;; bob@*) echo beta ;; esac; }
+password_of() { echo "${1%@*}'s long password"; }
 mail() {
 	local f=$1 t=$2
-	python3 "$W/mail.py" "$f" "${PASS[$f]}" "$(field "${HOME_OF[$f]}" '^SMTP on (.+)$')" \
-		"$t" "${PASS[$t]}" "$(field "${HOME_OF[$t]}" '^IMAP on (.+)$')" "$3" ||
+	python3 "$W/mail.py" "$f" "$(password_of "$f")" "$(field "$(machine_of "$f")" '^SMTP on (.+)$')" \
+		"$t" "$(password_of "$t")" "$(field "$(machine_of "$t")" '^IMAP on (.+)$')" "$3" ||
 		fail "mail from $f to $t"
 }
 
@@ -165,7 +164,7 @@ cd "$W/ca"
 for m in alpha beta gamma; do "$EPOST" ca issue-node --dir ./community --name "$m"; done
 for u in alice@example.org bob@example.org; do
 	"$EPOST" user new --dir ./community "$u" >/dev/null # the recovery code, not needed here
-	printf '%s\n' "${PASS[$u]}" | "$EPOST" user passwd --dir ./community --password-file - "$u"
+	printf '%s\n' "$(password_of "$u")" | "$EPOST" user passwd --dir ./community --password-file - "$u"
 done
 
 say "each machine gets ca/ca.pub, its nodes/NAME/ and its users' users/ADDRESS/"
@@ -220,7 +219,7 @@ say "bob on a second device: IMAP and SMTP over STARTTLS, trusting beta's certif
 CERT=$(field beta '^mail TLS certificate (.+) \(SHA-256 [0-9a-f]+\)$')
 case $CERT in /*) ;; *) CERT=$W/beta/$CERT ;; esac
 [ -f "$CERT" ] || fail "beta printed no mail TLS certificate"
-python3 - "$CERT" "$(field beta '^IMAP on (.+)$')" "$(field beta '^SMTP on (.+)$')" "${PASS[bob@example.org]}" <<'EOF' || fail "bob over TLS"
+python3 - "$CERT" "$(field beta '^IMAP on (.+)$')" "$(field beta '^SMTP on (.+)$')" "$(password_of bob@example.org)" <<'EOF' || fail "bob over TLS"
 import imaplib, smtplib, ssl, sys
 cert, imap, smtp, pw = sys.argv[1:5]
 ctx = ssl.create_default_context(cafile=cert)  # verifies the chain and the host name
