@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/mail"
 	"runtime"
 	"slices"
 	"strings"
@@ -305,5 +306,21 @@ func TestWriteViewOneNodeOfMany(t *testing.T) {
 	if v := view.String(); strings.Contains(v, "not ready") || !strings.Contains(v, "leaf sets as held") ||
 		!strings.Contains(v, self.Short()+"  yes      2 ") {
 		t.Errorf("terminal view of one node of three:\n%s", v)
+	}
+}
+
+// TestWelcomeMessage checks that the welcome message parses as mail, from
+// an address in the user's domain.
+func TestWelcomeMessage(t *testing.T) {
+	m, err := mail.ReadMessage(strings.NewReader(welcomeMessage("bob@demo.epost", time.Now())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, err := mail.ParseAddress(m.Header.Get("From"))
+	if err != nil || from.Address != "welcome@demo.epost" {
+		t.Fatalf("From %q: %v, %v", m.Header.Get("From"), from, err)
+	}
+	if to := m.Header.Get("To"); to != "bob@demo.epost" {
+		t.Fatalf("To %q", to)
 	}
 }
