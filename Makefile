@@ -4,7 +4,7 @@ FUZZTIME ?= 60s
 # Debian packages the end-to-end tests need beyond Go, installed when missing.
 TOOLS    ?= python3 swaks isync chromium
 
-.PHONY: all build test tools vet fmt-check fuzz bench soak demo clean
+.PHONY: all build test tools vet fmt-check fuzz bench soak walkthrough demo clean
 
 all: build
 
@@ -48,6 +48,12 @@ soak:
 	# 8 `epost node` processes under mail load, SIGKILLs and a partition;
 	# SOAK_DURATION (default 5m) and SOAK_SEED (to replay a run) tune it.
 	SOAK_DURATION=$${SOAK_DURATION:-5m} $(GO) test -race -run '^TestSoak$$' -count=1 -v -timeout 60m ./cmd/epost/
+
+# The README's community walk-through on loopback: a CA, three `epost node`
+# processes, mail both ways with python3, a revocation and a key rotation.
+# About four minutes; not part of `test`.
+walkthrough:
+	./scripts/walkthrough.sh
 
 demo: build
 	./bin/epost demo

@@ -342,7 +342,7 @@ func userRecover(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("user recover", "[--dir DIR] --code CODE (--backup FILE | --node NAME --bootstrap ADDR ADDRESS)", stderr)
 	dir := flags.String("dir", defaultDataDir, "data directory to restore the keys into")
 	backupFile := flags.String("backup", "", "sealed key backup (keybackup.age)")
-	code := flags.String("code", "", "recovery code printed by `epost user new`")
+	code := flags.String("code", "", "the recovery code epost user new printed")
 	nodeName := flags.String("node", "", "fetch the backup from the network as this node (its certificate is in DIR)")
 	bootstrap := flags.String("bootstrap", "", "address of a community node to join through (with --node)")
 	listen := flags.String("listen", "/ip4/0.0.0.0/tcp/0", "where the temporary node listens (with --node)")
@@ -468,9 +468,10 @@ func revokeSerial(dir string, ca *identity.CA, serial identity.Serial, what stri
 	if err := identity.WriteRevocation(dir, r); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "Revoked %s: revocation epoch %d in %s\n", what, epoch, identity.CADir(dir))
-	fmt.Fprintln(stdout, "Nodes that read this directory adopt it within a minute; they pass it on to every peer")
-	fmt.Fprintln(stdout, "they connect to, and refuse the revoked certificate from then on.")
+	file := filepath.Join(identity.CADir(dir), fmt.Sprintf("revocation-%08d.list", epoch))
+	fmt.Fprintf(stdout, "Revoked %s: revocation epoch %d in %s\n", what, epoch, file)
+	fmt.Fprintln(stdout, "Copy it into every member's data directory (DIR/ca/): nodes look there once a minute,")
+	fmt.Fprintln(stdout, "then refuse the revoked certificate and pass the list on in each new connection.")
 	return nil
 }
 
@@ -576,7 +577,7 @@ func caBackup(args []string, stdout, stderr io.Writer) error {
 func caRestore(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("ca restore", "[--dir DIR] --backup FILE --code CODE", stderr)
 	dir := flags.String("dir", defaultDataDir, "data directory to restore the CA into")
-	backup := flags.String("backup", "", "file written by `epost ca backup`")
+	backup := flags.String("backup", "", "the file epost ca backup wrote")
 	code := flags.String("code", "", "its recovery code")
 	pos, err := parseFlags(flags, args)
 	if err != nil {

@@ -28,8 +28,8 @@ type command struct {
 
 func commands() []command {
 	cs := []command{
-		{"ca", "community CA: `ca init`, `ca issue-node --name NAME`", cmdCA},
-		{"user", "users: `user new ADDRESS` (prints a recovery code once), `user recover`, `user rotate-key ADDRESS`", cmdUser},
+		{"ca", "community CA: `ca init`, `ca issue-node --name NAME`, `ca revoke`, `ca rotate-node`, `ca backup`, `ca restore`", cmdCA},
+		{"user", "users: `user new ADDRESS` (prints a recovery code once), `user passwd`, `user recover`, `user rotate-key ADDRESS`", cmdUser},
 		{"demo", "run a community of real nodes on this machine, with a status page: `demo [--nodes N]`", cmdDemo},
 		{"sim", "run a simulator experiment: `sim SCENARIO [--nodes N] [--seed S] [--json]`", scenario.Main},
 		{"bench", "end-to-end mail latency and throughput of any SMTP+IMAP pair: `bench --smtp A --imap A --from U --to U ...`", cmdBench},
@@ -138,7 +138,7 @@ func hint(err error) string {
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
 		return "this machine has no such address: listen on 127.0.0.1, 0.0.0.0 or one of its own addresses"
 	case errors.Is(err, identity.ErrBadRecoveryCode):
-		return "the recovery code is mistyped: it is the 32 characters `epost user new` printed (dashes and case do not matter)"
+		return "the recovery code is mistyped: it is the 32 characters `epost user new` (or, for the CA, `epost ca backup`) printed (dashes and case do not matter)"
 	case errors.Is(err, identity.ErrWrongRecoveryCode):
 		return "the recovery code is valid but belongs to another backup: check the address and the code"
 	case errors.Is(err, identity.ErrWrongCA):

@@ -112,7 +112,9 @@ domains = [%[6]s]
 
 # IMAP and SMTP submission for the users' mail clients. On loopback they
 # accept passwords in the clear; elsewhere only after STARTTLS, with a
-# self-signed certificate made at start.
+# self-signed certificate made on first start for this machine's names and
+# addresses and kept in dir/store/NAME/mail-tls.crt: give that file to a
+# mail client on another device to trust (its key is mail-tls.key).
 imap = "127.0.0.1:1143"
 smtp = "127.0.0.1:1587"
 
@@ -169,7 +171,7 @@ gateways = []
 func cmdInit(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("init", "[--dir DIR] --node NAME [--bootstrap ADDR]... [--user ADDRESS]... [--out FILE]", stderr)
 	dir := flags.String("dir", defaultDataDir, "data directory")
-	name := flags.String("node", "", "this node's name (from `epost ca issue-node --name`)")
+	name := flags.String("node", "", "this node's name (as given to epost ca issue-node --name)")
 	out := flags.String("out", "epost.toml", "file to write (- for standard output)")
 	var boots, users multiFlag
 	flags.Var(&boots, "bootstrap", "a member's address to join through (repeatable)")
@@ -261,7 +263,7 @@ func isLoopback(hostport string) bool {
 // runNode is `epost node` until ctx ends.
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("node", "--config FILE", stderr)
-	file := flags.String("config", "epost.toml", "configuration file (`epost init` writes one)")
+	file := flags.String("config", "epost.toml", "configuration file (epost init writes one)")
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
@@ -438,9 +440,12 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			f()
 		}
 	}()
-	tlsCfg, err := imapd.SelfSigned("localhost")
+	tlsCfg, tlsPath, tlsSum, err := mailTLS(nc.DataDir, cfg.IMAP, cfg.SMTP)
 	if err != nil {
 		return err
+	}
+	if cfg.IMAP != "" || cfg.SMTP != "" {
+		fmt.Fprintf(stdout, "mail TLS certificate %s (SHA-256 %s)\n", tlsPath, tlsSum)
 	}
 	if cfg.IMAP != "" {
 		ln, err := net.Listen("tcp", cfg.IMAP)

@@ -16,7 +16,7 @@ import (
 // terminal.
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("status", "[--url URL]", stderr)
-	url := flags.String("url", "http://127.0.0.1:8025/", "the node's status page (the `status` address in its config)")
+	url := flags.String("url", "http://127.0.0.1:8025/", "the node's status page (the status address in its config)")
 	pos, err := parseFlags(flags, args)
 	if err != nil {
 		return err
@@ -53,6 +53,7 @@ func cmdStatus(args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "  %s  %s %-5s %s %s\n", s.Short, e.Time, e.Level, e.Msg, e.Attrs)
 		}
+		fmt.Fprintf(stdout, "  %s  revocation epoch %d; %d peers refused\n", s.Short, s.RevocationEpoch, s.PeersRefused)
 		if st := s.Storage; st != nil {
 			fmt.Fprintf(stdout, "  %s  store: %d objects, %d bytes (%d corrupt dropped, %d expired, %d write errors); replicas: %d stored, %d refused, %d bad receipts, %d copies made\n",
 				s.Short, st.Objects, st.Bytes, st.Corrupt, st.Expired, st.WriteErrors, st.Stored, st.Refused, st.BadReceipts, st.Pushes)

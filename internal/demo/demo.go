@@ -402,7 +402,8 @@ func (c *Community) WaitReady(ctx context.Context, timeout time.Duration) error 
 
 // WriteView writes the compact terminal view of r: a summary line, then
 // one line per node with its short id, whether it is active, its leaf set
-// (members held / members a settled ring gives it), its filled
+// (members held / members a settled ring gives it; only those held when
+// r is one node's own report, the rest of the ring out of view), its filled
 // routing-table slots, and the messages delivered to it.
 func WriteView(w io.Writer, r node.StatusReport) error {
 	ok, why := ready(r)
@@ -420,6 +421,19 @@ func WriteView(w io.Writer, r node.StatusReport) error {
 			all = append(all, x)
 		}
 	}
+	// A node's own status page reports that node alone: the rest of the
+	// ring is out of view, so what its leaf set should hold is unknown.
+	partial := false
+	for _, s := range r.Nodes {
+		for _, h := range append(slices.Clone(s.Left), s.Right...) {
+			if x, err := id.Parse(h); err == nil && !slices.Contains(all, x) {
+				partial = true
+			}
+		}
+	}
+	if partial {
+		state = "leaf sets as held (their other members are not in this report)"
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s  %d nodes, %d active, %s\n", time.Now().Format("15:04:05"), len(r.Nodes), active, state)
 	fmt.Fprintf(&b, "  %-8s  %-7s  %-7s  %-5s  %s\n", "node", "active", "leaf", "table", "delivered")
@@ -431,11 +445,11 @@ func WriteView(w io.Writer, r node.StatusReport) error {
 		case s.Active:
 			act = "yes"
 		}
-		want := 0
-		if x, err := id.Parse(s.ID); err == nil {
-			want = len(ExpectedLeafSet(x, all, s.LeafSetSize))
+		leaf := fmt.Sprint(s.LeafSet)
+		if x, err := id.Parse(s.ID); err == nil && !partial {
+			leaf = fmt.Sprintf("%d/%d", s.LeafSet, len(ExpectedLeafSet(x, all, s.LeafSetSize)))
 		}
-		fmt.Fprintf(&b, "  %-8s  %-7s  %-7s  %-5d  %d\n", s.Short, act, fmt.Sprintf("%d/%d", s.LeafSet, want), s.TableEntries, s.Delivered)
+		fmt.Fprintf(&b, "  %-8s  %-7s  %-7s  %-5d  %d\n", s.Short, act, leaf, s.TableEntries, s.Delivered)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

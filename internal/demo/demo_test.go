@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/mail"
 	"runtime"
 	"slices"
 	"strings"
@@ -286,5 +287,40 @@ func TestReadyRejects(t *testing.T) {
 		if got, why := ready(r); got || why == "" {
 			t.Errorf("%s: ready %v (%q)", name, got, why)
 		}
+	}
+}
+
+// TestWriteViewOneNodeOfMany checks the view of one node's own status
+// report (`epost status`): its leaf-set members are not in the report, so
+// the view shows what it holds and judges nothing.
+func TestWriteViewOneNodeOfMany(t *testing.T) {
+	self, left, right := id.ID{0x80}, id.ID{0x40}, id.ID{0xc0}
+	r := node.StatusReport{Nodes: []node.Status{{
+		ID: self.String(), Short: self.Short(), Running: true, Active: true,
+		LeafSetSize: 16, Left: []string{left.String()}, Right: []string{right.String()}, LeafSet: 2,
+	}}}
+	var view strings.Builder
+	if err := WriteView(&view, r); err != nil {
+		t.Fatal(err)
+	}
+	if v := view.String(); strings.Contains(v, "not ready") || !strings.Contains(v, "leaf sets as held") ||
+		!strings.Contains(v, self.Short()+"  yes      2 ") {
+		t.Errorf("terminal view of one node of three:\n%s", v)
+	}
+}
+
+// TestWelcomeMessage checks that the welcome message parses as mail, from
+// an address in the user's domain.
+func TestWelcomeMessage(t *testing.T) {
+	m, err := mail.ReadMessage(strings.NewReader(welcomeMessage("bob@demo.epost", time.Now())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	from, err := mail.ParseAddress(m.Header.Get("From"))
+	if err != nil || from.Address != "welcome@demo.epost" {
+		t.Fatalf("From %q: %v, %v", m.Header.Get("From"), from, err)
+	}
+	if to := m.Header.Get("To"); to != "bob@demo.epost" {
+		t.Fatalf("To %q", to)
 	}
 }

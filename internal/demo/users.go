@@ -132,12 +132,19 @@ func (c *Community) startUser(ctx context.Context, i int, nd *node.Node) error {
 	return nil
 }
 
-// welcome puts a first message in a user's INBOX.
-func (c *Community) welcome(nd *node.Node, addr string) error {
-	msg := fmt.Sprintf("From: epost demo <welcome@%s>\r\nTo: %s\r\nSubject: Welcome to epost\r\nDate: %s\r\nMessage-ID: <welcome.%s>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"+
+// welcomeMessage is the first message in addr's INBOX, from
+// welcome@DOMAIN.
+func welcomeMessage(addr string, now time.Time) string {
+	name, domain, _ := strings.Cut(addr, "@")
+	return fmt.Sprintf("From: epost demo <welcome@%s>\r\nTo: %s\r\nSubject: Welcome to epost\r\nDate: %s\r\nMessage-ID: <welcome.%s>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"+
 		"Hello %s,\r\n\r\nthis mailbox lives on no mail server: it is stored, encrypted, on the\r\n"+
 		"community's nodes. Send a message to another demo user and watch it arrive.\r\n",
-		addr, time.Now().Format(time.RFC1123Z), addr, addr, strings.SplitN(addr, "@", 2)[0])
+		domain, addr, now.Format(time.RFC1123Z), addr, name)
+}
+
+// welcome puts a first message in a user's INBOX.
+func (c *Community) welcome(nd *node.Node, addr string) error {
+	msg := welcomeMessage(addr, time.Now())
 	done := make(chan error, 1)
 	if err := nd.Do(func() {
 		f, ok := nd.Mail().User(addr).Folder("INBOX")

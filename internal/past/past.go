@@ -1,6 +1,7 @@
 package past
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sort"
@@ -91,7 +92,7 @@ type Past struct {
 	nextReq uint64
 	inserts map[uint64]*insertReq
 	lookups map[uint64]*lookupReq
-	certs   map[id.NodeID]identity.NodePublicKey // verified node certificates
+	certs   map[id.NodeID]verifiedCert // the last certificate verified per node
 
 	// Mutable writes to one key are applied one at a time.
 	busy map[store.Entry][]func()
@@ -119,9 +120,10 @@ func New(cfg Config, e env.Env, st Storage, ident Identity, upper overlay.App) (
 	}
 	return &Past{
 		cfg: cfg, env: e, st: st, ident: ident, upper: upper,
-		inserts:  map[uint64]*insertReq{},
-		lookups:  map[uint64]*lookupReq{},
-		certs:    map[id.NodeID]identity.NodePublicKey{ident.Cert.NodeID: ident.Key.Public()},
+		inserts: map[uint64]*insertReq{},
+		lookups: map[uint64]*lookupReq{},
+		certs: map[id.NodeID]verifiedCert{ident.Cert.NodeID: {
+			raw: ident.Cert.Bytes(), key: ident.Key.Public(), epoch: ident.Verifier.Epoch()}},
 		busy:     map[store.Entry][]func(){},
 		watchers: map[store.Key][]watcher{},
 		m:        newMaintState(),
@@ -405,17 +407,30 @@ func (p *Past) replicaSet(key store.Key, n int) []NodeHandle {
 	return closest(key.Ring(), append(p.ov.Leaf().Members(), p.self), n)
 }
 
+// verifiedCert is a node certificate that passed the CA and the
+// revocation list of epoch.
+type verifiedCert struct {
+	raw   []byte
+	key   identity.NodePublicKey
+	epoch uint64
+}
+
 // verifyNode returns the public key of a node certificate, checked
-// against the CA once per node.
+// against the CA. The check is cached per node, but only for the same
+// certificate under the same revocation epoch: a node whose key was
+// rotated (`epost ca rotate-node`: a new key and certificate for the same
+// NodeID) is verified afresh, and a revoked certificate stops counting
+// as soon as the list is adopted.
 func (p *Past) verifyNode(node id.NodeID, cert []byte) (identity.NodePublicKey, bool) {
-	if k, ok := p.certs[node]; ok {
-		return k, true
+	epoch := p.ident.Verifier.Epoch()
+	if c, ok := p.certs[node]; ok && c.epoch == epoch && bytes.Equal(c.raw, cert) {
+		return c.key, true
 	}
 	c, err := p.ident.Verifier.VerifyNode(cert)
 	if err != nil || c.NodeID != node {
 		return identity.NodePublicKey{}, false
 	}
-	p.certs[node] = c.Key
+	p.certs[node] = verifiedCert{raw: bytes.Clone(cert), key: c.Key, epoch: epoch}
 	return c.Key, true
 }
 

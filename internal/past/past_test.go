@@ -380,3 +380,45 @@ func TestFullDiskRefusesWithoutReceipt(t *testing.T) {
 		t.Fatalf("insert once there is room: done %v, %v, %d objects", done, ierr, x.disk.Len())
 	}
 }
+
+// TestVerifyNodeRotatedAndRevoked checks the node-certificate cache: a
+// node whose key was rotated (same NodeID, new key) is believed with its
+// new certificate, and a certificate stops counting once revoked.
+func TestVerifyNodeRotatedAndRevoked(t *testing.T) {
+	x := newSingle(t)
+	oldKey, err := identity.GenerateNodeKey(x.r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldCert, err := x.ca.IssueNode(x.r, oldKey.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey, err := identity.GenerateNodeKey(x.r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newCert, err := x.ca.ReissueNode(x.r, newKey.Public(), oldCert.NodeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, ok := x.p.verifyNode(oldCert.NodeID, oldCert.Bytes()); !ok || k != oldKey.Public() {
+		t.Fatalf("old certificate: ok=%v, key matches=%v", ok, k == oldKey.Public())
+	}
+	if k, ok := x.p.verifyNode(newCert.NodeID, newCert.Bytes()); !ok || k != newKey.Public() {
+		t.Fatalf("rotated certificate: ok=%v, key matches=%v (the old key was cached)", ok, k == newKey.Public())
+	}
+	rev, err := x.ca.IssueRevocation(1, []identity.Serial{oldCert.Serial})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.p.ident.Verifier.Adopt(rev.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := x.p.verifyNode(oldCert.NodeID, oldCert.Bytes()); ok {
+		t.Fatal("a revoked certificate still verifies")
+	}
+	if k, ok := x.p.verifyNode(newCert.NodeID, newCert.Bytes()); !ok || k != newKey.Public() {
+		t.Fatalf("rotated certificate after revoking the old one: ok=%v", ok)
+	}
+}
