@@ -21,13 +21,28 @@ import (
 // once; persisting it, so that it stays the same across restarts, is the
 // node's job.
 func SelfSigned(hosts ...string) (*tls.Config, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, key, err := NewSelfSignedCert(hosts...)
 	if err != nil {
-		return nil, fmt.Errorf("imapd: tls key: %w", err)
+		return nil, err
+	}
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
+	}, nil
+}
+
+// NewSelfSignedCert makes a self-signed ECDSA P-256 certificate for
+// hosts (names or IP addresses), valid ten years, and returns it in DER
+// with its key. It is marked as its own issuer, able to sign: clients
+// given the certificate as a trust anchor (Python's ssl, OpenSSL) want that.
+func NewSelfSignedCert(hosts ...string) (der []byte, key *ecdsa.PrivateKey, err error) {
+	key, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("imapd: tls key: %w", err)
 	}
 	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
 	if err != nil {
-		return nil, fmt.Errorf("imapd: tls serial: %w", err)
+		return nil, nil, fmt.Errorf("imapd: tls serial: %w", err)
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -35,9 +50,11 @@ func SelfSigned(hosts ...string) (*tls.Config, error) {
 		Subject:               pkix.Name{CommonName: "epost node", Organization: []string{"epost"}},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.AddDate(10, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLenZero:        true,
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -46,14 +63,11 @@ func SelfSigned(hosts ...string) (*tls.Config, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	der, err = x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		return nil, fmt.Errorf("imapd: tls certificate: %w", err)
+		return nil, nil, fmt.Errorf("imapd: tls certificate: %w", err)
 	}
-	return &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-	}, nil
+	return der, key, nil
 }
 
 // ServeTLS accepts implicit-TLS connections (port 993 style, RFC 8314)
