@@ -99,10 +99,11 @@ const (
 	ProbeHelp                           // on behalf of a node that cannot reach the target
 	ProbeCheck                          // a neighbour's leaf set lacks a member of ours
 	ProbeLink                           // a direct try of a link known to be broken
+	ProbeRefresh                        // the periodic check of a routing-table entry not heard from
 	probeReasons
 )
 
-var probeReasonNames = [probeReasons]string{"suspect", "verify", "candidate", "table", "repair", "reintegrate", "help", "check", "link"}
+var probeReasonNames = [probeReasons]string{"suspect", "verify", "candidate", "table", "repair", "reintegrate", "help", "check", "link", "refresh"}
 
 // String names the reason as experiments report it.
 func (r ProbeReason) String() string {
@@ -555,7 +556,9 @@ func (o *Overlay) probeTableEntry() {
 	if p := o.peers[h.ID.ID]; p != nil && o.env.Clock.Now().Sub(p.lastHeard) < o.cfg.TableProbePeriod {
 		return
 	}
-	o.suspect(h)
+	// Handled as a suspicion; its own reason only so that experiments
+	// can tell table upkeep from other doubts.
+	o.startProbe(h, ProbeRefresh, 0)
 }
 
 // exchangeRow asks an entry of a random non-empty row for its own row:

@@ -6,6 +6,7 @@ import (
 	"runtime"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/overlay"
 	"github.com/epost-mail/epost/internal/sim"
 )
@@ -66,14 +67,28 @@ func RunRouting(c RoutingConfig) (*Result, error) {
 	}
 	settledStats := r.TotalStats()
 	control := controlSent(settledStats) - controlSent(quietStats)
-	var tableSum, leafSum, outsideSum, up int
+	byID := make(map[id.ID]*overlay.Overlay, len(r.nodes))
+	for _, o := range r.nodes {
+		if o != nil {
+			byID[o.Self().ID.ID] = o
+		}
+	}
+	var tableSum, leafSum, outsideSum, mutualSum, up int
 	for _, o := range r.nodes {
 		if o != nil {
 			tableSum += o.Table().Len()
 			leafSum += o.Leaf().Len()
 			for _, h := range o.Table().All() {
-				if !o.Leaf().Contains(h.ID.ID) {
-					outsideSum++
+				if o.Leaf().Contains(h.ID.ID) {
+					continue
+				}
+				outsideSum++
+				// A probe's answer refreshes both ends: an entry whose
+				// node also lists us costs one probe for two.
+				if y := byID[h.ID.ID]; y != nil {
+					if back, ok := y.Table().Lookup(o.Self().ID.ID); ok && back.ID == o.Self().ID {
+						mutualSum++
+					}
 				}
 			}
 			up++
@@ -101,6 +116,7 @@ func RunRouting(c RoutingConfig) (*Result, error) {
 	// Entries outside the leaf set are the ones only table probes keep
 	// fresh: heartbeats and leaf-set traffic cover the others.
 	res.Set("mean_table_entries_outside_leaf", round(ratio(float64(outsideSum), float64(up)), 2))
+	res.Set("table_outside_leaf_mutual_fraction", round(ratio(float64(mutualSum), float64(outsideSum)), 3))
 	nodeSeconds := float64(up) * float64(settled.Sub(quiet)) / float64(env.Second)
 	res.Set("control_msgs_per_node_s", round(ratio(float64(control), nodeSeconds), 4))
 	setTrafficBreakdown(res, quietStats, settledStats, nodeSeconds)
