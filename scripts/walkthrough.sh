@@ -6,7 +6,8 @@
 # beta and gamma through it, sends mail both ways with python3's smtplib
 # and imaplib, reads bob's mail over STARTTLS trusting beta's certificate
 # (a second device), revokes gamma and checks that alpha and beta refuse it,
-# rotates beta's key and mails again, backs the CA key up and restores it,
+# rotates beta's key and then bob's keys and mails again (bob still reads
+# his older mail), backs the CA key up and restores it,
 # and stops every node, which must exit with status 0.
 #
 # Usage: scripts/walkthrough.sh    (or `make walkthrough`)
@@ -264,6 +265,33 @@ done
 await 60 "alpha and beta did not find each other again" is alpha 'n["leaf_set"]' 1
 mail alice@example.org bob@example.org "alice to bob, beta rotated"
 mail bob@example.org alice@example.org "bob to alice, beta rotated"
+
+say "rotating bob's keys"
+(cd "$W/ca" && "$EPOST" user rotate-key --dir ./community bob@example.org >/dev/null) # prints the new recovery code
+stop beta
+rm -rf "$W/beta/community/users/bob@example.org"
+cp -R "$W/ca/community/users/bob@example.org" "$W/beta/community/users/"
+start beta
+await 60 "alpha and beta did not find each other again" is alpha 'n["leaf_set"]' 1
+python3 - "$(field beta '^IMAP on (.+)$')" "$(password_of bob@example.org)" <<'EOF2' || fail "bob's mail from before the rotation"
+import imaplib, sys, time
+host, port = sys.argv[1].rsplit(":", 1)
+start = time.time()
+while True:
+    c = imaplib.IMAP4(host, int(port))
+    c.login("bob@example.org", sys.argv[2])
+    c.select("INBOX", readonly=True)
+    _, hits = c.search(None, "SUBJECT", '"alice to bob, beta rotated"')
+    c.logout()
+    if hits[0]:
+        break
+    if time.time() - start > 60:
+        sys.exit("bob's INBOX lost the mail from before his key rotation")
+    time.sleep(1)
+print("bob still reads the mail from before his key rotation")
+EOF2
+mail alice@example.org bob@example.org "alice to bob, bob rotated"
+mail bob@example.org alice@example.org "bob to alice, bob rotated"
 
 say "CA backup and restore"
 cd "$W/ca"
