@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -56,6 +57,35 @@ type nodeConfig struct {
 	// case a notification was lost (a Go duration); empty is POST's
 	// default.
 	Poll string `toml:"poll"`
+
+	// Parsed from Log and Poll by parseConfig.
+	level slog.Level
+	poll  time.Duration
+}
+
+// parseConfig reads and checks a configuration file's contents.
+func parseConfig(data []byte) (nodeConfig, error) {
+	var cfg nodeConfig
+	if _, err := toml.Decode(string(data), &cfg); err != nil {
+		return cfg, err
+	}
+	if cfg.Node == "" || cfg.Dir == "" {
+		return cfg, errors.New("dir and node are required")
+	}
+	if cfg.Log == "" {
+		cfg.Log = "info"
+	}
+	if err := cfg.level.UnmarshalText([]byte(cfg.Log)); err != nil {
+		return cfg, fmt.Errorf("log %q: want debug, info, warn or error", cfg.Log)
+	}
+	if cfg.Poll != "" {
+		d, err := time.ParseDuration(cfg.Poll)
+		if err != nil || d < time.Second {
+			return cfg, fmt.Errorf("poll %q: want a duration of at least 1s, such as \"5m\"", cfg.Poll)
+		}
+		cfg.poll = d
+	}
+	return cfg, nil
 }
 
 // gatewayConfig makes this node the community's gateway to the Internet.
@@ -260,21 +290,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		flags.Usage()
 		return fmt.Errorf("%w: node: unexpected argument %q", errUsage, pos[0])
 	}
-	var cfg nodeConfig
-	if _, err := toml.DecodeFile(*file, &cfg); err != nil {
+	data, err := os.ReadFile(*file)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	cfg, err := parseConfig(data)
+	if err != nil {
 		return fmt.Errorf("node: %s: %w", *file, err)
 	}
-	if cfg.Node == "" || cfg.Dir == "" {
-		return fmt.Errorf("node: %s: dir and node are required", *file)
-	}
-	var level slog.Level
-	if cfg.Log == "" {
-		cfg.Log = "info"
-	}
-	if err := level.UnmarshalText([]byte(cfg.Log)); err != nil {
-		return fmt.Errorf("node: %s: log %q: want debug, info, warn or error", *file, cfg.Log)
-	}
-	log, err := newLogger(stderr, level, cfg.LogFormat)
+	log, err := newLogger(stderr, cfg.level, cfg.LogFormat)
 	if err != nil {
 		return fmt.Errorf("node: %s: %w", *file, err)
 	}
@@ -336,12 +360,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	nc.Log = log
 	nc.Post = post.DefaultConfig()
 	nc.Post.Gateways = cfg.Gateways
-	if cfg.Poll != "" {
-		d, err := time.ParseDuration(cfg.Poll)
-		if err != nil || d < time.Second {
-			return fmt.Errorf("node: %s: poll %q: want a duration of at least 1s, such as \"5m\"", *file, cfg.Poll)
-		}
-		nc.Post.PollPeriod = env.Duration(d.Microseconds())
+	if cfg.poll != 0 {
+		nc.Post.PollPeriod = env.Duration(cfg.poll.Microseconds())
 	}
 	var faults *transport.Faults
 	if os.Getenv(faultsEnv) == "1" {
