@@ -25,6 +25,12 @@ const PasswordFile = "password"
 // failures anyway.
 const pwN, pwR, pwP = 1 << 15, 8, 1
 
+// maxScryptCost bounds N*r of a stored hash, twice what hashPassword
+// uses: scrypt needs 128*N*r bytes (64 MiB here), and a node checks
+// login attempts concurrently, so a hand-edited password file must not
+// make each attempt take gigabytes.
+const maxScryptCost = 2 * pwN * pwR
+
 func hashPassword(pw string) (string, error) {
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
@@ -44,7 +50,7 @@ func checkPassword(stored, pw string) bool {
 	if len(parts) != 6 || parts[0] != "scrypt" {
 		return false
 	}
-	if _, err := fmt.Sscanf(parts[1]+" "+parts[2]+" "+parts[3], "%d %d %d", &n, &r, &p); err != nil || n < 2 || n > 1<<20 || r < 1 || r > 32 || p != 1 {
+	if _, err := fmt.Sscanf(parts[1]+" "+parts[2]+" "+parts[3], "%d %d %d", &n, &r, &p); err != nil || n < 2 || r < 1 || p != 1 || n > maxScryptCost/r {
 		return false
 	}
 	enc := base64.RawStdEncoding
