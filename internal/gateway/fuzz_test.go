@@ -13,7 +13,8 @@ import (
 
 // FuzzInbound: whatever a message holds, the checks do not fail, the
 // stamped message keeps the original body (of a message with CRLF line
-// endings throughout), and no X-Epost-Junk survives
+// endings throughout), the gateway's Authentication-Results ends where
+// the gateway wrote it, and no X-Epost-Junk survives
 // in the header but the gateway's own (POST files gateway mail by it).
 func FuzzInbound(f *testing.F) {
 	f.Add([]byte(inMsg))
@@ -33,8 +34,13 @@ func FuzzInbound(f *testing.F) {
 		}
 		ar := v.AuthenticationResults("mx.example.org", env)
 		out := gateway.Stamp(msg, "mx.example.org", [][2]string{{gateway.HeaderAuthResults, ar}})
-		if !bytes.HasPrefix(out, []byte(gateway.HeaderAuthResults+": "+ar)) {
+		ours := []byte(gateway.HeaderAuthResults + ": " + ar)
+		if !bytes.HasPrefix(out, ours) {
 			t.Fatalf("stamped message starts %q", out[:min(len(out), 80)])
+		}
+		next := bytes.TrimPrefix(bytes.TrimPrefix(out[len(ours):], []byte("\r")), []byte("\n"))
+		if len(next) > 0 && (next[0] == ' ' || next[0] == '\t') {
+			t.Fatalf("the message's first line continues the gateway's own result: %q", out[:min(len(out), 160)])
 		}
 		crlf := !bytes.Contains(bytes.ReplaceAll(msg, []byte("\r\n"), nil), []byte("\n"))
 		if i := bytes.Index(msg, []byte("\r\n\r\n")); crlf && i >= 0 && !bytes.HasSuffix(out, msg[i:]) {
