@@ -2,10 +2,13 @@ package post
 
 import (
 	"bytes"
+	"net/mail"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/store/object"
 	"github.com/epost-mail/epost/internal/wire"
 	"github.com/epost-mail/epost/internal/wire/wiretest"
@@ -196,6 +199,35 @@ func FuzzLogRecords(f *testing.F) {
 			return bytes.Equal(wire.MustMarshal(a), wire.MustMarshal(b))
 		}) || y.nextUID != max(x.nextUID, 1) {
 			t.Fatal("the snapshot does not restore the folder")
+		}
+	})
+}
+
+// FuzzHeaders: the header fields POST acts on. The junk verdict is the
+// first X-Epost-Junk field's (the gateway's, which it puts first), and
+// the From address that lets a message through without the
+// sender-mismatch flag must be the one address a mail client reads
+// there.
+func FuzzHeaders(f *testing.F) {
+	f.Add([]byte("From: Alice <alice@lab.example.org>\r\nSubject: hi\r\n\r\nbody\r\n"))
+	f.Add([]byte("From: alice@lab.example.org\nX-Epost-Junk: yes\n\n"))
+	f.Add([]byte("From: =?utf-8?q?Al=C3=AFce?=\r\n <alice@lab.example.org>\r\n\r\n"))
+	f.Add([]byte("Subject: no from\r\n\r\nFrom: body@example.org\r\n"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		if !isJunk(append([]byte(JunkHeader+": yes 9.5\r\n"), msg...)) || isJunk(append([]byte(JunkHeader+": no\r\n"), msg...)) {
+			t.Fatalf("the first %s does not decide", JunkHeader)
+		}
+		from := headerFrom(msg)
+		if _, err := identity.CanonicalAddress(from); err != nil {
+			return // matches no sender: the message is flagged
+		}
+		m, err := mail.ReadMessage(bytes.NewReader(msg))
+		if err != nil {
+			t.Fatalf("From %q taken from a message a mail client cannot read: %v", from, err)
+		}
+		list, err := m.Header.AddressList("From")
+		if err != nil || len(list) != 1 || !strings.EqualFold(list[0].Address, from) {
+			t.Fatalf("From %q, but a mail client reads %v, %v", from, list, err)
 		}
 	})
 }
