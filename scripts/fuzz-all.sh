@@ -7,6 +7,8 @@
 #
 #   FUZZ_PARALLEL=1   workers per target (default: go's, one per core)
 #   FUZZ_MATCH=regex  only targets whose "pkgdir.Target" name matches
+#   FUZZ_MINIMIZE=10s time to minimize each new input (go's default, 60s,
+#                     can take a whole short run on a loaded machine)
 set -uo pipefail
 t=${1:-60s}
 cd "$(dirname "$0")/.."
@@ -28,7 +30,7 @@ for file in $(git ls-files '*_test.go' | xargs grep -l '^func Fuzz' | sort); do
     echo "== $name ($t)"
     log="$out/logs/${name//\//_}.log"
     start=$SECONDS
-    go test -run=none -fuzz="^${target}\$" -fuzztime="$t" "${par[@]}" "$dir" 2>&1 | tee "$log"
+    go test -run=none -fuzz="^${target}\$" -fuzztime="$t" -fuzzminimizetime="${FUZZ_MINIMIZE:-10s}" "${par[@]}" "$dir" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     secs=$((SECONDS - start))
     # The last progress line holds the totals of the run.
