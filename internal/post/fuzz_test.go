@@ -212,6 +212,7 @@ func FuzzHeaders(f *testing.F) {
 	f.Add([]byte("From: Alice <alice@lab.example.org>\r\nSubject: hi\r\n\r\nbody\r\n"))
 	f.Add([]byte("From: alice@lab.example.org\nX-Epost-Junk: yes\n\n"))
 	f.Add([]byte("From: =?utf-8?q?Al=C3=AFce?=\r\n <alice@lab.example.org>\r\n\r\n"))
+	f.Add([]byte("From: =?windows-1252?q?Al=EFce?= <alice@lab.example.org>\r\n\r\n"))
 	f.Add([]byte("Subject: no from\r\n\r\nFrom: body@example.org\r\n"))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		if !isJunk(append([]byte(JunkHeader+": yes 9.5\r\n"), msg...)) || isJunk(append([]byte(JunkHeader+": no\r\n"), msg...)) {
@@ -227,7 +228,7 @@ func FuzzHeaders(f *testing.F) {
 		if err != nil {
 			return // a header net/mail refuses: no second reading to compare with
 		}
-		list, err := m.Header.AddressList("From")
+		list, err := fromParser.ParseList(m.Header.Get("From"))
 		if err != nil || len(list) != 1 || !strings.EqualFold(list[0].Address, from) {
 			t.Fatalf("From %q, but a mail client reads %v, %v", from, list, err)
 		}

@@ -2,6 +2,8 @@ package post
 
 import (
 	"fmt"
+	"io"
+	"mime"
 	"net/mail"
 	"slices"
 	"strings"
@@ -122,12 +124,19 @@ func (a *Account) release(mk object.Key) {
 // sender-mismatch check compares is the one a client shows: a
 // bracketed address in a comment or an unclosed quote does not count.
 func headerFrom(msg []byte) string {
-	a, err := mail.ParseAddress(headerValue(msg, "From"))
+	a, err := fromParser.Parse(headerValue(msg, "From"))
 	if err != nil {
 		return ""
 	}
 	return a.Address
 }
+
+// fromParser reads addresses whatever the charset of the display name:
+// the name is not compared, and a name in a charset net/mail does not
+// know must not get a member's mail flagged.
+var fromParser = &mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
+}}
 
 // headerValue returns the first header field called name, unfolded.
 func headerValue(msg []byte, field string) string {

@@ -32,15 +32,3 @@ func RoundTrip[T any](t testing.TB, b []byte) (v T, ok bool) {
 	}
 	return v, true
 }
-
-// Canonical is RoundTrip for types whose decoder must accept only the
-// canonical encoding: what decodes re-encodes to exactly b.
-func Canonical[T any](t testing.TB, b []byte) (v T, ok bool) {
-	t.Helper()
-	if v, ok = RoundTrip[T](t, b); ok {
-		if enc := wire.MustMarshal(v); !bytes.Equal(enc, b) {
-			t.Fatalf("%T: %x decodes but re-encodes as %x", v, b, enc)
-		}
-	}
-	return v, ok
-}
