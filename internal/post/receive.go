@@ -153,10 +153,10 @@ func headerValue(msg []byte, field string) string {
 	}
 	for i := 0; i < len(lines); i++ {
 		name, value, ok := strings.Cut(lines[i], ":")
-		// Only blanks before the colon are trimmed (RFC 5322's obsolete
-		// syntax): a name after a stray CR or blank is no field a mail
-		// client reads as this one.
-		if !ok || !strings.EqualFold(strings.TrimRight(name, " \t"), field) {
+		// The name exactly, nothing trimmed: with a stray CR or blank
+		// around it, net/mail (and so some mail clients) reads another
+		// field, or none.
+		if !ok || !strings.EqualFold(name, field) {
 			continue
 		}
 		for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], " ") || strings.HasPrefix(lines[i+1], "\t")) {
