@@ -26,7 +26,8 @@ fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 
-# Runs every fuzz target for FUZZTIME each; crashers land in testdata/fuzz
+# Runs every fuzz target for FUZZTIME each and writes a summary table to
+# fuzz-out/fuzz-report.txt; crashers land in testdata/fuzz
 # and become regression tests.
 fuzz:
 	@./scripts/fuzz-all.sh $(FUZZTIME)

@@ -160,13 +160,19 @@ func cmdImport(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// readMbox splits an mbox (mboxrd: ">From " lines unescaped).
+// readMbox reads the mbox file at path.
 func readMbox(path, folder string) ([]importMsg, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
+	return splitMbox(f, path, folder)
+}
+
+// splitMbox splits an mbox (mboxrd: ">From " lines unescaped) read from
+// r; name names it in errors.
+func splitMbox(r io.Reader, name, folder string) ([]importMsg, error) {
 	var msgs []importMsg
 	var cur *bytes.Buffer
 	var date time.Time
@@ -177,7 +183,7 @@ func readMbox(path, folder string) ([]importMsg, error) {
 			msgs = append(msgs, importMsg{folder: folder, data: data, date: messageDate(data, date)})
 		}
 	}
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 64<<20)
 	for sc.Scan() {
 		line := strings.TrimSuffix(sc.Text(), "\r")
@@ -188,7 +194,7 @@ func readMbox(path, folder string) ([]importMsg, error) {
 			continue
 		}
 		if cur == nil {
-			return nil, fmt.Errorf("%s is not an mbox: it does not start with a \"From \" line", path)
+			return nil, fmt.Errorf("%s is not an mbox: it does not start with a \"From \" line", name)
 		}
 		if t := strings.TrimLeft(line, ">"); len(t) < len(line) && strings.HasPrefix(t, "From ") {
 			line = line[1:]

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -59,6 +60,38 @@ type nodeConfig struct {
 	// case a notification was lost (a Go duration); empty is POST's
 	// default.
 	Poll string `toml:"poll"`
+
+	// Parsed from Log and Poll by parseConfig.
+	level slog.Level
+	poll  time.Duration
+}
+
+// parseConfig reads and checks a configuration file's contents.
+func parseConfig(data []byte) (nodeConfig, error) {
+	var cfg nodeConfig
+	if _, err := toml.Decode(string(data), &cfg); err != nil {
+		return cfg, err
+	}
+	if cfg.Node == "" || cfg.Dir == "" {
+		return cfg, errors.New("dir and node are required")
+	}
+	if cfg.Log == "" {
+		cfg.Log = "info"
+	}
+	if err := cfg.level.UnmarshalText([]byte(cfg.Log)); err != nil {
+		return cfg, fmt.Errorf("log %q: want debug, info, warn or error", cfg.Log)
+	}
+	if cfg.Poll != "" {
+		d, err := time.ParseDuration(cfg.Poll)
+		if err != nil || d < time.Second {
+			return cfg, fmt.Errorf("poll %q: want a duration of at least 1s, such as \"5m\"", cfg.Poll)
+		}
+		cfg.poll = d
+	}
+	if cfg.UserQuota != nil && *cfg.UserQuota < 0 {
+		return cfg, fmt.Errorf("user_quota %d: want bytes, or 0 for unlimited", *cfg.UserQuota)
+	}
+	return cfg, nil
 }
 
 // gatewayConfig makes this node the community's gateway to the Internet.
@@ -272,24 +305,15 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		flags.Usage()
 		return fmt.Errorf("%w: node: unexpected argument %q", errUsage, pos[0])
 	}
-	var cfg nodeConfig
-	if _, err := toml.DecodeFile(*file, &cfg); err != nil {
+	data, err := os.ReadFile(*file)
+	if err != nil {
+		return fmt.Errorf("node: %w", err)
+	}
+	cfg, err := parseConfig(data)
+	if err != nil {
 		return fmt.Errorf("node: %s: %w", *file, err)
 	}
-	if cfg.Node == "" || cfg.Dir == "" {
-		return fmt.Errorf("node: %s: dir and node are required", *file)
-	}
-	if cfg.UserQuota != nil && *cfg.UserQuota < 0 {
-		return fmt.Errorf("node: %s: user_quota %d: want bytes, or 0 for unlimited", *file, *cfg.UserQuota)
-	}
-	var level slog.Level
-	if cfg.Log == "" {
-		cfg.Log = "info"
-	}
-	if err := level.UnmarshalText([]byte(cfg.Log)); err != nil {
-		return fmt.Errorf("node: %s: log %q: want debug, info, warn or error", *file, cfg.Log)
-	}
-	log, err := newLogger(stderr, level, cfg.LogFormat)
+	log, err := newLogger(stderr, cfg.level, cfg.LogFormat)
 	if err != nil {
 		return fmt.Errorf("node: %s: %w", *file, err)
 	}
@@ -348,12 +372,8 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.UserQuota != nil {
 		nc.Post.Quota = *cfg.UserQuota
 	}
-	if cfg.Poll != "" {
-		d, err := time.ParseDuration(cfg.Poll)
-		if err != nil || d < time.Second {
-			return fmt.Errorf("node: %s: poll %q: want a duration of at least 1s, such as \"5m\"", *file, cfg.Poll)
-		}
-		nc.Post.PollPeriod = env.Duration(d.Microseconds())
+	if cfg.poll != 0 {
+		nc.Post.PollPeriod = env.Duration(cfg.poll.Microseconds())
 	}
 	var faults *transport.Faults
 	if os.Getenv(faultsEnv) == "1" {

@@ -25,6 +25,12 @@ const PasswordFile = "password"
 // failures anyway.
 const pwN, pwR, pwP = 1 << 15, 8, 1
 
+// maxScryptCost bounds N*r of a stored hash, twice what hashPassword
+// uses: scrypt needs 128*N*r bytes (64 MiB here), and a node checks
+// login attempts concurrently, so a hand-edited password file must not
+// make each attempt take gigabytes.
+const maxScryptCost = 2 * pwN * pwR
+
 func hashPassword(pw string) (string, error) {
 	salt := make([]byte, 16)
 	if _, err := rand.Read(salt); err != nil {
@@ -39,22 +45,31 @@ func hashPassword(pw string) (string, error) {
 }
 
 func checkPassword(stored, pw string) bool {
-	var n, r, p int
-	parts := strings.Split(strings.TrimSpace(stored), "$")
-	if len(parts) != 6 || parts[0] != "scrypt" {
+	n, r, salt, want, ok := parseHash(stored)
+	if !ok {
 		return false
 	}
-	if _, err := fmt.Sscanf(parts[1]+" "+parts[2]+" "+parts[3], "%d %d %d", &n, &r, &p); err != nil || n < 2 || n > 1<<20 || r < 1 || r > 32 || p != 1 {
-		return false
+	got, err := scrypt.Key([]byte(pw), salt, n, r, pwP, 32)
+	return err == nil && subtle.ConstantTimeCompare(got, want) == 1
+}
+
+// parseHash reads a stored hash, refusing costs above maxScryptCost.
+func parseHash(stored string) (n, r int, salt, want []byte, ok bool) {
+	var p int
+	parts := strings.Split(strings.TrimSpace(stored), "$")
+	if len(parts) != 6 || parts[0] != "scrypt" {
+		return 0, 0, nil, nil, false
+	}
+	if _, err := fmt.Sscanf(parts[1]+" "+parts[2]+" "+parts[3], "%d %d %d", &n, &r, &p); err != nil || n < 2 || r < 1 || p != pwP || n > maxScryptCost/r {
+		return 0, 0, nil, nil, false
 	}
 	enc := base64.RawStdEncoding
 	salt, err1 := enc.DecodeString(parts[4])
 	want, err2 := enc.DecodeString(parts[5])
 	if err1 != nil || err2 != nil || len(want) != 32 {
-		return false
+		return 0, 0, nil, nil, false
 	}
-	got, err := scrypt.Key([]byte(pw), salt, n, r, p, 32)
-	return err == nil && subtle.ConstantTimeCompare(got, want) == 1
+	return n, r, salt, want, true
 }
 
 // userPasswd sets the password a user's mail client logs in with.

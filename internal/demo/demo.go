@@ -356,6 +356,7 @@ func ready(r node.StatusReport) (bool, string) {
 // members (self may be among them): the size/2 nearest on each side, or
 // every other member when there are at most size of them. Sorted by id.
 func ExpectedLeafSet(self id.ID, members []id.ID, size int) []id.ID {
+	size = max(size, 0) // the size comes from a status report, which `epost status` reads from any URL
 	var others []id.ID
 	for _, x := range members {
 		if x != self && !slices.Contains(others, x) {

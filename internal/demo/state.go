@@ -36,10 +36,18 @@ func loadState(dir string) (st savedState, ok bool, err error) {
 	if err != nil {
 		return savedState{}, false, err
 	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return savedState{}, false, fmt.Errorf("demo: %s: %w", stateFile, err)
+	if st, err = parseState(b); err != nil {
+		return savedState{}, false, err
 	}
 	return st, true, nil
+}
+
+// parseState decodes state.json.
+func parseState(b []byte) (st savedState, err error) {
+	if err := json.Unmarshal(b, &st); err != nil {
+		return savedState{}, fmt.Errorf("demo: %s: %w", stateFile, err)
+	}
+	return st, nil
 }
 
 // saveState records the nodes' addresses and the users.

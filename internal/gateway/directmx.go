@@ -490,6 +490,18 @@ func (d *DirectMX) spool(m *outMessage) error {
 	return dir.Sync()
 }
 
+// decodeSpool reads a spool file; one with no recipient left is no use.
+func decodeSpool(b []byte) (*outMessage, error) {
+	m := &outMessage{}
+	if err := json.Unmarshal(b, m); err != nil {
+		return nil, err
+	}
+	if len(m.Pending) == 0 {
+		return nil, errors.New("no pending recipients")
+	}
+	return m, nil
+}
+
 // Resume queues again every message a previous run spooled and did not
 // finish; it returns how many.
 func (d *DirectMX) Resume() (int, error) {
@@ -507,8 +519,8 @@ func (d *DirectMX) Resume() (int, error) {
 		if err != nil {
 			return n, err
 		}
-		m := &outMessage{}
-		if err := json.Unmarshal(b, m); err != nil || len(m.Pending) == 0 {
+		m, err := decodeSpool(b)
+		if err != nil {
 			d.Log.Warn("gateway: unreadable spool file left alone", "file", f, "err", err)
 			continue
 		}

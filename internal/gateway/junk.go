@@ -93,6 +93,16 @@ func stamp(msg []byte, authservID string, fields [][2]string) []byte {
 		out.WriteString(f[0] + ": " + strings.ReplaceAll(f[1], "\n", nl) + nl)
 	}
 	rest := msg
+	// A header cannot begin with a continuation line (RFC 5322 section
+	// 2.2.3). Kept, it would continue the last field written above, and a
+	// sender could append results of its choosing to the gateway's own.
+	for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			i = len(rest) - 1
+		}
+		rest = rest[i+1:]
+	}
 	for len(rest) > 0 {
 		// One header field: a line and its continuation lines.
 		end := 0

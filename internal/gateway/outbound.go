@@ -81,6 +81,13 @@ func (o *Outbound) Relay(from string, to []string, msg []byte) error {
 	if o.Next == nil {
 		return fmt.Errorf("gateway: outbound: no next hop configured")
 	}
+	if len(msg) > 0 && (msg[0] == ' ' || msg[0] == '\t') {
+		// A header cannot begin with a continuation line (RFC 5322
+		// section 2.2.3): the header prepended to it would take the line
+		// in, and the DKIM signature would no longer verify.
+		return &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 6, 0},
+			Message: "Malformed message: the header begins with a continuation line"}
+	}
 	id := outboundID(addr, to, msg)
 	o.mu.Lock()
 	dup := o.seen[id]

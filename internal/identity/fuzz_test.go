@@ -209,3 +209,39 @@ func FuzzDecodeKeyFile(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseKeys: the public key parsers take exactly the 32 bytes they
+// give back; the age key parsers accept only what re-parses to the same
+// key.
+func FuzzParseKeys(f *testing.F) {
+	w := newWorld(f, 1)
+	f.Add(w.ca.Public().Bytes())
+	f.Add([]byte(w.user.Sealing.Recipient().String()))
+	f.Add([]byte(w.user.Sealing.secret()))
+	f.Add([]byte(strings.ToLower(w.user.Sealing.secret())))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		for _, got := range [][]byte{keyBytes(ParseCAPublicKey(b)), keyBytes(ParseVerifyingKey(b)), keyBytes(ParseNodePublicKey(b))} {
+			if got != nil && !bytes.Equal(got, b) {
+				t.Fatalf("parsed %x as %x", b, got)
+			}
+		}
+		if r, err := ParseSealingRecipient(string(b)); err == nil {
+			if again, err := ParseSealingRecipient(r.String()); err != nil || again != r {
+				t.Fatalf("recipient %q re-parses as %q, %v", r, again, err)
+			}
+		}
+		if k, err := ParseSealingKey(string(b)); err == nil {
+			if again, err := ParseSealingKey(k.secret()); err != nil || !again.equal(k) || again.Recipient() != k.Recipient() {
+				t.Fatalf("sealing key does not re-parse: %v", err)
+			}
+		}
+	})
+}
+
+// keyBytes is a parsed key's bytes, nil if it did not parse.
+func keyBytes[K interface{ Bytes() []byte }](k K, err error) []byte {
+	if err != nil {
+		return nil
+	}
+	return k.Bytes()
+}

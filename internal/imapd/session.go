@@ -182,13 +182,15 @@ func (ss *session) folder(p *post.Post, name string) (*post.Folder, error) {
 }
 
 // canonicalName: INBOX is case-insensitive (RFC 9051 section 5.1); a
-// trailing delimiter names the same folder.
+// trailing delimiter names the same folder. The delimiter goes first, so
+// that "inbox/" is INBOX too and not a folder "inbox" no command could
+// reach.
 func canonicalName(name string) string {
+	if n := strings.TrimRight(name, string(delim)); n != "" {
+		name = n
+	}
 	if strings.EqualFold(name, "INBOX") {
 		return "INBOX"
-	}
-	if n := strings.TrimRight(name, string(delim)); n != "" {
-		return n
 	}
 	return name
 }

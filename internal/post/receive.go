@@ -2,6 +2,9 @@ package post
 
 import (
 	"fmt"
+	"io"
+	"mime"
+	"net/mail"
 	"slices"
 	"strings"
 
@@ -115,28 +118,45 @@ func (a *Account) release(mk object.Key) {
 	})
 }
 
-// headerFrom returns the address in a message's From header ("" if
-// none): the part in angle brackets, or the whole value.
+// headerFrom returns the address in a message's From header: "" unless
+// it holds exactly one address. It is parsed as mail clients parse it
+// (display names, comments, quoting), so that the address the
+// sender-mismatch check compares is the one a client shows: a
+// bracketed address in a comment or an unclosed quote does not count.
 func headerFrom(msg []byte) string {
-	value := headerValue(msg, "From")
-	if l, r := strings.LastIndex(value, "<"), strings.LastIndex(value, ">"); l >= 0 && r > l {
-		value = value[l+1 : r]
+	a, err := fromParser.Parse(headerValue(msg, "From"))
+	if err != nil {
+		return ""
 	}
-	return strings.TrimSpace(value)
+	return a.Address
 }
+
+// fromParser reads addresses whatever the charset of the display name:
+// the name is not compared, and a name in a charset net/mail does not
+// know must not get a member's mail flagged.
+var fromParser = &mail.AddressParser{WordDecoder: &mime.WordDecoder{
+	CharsetReader: func(_ string, r io.Reader) (io.Reader, error) { return r, nil },
+}}
 
 // headerValue returns the first header field called name, unfolded.
 func headerValue(msg []byte, field string) string {
-	head := string(msg)
-	if i := strings.Index(head, "\r\n\r\n"); i >= 0 {
-		head = head[:i]
-	} else if i := strings.Index(head, "\n\n"); i >= 0 {
-		head = head[:i]
+	// The header ends at the first blank line, whichever line ending it
+	// has (a message may mix them).
+	var lines []string
+	for rest := string(msg); rest != ""; {
+		var line string
+		line, rest, _ = strings.Cut(rest, "\n")
+		if line = strings.TrimSuffix(line, "\r"); line == "" {
+			break
+		}
+		lines = append(lines, line)
 	}
-	lines := strings.Split(strings.ReplaceAll(head, "\r\n", "\n"), "\n")
 	for i := 0; i < len(lines); i++ {
 		name, value, ok := strings.Cut(lines[i], ":")
-		if !ok || !strings.EqualFold(strings.TrimSpace(name), field) {
+		// The name exactly, nothing trimmed: with a stray CR or blank
+		// around it, net/mail (and so some mail clients) reads another
+		// field, or none.
+		if !ok || !strings.EqualFold(name, field) {
 			continue
 		}
 		for i+1 < len(lines) && (strings.HasPrefix(lines[i+1], " ") || strings.HasPrefix(lines[i+1], "\t")) {

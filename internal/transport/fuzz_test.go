@@ -74,3 +74,33 @@ func FuzzCheckHello(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseAddr: an address a peer announces parses only if it is
+// canonical, and then splits into a transport part and a peer ID that
+// put back together give the address again; peerPart, which the hello
+// check compares with the connection's peer, names the same peer.
+func FuzzParseAddr(f *testing.F) {
+	const pid = "12D3KooWGzh5h9fGzsoTAfJRbTeNPt1jTSQD5hNTfJwgKZvZv3Rk"
+	for _, a := range []string{
+		"/ip4/127.0.0.1/tcp/4001/p2p/" + pid, "/ip6/::1/udp/4001/quic-v1/p2p/" + pid,
+		"/dns4/node.example.org/tcp/4001/p2p/" + pid, "/ip4/1.2.3.4/tcp/1/p2p/" + pid + "/p2p-circuit/p2p/" + pid,
+		"/ip4/127.0.0.1/tcp/4001", "/p2p/" + pid, "/ip4/127.0.0.1/tcp/04001/p2p/" + pid,
+	} {
+		f.Add(a)
+	}
+	f.Fuzz(func(t *testing.T, a string) {
+		p, tpt, err := parseAddr(env.Addr(a))
+		if err != nil {
+			if !errors.Is(err, ErrBadAddr) {
+				t.Fatalf("error %v is not ErrBadAddr", err)
+			}
+			return
+		}
+		if got := tpt.String() + "/p2p/" + p.String(); got != a {
+			t.Fatalf("%q splits into %q", a, got)
+		}
+		if peerPart(env.Addr(a)) != p.String() {
+			t.Fatalf("%q: peerPart %q, peer %s", a, peerPart(env.Addr(a)), p)
+		}
+	})
+}
