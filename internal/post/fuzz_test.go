@@ -179,7 +179,7 @@ func FuzzLogRecords(f *testing.F) {
 	f.Add(wire.MustMarshal(rootRecord{Folders: []folderInfo{{Name: "INBOX", ID: [16]byte{1}, UIDValidity: 1}}, Writer: [16]byte{2}}))
 	f.Add(wire.MustMarshal(localRoot{Version: 2, Sealed: []byte("sealed")}))
 	folder := func() *Folder {
-		return (&Account{delivered: map[[16]byte]bool{}}).newFolder(folderInfo{Name: "INBOX"})
+		return (&Account{delivered: map[[16]byte]bool{}, bodies: map[object.Key]int{}}).newFolder(folderInfo{Name: "INBOX"})
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		wiretest.RoundTrip[headData](t, b)
