@@ -17,6 +17,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/epost-mail/epost/internal/mailnet"
 )
 
 // Import and export talk IMAP to the user's own node, as any mail client
@@ -39,7 +41,7 @@ func imapLogin(addr, user, passFile string) (*imapclient.Client, error) {
 		return nil, err
 	}
 	var c *imapclient.Client
-	if isLoopback(addr) {
+	if mailnet.IsLoopback(addr) {
 		conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
 		if err != nil {
 			return nil, err

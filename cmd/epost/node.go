@@ -21,6 +21,7 @@ import (
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/imapd"
+	"github.com/epost-mail/epost/internal/mailnet"
 	"github.com/epost-mail/epost/internal/node"
 	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/smtpd"
@@ -284,15 +285,6 @@ func (a nodeAuth) Check(username, password string) (string, bool) {
 	return addr, true
 }
 
-func isLoopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
-}
-
 // runNode is `epost node` until ctx ends.
 func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	flags := newFlagSet("node", "--config FILE", stderr)
@@ -472,7 +464,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err != nil {
 			return fmt.Errorf("node: IMAP on %s: %w", cfg.IMAP, err)
 		}
-		s := imapd.New(imapd.Config{Loop: n, Mail: n.Mail, Auth: auth, TLS: tlsCfg, InsecureAuth: isLoopback(cfg.IMAP), Log: log})
+		s := imapd.New(imapd.Config{Loop: n, Mail: n.Mail, Auth: auth, TLS: tlsCfg, InsecureAuth: mailnet.IsLoopback(cfg.IMAP), Log: log})
 		n.AddCounters("imap", func() any { return s.Stats() })
 		closers = append(closers, s.Close)
 		go func() { _ = s.Serve(ln) }()

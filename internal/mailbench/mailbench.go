@@ -25,6 +25,8 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+
+	"github.com/epost-mail/epost/internal/mailnet"
 )
 
 // TLS modes for each protocol.
@@ -339,16 +341,7 @@ func message(cfg Config, tok string) []byte {
 
 func tlsConfig(cfg Config, addr string) *tls.Config {
 	host, _, _ := net.SplitHostPort(addr)
-	return &tls.Config{ServerName: host, InsecureSkipVerify: cfg.Insecure || isLoopback(addr)}
-}
-
-func isLoopback(hostport string) bool {
-	host, _, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return false
-	}
-	ip := net.ParseIP(host)
-	return host == "localhost" || (ip != nil && ip.IsLoopback())
+	return &tls.Config{ServerName: host, InsecureSkipVerify: cfg.Insecure || mailnet.IsLoopback(addr)}
 }
 
 // smtpDialer settles the TLS mode once, by probing the server in auto

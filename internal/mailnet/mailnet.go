@@ -1,7 +1,8 @@
 // Package mailnet holds what the mail servers (internal/smtpd,
 // internal/gateway) share: waiting on a goroutine of their own for a POST
-// call made on the node's event loop, and splitting a message's
-// recipients so that blind copies stay blind.
+// call made on the node's event loop, splitting a message's recipients so
+// that blind copies stay blind, and telling loopback addresses (where AUTH
+// may go without TLS) from others.
 //
 // Invariants: the loop never waits on a network goroutine (a callback only
 // sends on a buffered channel), and a second callback for one call is
@@ -12,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"net/mail"
 	"time"
 
@@ -131,4 +133,15 @@ func RecipientGroups(msg []byte, rcpts []string) [][]string {
 		groups = append([][]string{visible}, groups...)
 	}
 	return groups
+}
+
+// IsLoopback reports whether host:port names this machine: "localhost" or
+// a loopback IP address.
+func IsLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return host == "localhost" || (ip != nil && ip.IsLoopback())
 }
