@@ -175,24 +175,7 @@ func TestGlacierLeasesLiveAsLongAsTheOwnerRenews(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rr := randReader{s.S.Rand()}
-		const address = "keeper@sim.epost"
-		keys, _ := identity.GenerateUserKeys(rr, address)
-		cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
-		if err != nil {
-			t.Fatal(err)
-		}
-		home := hosts[5]
-		if err := gls[home].AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
-			t.Fatal(err)
-		}
-		for i := range 20 {
-			data := []byte(fmt.Sprintf("object %d of the keeper", i))
-			if err := gls[home].Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		gls[home].Flush()
+		cert := archiveFor(t, s, gls[hosts[5]], "keeper@sim.epost", 20, "object %d of the keeper")
 		if err := s.S.RunFor(env.Hour); err != nil {
 			t.Fatal(err)
 		}
@@ -242,24 +225,7 @@ func TestGlacierHandsFragmentsToNodesThatJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rr := randReader{s.S.Rand()}
-	const address = "mover@sim.epost"
-	keys, _ := identity.GenerateUserKeys(rr, address)
-	cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
-	if err != nil {
-		t.Fatal(err)
-	}
-	home := hosts[0]
-	if err := gls[home].AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
-		t.Fatal(err)
-	}
-	for i := range 10 {
-		data := []byte(fmt.Sprintf("object %d that moves", i))
-		if err := gls[home].Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	gls[home].Flush()
+	cert := archiveFor(t, s, gls[hosts[0]], "mover@sim.epost", 10, "object %d that moves")
 	if err := s.S.RunFor(2 * env.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -456,4 +422,28 @@ func FuzzGlacierMessages(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// archiveFor makes address a user of the community, has g (the user's
+// home node) archive n objects for it, named by format, and flushes them
+// into a bundle.
+func archiveFor(t *testing.T, s *Storage, g *glacier.Glacier, address string, n int, format string) *identity.UserCert {
+	t.Helper()
+	rr := randReader{s.S.Rand()}
+	keys, _ := identity.GenerateUserKeys(rr, address)
+	cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		data := []byte(fmt.Sprintf(format, i))
+		if err := g.Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.Flush()
+	return cert
 }
