@@ -104,8 +104,10 @@ type Env struct {
 	Clock Clock
 	Rand  Rand
 	Net   Transport
-	// Log carries the node id, and in simulation the virtual time, on
-	// every record.
+	// Log names the node on every record: the real runtime by its ring id
+	// ("node"); the simulator by its host address ("node", the engine
+	// knows no protocol) and the virtual time, to which a scenario adds the
+	// ring id ("id").
 	Log *slog.Logger
 }
 

@@ -133,6 +133,9 @@ func (r *Ring) AddNodeWithID(x id.NodeID, before ...func(sim.HostID)) sim.HostID
 
 func (r *Ring) start(h sim.HostID) sim.StartFunc {
 	return func(e env.Env) sim.Process {
+		// The engine knows hosts, not ring ids: add the id so a simulated
+		// node's records read like a real node's.
+		e.Log = e.Log.With("id", r.ids[h].Short())
 		self := overlay.NodeHandle{ID: r.ids[h], Addr: string(e.Self)}
 		var app overlay.App = ringApp{r, h}
 		var attach func(*overlay.Overlay)

@@ -1,6 +1,9 @@
 package scenario
 
 import (
+	"bytes"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -287,6 +290,42 @@ func TestEndToEndConfirmationSurvivesACrashAfterTheHopAck(t *testing.T) {
 		}
 		if !e2e && lost != 1 {
 			t.Fatalf("without it the crashed hop should lose exactly one lookup: %+v", r.Lookups)
+		}
+	}
+}
+
+// TestSimulatedLogsNameTheRingID checks that a simulated node's log
+// records carry its ring id, as a real node's do, next to the host.
+func TestSimulatedLogsNameTheRingID(t *testing.T) {
+	var buf bytes.Buffer
+	cfg := sim.DefaultConfig(3)
+	cfg.InvariantEvery = 0
+	cfg.LogHandler = slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})
+	r := NewRing(cfg, overlay.SimConfig())
+	for i := 0; i < 4; i++ {
+		r.S.At(env.Time(i)*env.Time(100*env.Millisecond), func() { r.AddNode() })
+	}
+	if err := r.S.RunFor(10 * env.Second); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for _, h := range r.order {
+		want["id="+r.ids[h].Short()] = false
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	for _, line := range lines {
+		if !strings.Contains(line, "node=") {
+			t.Fatalf("record without its host: %q", line)
+		}
+		for k := range want {
+			if strings.Contains(line, k) {
+				want[k] = true
+			}
+		}
+	}
+	for k, seen := range want {
+		if !seen {
+			t.Errorf("no record carries %s in %d lines", k, len(lines))
 		}
 	}
 }
