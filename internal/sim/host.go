@@ -61,9 +61,15 @@ func (c *hostClock) Now() env.Time {
 	hp := &c.s.hosts[c.h]
 	el := int64(c.s.now - hp.boot)
 	if hp.ratePPM != 0 {
-		el += el / 1_000_000 * int64(hp.ratePPM)
+		el += drift(el, int64(hp.ratePPM))
 	}
 	return env.Time(el)
+}
+
+// drift is x*ppm/1e6 without overflow and without dropping the part of x
+// below one second, so a clock's rate error shows over short intervals too.
+func drift(x, ppm int64) int64 {
+	return x/1_000_000*ppm + x%1_000_000*ppm/1_000_000
 }
 
 func (c *hostClock) Wall() int64 {
@@ -77,7 +83,7 @@ func (c *hostClock) AfterFunc(d env.Duration, f func()) env.Timer {
 	}
 	if hp.ratePPM != 0 {
 		// A fast clock reaches d local ticks sooner in true time.
-		d -= d / 1_000_000 * env.Duration(hp.ratePPM)
+		d -= env.Duration(drift(int64(d), int64(hp.ratePPM)))
 	}
 	t := &timer{h: c.h, inc: hp.inc, f: f}
 	c.s.push(event{at: c.s.now.Add(d), kind: evTimer, host: c.h, timer: t})

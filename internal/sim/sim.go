@@ -333,7 +333,10 @@ func (s *Sim) Latency(a, b HostID) env.Duration {
 }
 
 // SetExtraLatency makes host h slow or its access link congested: d is
-// added to the one-way latency of every message to or from it.
+// added to the one-way latency of every message to or from it. Reliable
+// messages keep FIFO order only because a link's latency is constant, so
+// lowering d while reliable messages to or from h are in flight can let a
+// later one overtake them: scenarios raise it, or lower it on a quiet host.
 func (s *Sim) SetExtraLatency(h HostID, d env.Duration) { s.hosts[h].extra = d }
 
 // AddInvariant registers a check run after events (Config.InvariantEvery).

@@ -244,6 +244,15 @@ func TestTimerStopAndClockSkew(t *testing.T) {
 	if xs[1].e.Clock.Now() <= xs[0].e.Clock.Now() {
 		t.Fatal("fast clock not ahead")
 	}
+	// The rate shows below one second too: a 500 ms timer on a clock
+	// 100 ppm fast fires 50 µs early in true time.
+	start := s.Now()
+	var short env.Time
+	xs[1].e.Clock.AfterFunc(500*env.Millisecond, func() { short = s.Now() })
+	s.RunFor(env.Second)
+	if got := short.Sub(start); got != 500*env.Millisecond-50*env.Microsecond {
+		t.Fatalf("fast clock's 500 ms timer fired after true %d µs", got)
+	}
 	if d := xs[1].e.Clock.Wall() - xs[0].e.Clock.Wall(); d != int64(2*365*24*env.Hour) {
 		t.Fatalf("wall skew %d", d)
 	}
