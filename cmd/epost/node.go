@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -45,9 +46,13 @@ type nodeConfig struct {
 	Domains   []string `toml:"domains"`
 	IMAP      string   `toml:"imap"`
 	SMTP      string   `toml:"smtp"`
-	Status    string   `toml:"status"`
-	Log       string   `toml:"log"`
-	LogFormat string   `toml:"log_format"`
+	// MailTLSCert and MailTLSKey name the IMAP and SMTP servers'
+	// certificate chain and key (PEM); unset, a self-signed pair is made.
+	MailTLSCert string `toml:"mail_tls_cert"`
+	MailTLSKey  string `toml:"mail_tls_key"`
+	Status      string `toml:"status"`
+	Log         string `toml:"log"`
+	LogFormat   string `toml:"log_format"`
 	// Community is about how many nodes the community has: it sizes the
 	// archive's erasure code.
 	Community int `toml:"community"`
@@ -94,6 +99,9 @@ func parseConfig(data []byte) (nodeConfig, error) {
 	}
 	if cfg.UserQuota != nil && *cfg.UserQuota < 0 {
 		return cfg, fmt.Errorf("user_quota %d: want bytes, or 0 for unlimited", *cfg.UserQuota)
+	}
+	if (cfg.MailTLSCert == "") != (cfg.MailTLSKey == "") {
+		return cfg, errors.New("mail_tls_cert and mail_tls_key go together: set both, or neither for a self-signed certificate")
 	}
 	if err := cfg.Gateway.checkJunk(); err != nil {
 		return cfg, err
@@ -222,6 +230,12 @@ domains = [%[6]s]
 # mail client on another device to trust (its key is mail-tls.key).
 imap = "127.0.0.1:1143"
 smtp = "127.0.0.1:1587"
+
+# A certificate for IMAP and SMTP instead of the self-signed one: its PEM
+# chain (leaf first) and key, e.g. from Let's Encrypt for this machine's
+# name. Both or neither. A renewed pair is picked up without a restart.
+mail_tls_cert = ""
+mail_tls_key = ""
 
 # The status page (HTTP); empty turns it off. Keep it on loopback.
 status = "127.0.0.1:8025"
@@ -534,7 +548,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			f()
 		}
 	}()
-	tlsCfg, tlsPath, tlsSum, err := mailTLS(nc.DataDir, cfg.IMAP, cfg.SMTP)
+	var tlsCfg *tls.Config
+	var tlsPath, tlsSum string
+	if cfg.MailTLSCert != "" {
+		tlsPath = cfg.MailTLSCert
+		tlsCfg, tlsSum, err = givenMailTLS(cfg.MailTLSCert, cfg.MailTLSKey, log)
+	} else {
+		tlsCfg, tlsPath, tlsSum, err = mailTLS(nc.DataDir, cfg.IMAP, cfg.SMTP)
+	}
 	if err != nil {
 		return err
 	}
