@@ -332,6 +332,19 @@ func TestProgress(t *testing.T) {
 	if len(lines) != 10 || lines[0] != "4/40 messages (10%)" || lines[9] != "40/40 messages (100%)" || strings.Contains(b.String(), "\r") {
 		t.Errorf("progress lines:\n%s", b.String())
 	}
+	// A terminal: one bar, redrawn in place as the percentage changes,
+	// and a line end when it stops.
+	b.Reset()
+	p = &progress{w: &b, total: 200, tty: true, shown: -1}
+	for i := 1; i <= 200; i++ {
+		p.update(i)
+	}
+	p.stop()
+	// Draws at 0% to 100%: 101, each after a carriage return.
+	draws := strings.Split(b.String(), "\r")[1:]
+	if len(draws) != 101 || draws[50] != progressBar(100, 200, 30) || draws[100] != progressBar(200, 200, 30)+"\n" {
+		t.Errorf("%d draws, at 50%% %q, the last %q", len(draws), draws[50], draws[100])
+	}
 }
 
 func TestMboxStatus(t *testing.T) {
