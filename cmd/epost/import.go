@@ -99,6 +99,8 @@ func cmdImport(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	prog := newProgress(stdout, src.Total())
+	// The bar's line ends before any error is printed.
+	defer prog.stop()
 	seen := map[[sha256.Size]byte]int{}
 	imported, skipped := 0, 0
 	for i := 1; ; i++ {
@@ -106,7 +108,6 @@ func cmdImport(args []string, stdout, stderr io.Writer) error {
 		if err == io.EOF {
 			break
 		} else if err != nil {
-			prog.stop()
 			return fmt.Errorf("import: %w", err)
 		}
 		sum := sha256.Sum256(append([]byte(m.folder+"\x00"), m.raw...))
@@ -124,12 +125,10 @@ func cmdImport(args []string, stdout, stderr io.Writer) error {
 		if st.pending[key] && have[m.folder] {
 			stored, err := alreadyStored(c, m, seen[sum]-1)
 			if err != nil {
-				prog.stop()
 				return fmt.Errorf("import: message %d: checking an unanswered APPEND: %w", i, err)
 			}
 			if stored {
 				if err := st.record(key, false); err != nil {
-					prog.stop()
 					return fmt.Errorf("import: state file: %w", err)
 				}
 				imported++
@@ -139,21 +138,17 @@ func cmdImport(args []string, stdout, stderr io.Writer) error {
 		}
 		if !have[m.folder] {
 			if err := c.Create(m.folder, nil).Wait(); err != nil {
-				prog.stop()
 				return fmt.Errorf("import: create folder %s: %w", m.folder, err)
 			}
 			have[m.folder] = true
 		}
 		if err := st.record(key, true); err != nil {
-			prog.stop()
 			return fmt.Errorf("import: state file: %w", err)
 		}
 		if err := appendMsg(c, m); err != nil {
-			prog.stop()
 			return fmt.Errorf("import: message %d: %w (run the same command again to resume)", i, err)
 		}
 		if err := st.record(key, false); err != nil {
-			prog.stop()
 			return fmt.Errorf("import: state file: %w", err)
 		}
 		imported++
