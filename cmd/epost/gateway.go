@@ -88,9 +88,10 @@ func startGateway(cfg nodeConfig, n *node.Node, tlsCfg *tls.Config, log *slog.Lo
 		return nil, nil, fmt.Errorf("node: MX on %s: %w", g.MX, err)
 	}
 	rg.ln = ln
+	junk, filter := g.junk()
 	rg.srv = gateway.New(gateway.Config{
 		Loop: n, Mail: n.Mail, Gateway: g.User, Domains: cfg.Domains, Hostname: g.Hostname,
-		TLS: tlsCfg, Resolver: net.DefaultResolver, Log: log,
+		TLS: tlsCfg, Resolver: net.DefaultResolver, Log: log, Junk: junk, Filter: filter,
 	})
 	gwSrv := rg.srv
 	n.AddCounters("gateway", func() any { return gwSrv.Stats() })

@@ -9,10 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"time"
 
 	"github.com/epost-mail/epost/internal/imapd"
 )
@@ -45,6 +48,83 @@ func mailTLS(storeDir string, listen ...string) (*tls.Config, string, string, er
 	sum := sha256.Sum256(cert.Certificate[0])
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	return cfg, certPath, hex.EncodeToString(sum[:]), nil
+}
+
+// givenMailTLS returns the TLS configuration of a node whose config names
+// its mail certificate (mail_tls_cert, a PEM chain, leaf first) and key
+// (mail_tls_key): one from a CA that clients already trust, say. The
+// files are read again when they change (a renewed certificate), checked
+// at each handshake, so a renewal needs no restart; a pair that fails to
+// load then keeps the previous one in use. It also returns the
+// certificate's SHA-256 fingerprint.
+func givenMailTLS(certPath, keyPath string, log *slog.Logger) (*tls.Config, string, error) {
+	r := &certReloader{certPath: certPath, keyPath: keyPath, log: log}
+	cert, err := r.load()
+	if err != nil {
+		return nil, "", fmt.Errorf("node: mail_tls_cert and mail_tls_key: %w", err)
+	}
+	sum := sha256.Sum256(cert.Certificate[0])
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: r.get}
+	return cfg, hex.EncodeToString(sum[:]), nil
+}
+
+// certReloader serves a certificate pair from files, reloading it when
+// either file's modification time or size changes.
+type certReloader struct {
+	certPath, keyPath string
+	log               *slog.Logger
+
+	mu    sync.Mutex
+	cert  *tls.Certificate
+	stamp [2]fileStamp
+}
+
+type fileStamp struct {
+	mod  time.Time
+	size int64
+}
+
+func stampOf(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{fi.ModTime(), fi.Size()}, nil
+}
+
+// load reads the pair if it changed since the last load.
+func (r *certReloader) load() (*tls.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cs, err := stampOf(r.certPath)
+	if err != nil {
+		return r.cert, err
+	}
+	ks, err := stampOf(r.keyPath)
+	if err != nil {
+		return r.cert, err
+	}
+	if r.cert != nil && r.stamp == [2]fileStamp{cs, ks} {
+		return r.cert, nil
+	}
+	cert, err := tls.LoadX509KeyPair(r.certPath, r.keyPath)
+	if err != nil {
+		return r.cert, err
+	}
+	r.cert, r.stamp = &cert, [2]fileStamp{cs, ks}
+	return r.cert, nil
+}
+
+func (r *certReloader) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	cert, err := r.load()
+	if err != nil && r.log != nil {
+		// Half-written during a renewal, most likely: the old pair serves.
+		r.log.Warn("mail TLS certificate not reloaded", "cert", r.certPath, "err", err)
+	}
+	if cert == nil {
+		return nil, err
+	}
+	return cert, nil
 }
 
 // writeFileAtomic writes b to path through a temporary file.

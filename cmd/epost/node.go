@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -19,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/gateway"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/imapd"
 	"github.com/epost-mail/epost/internal/mailnet"
@@ -42,9 +46,13 @@ type nodeConfig struct {
 	Domains   []string `toml:"domains"`
 	IMAP      string   `toml:"imap"`
 	SMTP      string   `toml:"smtp"`
-	Status    string   `toml:"status"`
-	Log       string   `toml:"log"`
-	LogFormat string   `toml:"log_format"`
+	// MailTLSCert and MailTLSKey name the IMAP and SMTP servers'
+	// certificate chain and key (PEM); unset, a self-signed pair is made.
+	MailTLSCert string `toml:"mail_tls_cert"`
+	MailTLSKey  string `toml:"mail_tls_key"`
+	Status      string `toml:"status"`
+	Log         string `toml:"log"`
+	LogFormat   string `toml:"log_format"`
 	// Community is about how many nodes the community has: it sizes the
 	// archive's erasure code.
 	Community int `toml:"community"`
@@ -92,6 +100,12 @@ func parseConfig(data []byte) (nodeConfig, error) {
 	if cfg.UserQuota != nil && *cfg.UserQuota < 0 {
 		return cfg, fmt.Errorf("user_quota %d: want bytes, or 0 for unlimited", *cfg.UserQuota)
 	}
+	if (cfg.MailTLSCert == "") != (cfg.MailTLSKey == "") {
+		return cfg, errors.New("mail_tls_cert and mail_tls_key go together: set both, or neither for a self-signed certificate")
+	}
+	if err := cfg.Gateway.checkJunk(); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 
@@ -105,6 +119,71 @@ type gatewayConfig struct {
 	SmarthostPass string `toml:"smarthost_password_file"`
 	DKIMKey       string `toml:"dkim_key"`
 	DKIMSelector  string `toml:"dkim_selector"`
+	// JunkFilter is a program run per inbound message (see
+	// gateway.CommandFilter); its score adds to the SPF, DKIM and DMARC
+	// checks'. JunkThreshold is the total from which a message is junk
+	// (absent: the default policy's).
+	JunkFilter        commandLine `toml:"junk_filter"`
+	JunkFilterTimeout string      `toml:"junk_filter_timeout"`
+	JunkThreshold     *float64    `toml:"junk_threshold"`
+
+	// Parsed from JunkFilterTimeout by parseConfig.
+	junkTimeout time.Duration
+}
+
+// commandLine is a program and its arguments, written in the config as a
+// string split at spaces ("spamc -c") or as an array of strings.
+type commandLine []string
+
+func (c *commandLine) UnmarshalTOML(v any) error {
+	switch v := v.(type) {
+	case string:
+		*c = strings.Fields(v)
+	case []any:
+		*c = nil
+		for _, x := range v {
+			s, ok := x.(string)
+			if !ok {
+				return fmt.Errorf("want a string or an array of strings, got %v", v)
+			}
+			*c = append(*c, s)
+		}
+	default:
+		return fmt.Errorf("want a string or an array of strings, got %v", v)
+	}
+	return nil
+}
+
+// checkJunk checks the [gateway] junk settings.
+func (g *gatewayConfig) checkJunk() error {
+	if len(g.JunkFilter) > 0 {
+		if _, err := exec.LookPath(g.JunkFilter[0]); err != nil {
+			return fmt.Errorf("[gateway] junk_filter: %w", err)
+		}
+	}
+	if g.JunkFilterTimeout != "" {
+		d, err := time.ParseDuration(g.JunkFilterTimeout)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("[gateway] junk_filter_timeout %q: want a duration such as \"10s\"", g.JunkFilterTimeout)
+		}
+		g.junkTimeout = d
+	}
+	if t := g.JunkThreshold; t != nil && (!(*t > 0) || math.IsInf(*t, 0)) {
+		return fmt.Errorf("[gateway] junk_threshold %v: want a score above 0", *t)
+	}
+	return nil
+}
+
+// junk is the MX's junk policy and filter.
+func (g gatewayConfig) junk() (gateway.JunkPolicy, gateway.Filter) {
+	p := gateway.DefaultJunkPolicy()
+	if g.JunkThreshold != nil {
+		p.Threshold = *g.JunkThreshold
+	}
+	if len(g.JunkFilter) == 0 {
+		return p, nil
+	}
+	return p, &gateway.CommandFilter{Argv: g.JunkFilter, Timeout: g.junkTimeout}
 }
 
 const configTemplate = `# epost node configuration (TOML). Start the node with:
@@ -151,6 +230,12 @@ domains = [%[6]s]
 # mail client on another device to trust (its key is mail-tls.key).
 imap = "127.0.0.1:1143"
 smtp = "127.0.0.1:1587"
+
+# A certificate for IMAP and SMTP instead of the self-signed one: its PEM
+# chain (leaf first) and key, e.g. from Let's Encrypt for this machine's
+# name. Both or neither. A renewed pair is picked up without a restart.
+mail_tls_cert = ""
+mail_tls_key = ""
 
 # The status page (HTTP); empty turns it off. Keep it on loopback.
 status = "127.0.0.1:8025"
@@ -199,6 +284,17 @@ gateways = []
 # smarthost_password_file = ""
 # dkim_key = ""                   # PEM private key (Ed25519 or RSA); empty sends unsigned
 # dkim_selector = "epost"
+# Inbound mail scoring at least junk_threshold is filed into Junk. The
+# score adds up failed checks (SPF fail 3, softfail 1, a broken DKIM
+# signature 3, DMARC fail 3, or 5 under a quarantine or reject policy)
+# and, when junk_filter names a program (no shell; a string split at
+# spaces, or an array), its score: it gets the message on standard input
+# and prints a number (such as 4.5, or 5.3/5.0 as spamc -c does) and
+# exits 0. A filter that fails, prints no number or outlives
+# junk_filter_timeout adds nothing, and is logged.
+# junk_threshold = 5
+# junk_filter = ""                # e.g. ["sh", "-c", "spamc -c || true"] (spamc exits 1 for spam)
+# junk_filter_timeout = "10s"
 `
 
 // cmdInit writes a commented configuration file.
@@ -452,7 +548,14 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			f()
 		}
 	}()
-	tlsCfg, tlsPath, tlsSum, err := mailTLS(nc.DataDir, cfg.IMAP, cfg.SMTP)
+	var tlsCfg *tls.Config
+	var tlsPath, tlsSum string
+	if cfg.MailTLSCert != "" {
+		tlsPath = cfg.MailTLSCert
+		tlsCfg, tlsSum, err = givenMailTLS(cfg.MailTLSCert, cfg.MailTLSKey, log)
+	} else {
+		tlsCfg, tlsPath, tlsSum, err = mailTLS(nc.DataDir, cfg.IMAP, cfg.SMTP)
+	}
 	if err != nil {
 		return err
 	}

@@ -77,45 +77,63 @@ func TestNodeWalkthrough(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// Python's smtplib and imaplib, as independent clients, drive a whole
-	// session across the two nodes: alice sends, bob receives, flags,
-	// searches, moves to Archive and expunges.
+	// Python's smtplib and imaplib, as independent clients, drive one
+	// whole session across the two nodes: bob idles on node 2's INBOX,
+	// alice sends with smtplib on node 1, the new mail is pushed to bob's
+	// IDLE (no polling: the client sends nothing until it hears EXISTS),
+	// and bob reads it, flags it, searches, moves it to Archive and
+	// expunges it. imaplib has idle() only from Python 3.14, so IDLE
+	// (RFC 2177) is spoken on imaplib's own connection.
 	imapA := imapRE.FindStringSubmatch(a.out.String())[1]
 	smtpB := smtpRE.FindStringSubmatch(b.out.String())[1]
 	pyScript := `
-import imaplib, smtplib, sys, time
+import imaplib, re, smtplib, sys
 smtp_a, imap_b, smtp_b, imap_a = sys.argv[1:5]
 pw = "correct horse battery"
 def hp(a):
     h, p = a.rsplit(":", 1)
     return h, int(p)
+def ok(res, what):
+    typ, data = res
+    if typ != "OK":
+        sys.exit("%s: %s %r" % (what, typ, data))
+    return data
+m = imaplib.IMAP4(*hp(imap_b)); ok(m.login("bob@example.org", pw), "login")
+ok(m.select("INBOX"), "select")
+st = ok(m.status("INBOX", "(UIDNEXT)"), "status")[0]
+uidnext = int(re.search(rb"UIDNEXT (\d+)", st).group(1))
+tag = m._new_tag()
+m.send(tag + b" IDLE\r\n")
+line = m.readline()
+assert line.startswith(b"+"), line
+# Only now, with bob idling, does alice send.
 s = smtplib.SMTP(*hp(smtp_a)); s.login("alice@example.org", pw)
 s.sendmail("alice@example.org", ["bob@example.org"], "From: alice@example.org\r\nTo: bob@example.org\r\nSubject: from python\r\n\r\nhello bob\r\n")
 s.quit()
-m = imaplib.IMAP4(*hp(imap_b)); m.login("bob@example.org", pw)
-for _ in range(300):
-    m.select("INBOX")
-    typ, data = m.search(None, 'SUBJECT "from python"')
-    if data[0]: break
-    time.sleep(0.1)
-else:
-    sys.exit("bob never got the message")
-num = data[0].split()[0]
-typ, body = m.fetch(num, "(BODY.PEEK[TEXT])")
-assert b"hello bob" in body[0][1], body
-m.store(num, "+FLAGS", "\\Flagged")
-typ, data = m.search(None, "FLAGGED")
-assert num in data[0].split(), data
-typ, resp = m.uid("SEARCH", None, 'SUBJECT "from python"')
-uid = resp[0].split()[0]
-typ, _ = m.uid("MOVE", uid, "Archive")
-assert typ == "OK", typ
-m.select("Archive")
-typ, data = m.search(None, 'SUBJECT "from python"')
+m.sock.settimeout(120)
+while not re.match(rb"\* \d+ EXISTS", line):
+    line = m.readline()
+m.send(b"DONE\r\n")
+while not line.startswith(tag):
+    line = m.readline()
+assert line.startswith(tag + b" OK"), line
+m.sock.settimeout(None)
+# What IDLE announced is alice's message.
+uids = ok(m.uid("SEARCH", None, "UID", "%d:*" % uidnext, "SUBJECT", '"from python"'), "search new")[0].split()
+assert len(uids) == 1 and int(uids[0]) >= uidnext, uids
+uid = uids[0]
+typ, body = m.uid("FETCH", uid, "(BODY.PEEK[TEXT])")
+assert typ == "OK" and b"hello bob" in body[0][1], body
+ok(m.uid("STORE", uid, "+FLAGS", "(\\Flagged)"), "store")
+assert uid in ok(m.uid("SEARCH", None, "FLAGGED"), "search flagged")[0].split()
+ok(m.uid("MOVE", uid, "Archive"), "move")
+assert uid not in ok(m.uid("SEARCH", None, "ALL"), "search inbox")[0].split()
+ok(m.select("Archive"), "select archive")
+data = ok(m.search(None, 'SUBJECT "from python"'), "search archive")
 assert data[0], "not in Archive"
-m.store(data[0].split()[0], "+FLAGS", "\\Deleted"); m.expunge()
-typ, data = m.search(None, "ALL")
-assert not data[0], data
+ok(m.store(data[0].split()[0], "+FLAGS", "\\Deleted"), "store deleted")
+ok(m.expunge(), "expunge")
+assert not ok(m.search(None, "ALL"), "search all")[0], "Archive is not empty"
 m.logout()
 print("python session ok")
 `
