@@ -2,6 +2,7 @@ package imapd
 
 import (
 	"errors"
+	"io"
 	"net"
 	"regexp"
 	"strings"
@@ -177,7 +178,7 @@ type Stats struct {
 	LoginOK        uint64 // successful LOGIN and AUTHENTICATE
 	LoginFailed    uint64 // wrong credentials
 	LoginThrottled uint64 // logins refused because the username or address was locked out
-	TooLarge       uint64 // commands answered NO [TOOBIG] (an APPEND over AppendLimit, a big literal elsewhere)
+	TooLarge       uint64 // commands answered NO or BAD [TOOBIG] (an APPEND over AppendLimit, a big literal elsewhere)
 	TimedOut       uint64 // connections whose read passed its deadline (silent past LoginTimeout or IdleTimeout, or stalled mid-command)
 	ConnRefused    uint64 // connections refused for exceeding MaxConnections or MaxConnectionsPerIP
 }
@@ -201,7 +202,8 @@ func (s *Server) Stats() Stats {
 // is made; the others become guardedConns.
 type guardedListener struct {
 	net.Listener
-	s *Server
+	s   *Server
+	tls bool // connections carry TLS records: nothing for cmdWatch
 
 	mu    sync.Mutex
 	open  int
@@ -223,7 +225,11 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		if ok {
-			return &guardedConn{Conn: c, l: l, key: key}, nil
+			gc := &guardedConn{Conn: c, l: l, key: key}
+			if !l.tls {
+				gc.w = &cmdWatch{}
+			}
+			return gc, nil
 		}
 		l.s.stats.connRefused.Add(1)
 		go func() {
@@ -245,7 +251,8 @@ func (l *guardedListener) release(key string) {
 
 // guardedConn is one client connection. It gives its slot back when
 // closed, shortens go-imap's read deadlines to LoginTimeout before login
-// and IdleTimeout after it, and counts a read timeout and TOOBIG answers.
+// and IdleTimeout after it, counts a read timeout and TOOBIG answers,
+// and, in the clear, passes the traffic through a cmdWatch.
 type guardedConn struct {
 	net.Conn
 	l       *guardedListener
@@ -253,6 +260,13 @@ type guardedConn struct {
 	sess    atomic.Pointer[session]
 	once    sync.Once
 	timeout sync.Once
+
+	wmu sync.Mutex // serializes writes: go-imap's and the watch's replies
+
+	mu   sync.Mutex // guards w and rerr
+	w    *cmdWatch  // nil under implicit TLS
+	rerr error      // the read error after the watch's pending bytes
+	rbuf []byte
 }
 
 func (c *guardedConn) Close() error {
@@ -284,7 +298,60 @@ func (c *guardedConn) SetDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
+// Read gives go-imap what the watch lets through, writing the watch's
+// replies in turn. go-imap reads from one goroutine at a time; c.mu is
+// not held while reading, since go-imap writes meanwhile (in IDLE).
 func (c *guardedConn) Read(p []byte) (int, error) {
+	if c.w == nil {
+		return c.read(p)
+	}
+	w := c.w
+	for {
+		c.mu.Lock()
+		switch {
+		case len(w.pending) > 0:
+			n := copy(p, w.pending)
+			w.pending = w.pending[n:]
+			c.mu.Unlock()
+			return n, nil
+		case w.reply != "":
+			reply, hangUp, rest := w.reply, w.hangUp, w.rest
+			w.reply, w.hangUp, w.rest = "", false, nil
+			c.mu.Unlock()
+			c.l.s.stats.tooLarge.Add(1)
+			c.wmu.Lock()
+			_, err := c.Conn.Write([]byte(reply))
+			c.wmu.Unlock()
+			if err != nil {
+				return 0, err
+			}
+			if hangUp {
+				c.Conn.Close()
+				return 0, io.EOF
+			}
+			c.mu.Lock()
+			w.feed(rest)
+			c.mu.Unlock()
+			continue
+		case c.rerr != nil:
+			err := c.rerr
+			c.rerr = nil
+			c.mu.Unlock()
+			return 0, err
+		}
+		c.mu.Unlock()
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, 4096)
+		}
+		n, err := c.read(c.rbuf)
+		c.mu.Lock()
+		w.feed(c.rbuf[:n])
+		c.rerr = err
+		c.mu.Unlock()
+	}
+}
+
+func (c *guardedConn) read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	var ne net.Error
 	if err != nil && errors.As(err, &ne) && ne.Timeout() {
@@ -299,8 +366,19 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 var tooBig = regexp.MustCompile(`^[^ \r\n*+]+ NO \[TOOBIG\]`)
 
 func (c *guardedConn) Write(p []byte) (int, error) {
-	if len(p) < 512 && tooBig.Match(p) {
+	q := p
+	if c.w != nil {
+		c.mu.Lock()
+		q = c.w.sent(p)
+		c.mu.Unlock()
+	}
+	if len(q) < 512 && tooBig.Match(q) {
 		c.l.s.stats.tooLarge.Add(1)
 	}
-	return c.Conn.Write(p)
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if _, err := c.Conn.Write(q); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -191,12 +191,13 @@ func Caps() imap.CapSet {
 
 // Serve accepts IMAP connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.serve(s.guard(ln))
+	return s.serve(s.guard(ln, false))
 }
 
 // guard applies the connection limits and timeouts to ln's connections.
-func (s *Server) guard(ln net.Listener) net.Listener {
-	return &guardedListener{Listener: ln, s: s, byKey: map[string]int{}}
+// tls tells that the connections will carry TLS from the start.
+func (s *Server) guard(ln net.Listener, tls bool) net.Listener {
+	return &guardedListener{Listener: ln, s: s, tls: tls, byKey: map[string]int{}}
 }
 
 func (s *Server) serve(ln net.Listener) error {

@@ -78,5 +78,5 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 	}
 	// Guarded beneath TLS: go-imap recognises implicit TLS by its
 	// *tls.Conn.
-	return s.serve(tls.NewListener(s.guard(ln), s.cfg.TLS))
+	return s.serve(tls.NewListener(s.guard(ln, true), s.cfg.TLS))
 }
