@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -384,8 +385,18 @@ func TestSubmissionEndToEnd(t *testing.T) {
 	}
 }
 
-// swaksChecks: a pipelined, AUTH LOGIN submission succeeds; relaying
-// without AUTH, or to outside the community without a gateway, does not.
+// swaksPipelined matches a transcript of swaks pipelining. swaks marks
+// no line as pipelined, and --pipeline quietly falls back to one command
+// at a time when EHLO lists no PIPELINING; what shows that it
+// pipelined is the order of its transcript: EHLO's reply lists
+// PIPELINING, then MAIL, RCPT and DATA go out together (one write) before
+// any of their replies is read, where lock-step would show each reply
+// right after its command.
+var swaksPipelined = regexp.MustCompile(`(?m)^ -> MAIL FROM:.*\n -> RCPT TO:.*\n -> DATA\n<-  250 .*\n<-  250 .*\n<-  354 `)
+
+// swaksChecks: a pipelined (see swaksPipelined), AUTH LOGIN submission
+// succeeds; relaying without AUTH, or to outside the community without a
+// gateway, does not.
 func swaksChecks(t *testing.T, swaks, addr string, reply []byte, file string) {
 	host, port, _ := net.SplitHostPort(addr)
 	// swaks ends the data with CRLF.CRLF itself.
@@ -402,8 +413,14 @@ func swaksChecks(t *testing.T, swaks, addr string, reply []byte, file string) {
 	if err != nil {
 		t.Fatalf("swaks send: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "<~  250") && !strings.Contains(out, "<-  250") {
-		t.Fatalf("swaks send: no 250\n%s", out)
+	if !regexp.MustCompile(`(?m)^<-  250[- ]PIPELINING\r?$`).MatchString(out) {
+		t.Fatalf("swaks send: EHLO did not list PIPELINING\n%s", out)
+	}
+	if !swaksPipelined.MatchString(out) {
+		t.Fatalf("swaks send: MAIL, RCPT and DATA not pipelined\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^ -> \.\n<-  250 `).MatchString(out) {
+		t.Fatalf("swaks send: no 250 after the data\n%s", out)
 	}
 	out, err = run("--from", bob, "--to", "victim@elsewhere.example", "--data", "@"+file)
 	if err == nil || !strings.Contains(out, "530") {
