@@ -859,7 +859,31 @@ func TestTLS(t *testing.T) {
 		if _, err := cl.Select("INBOX", nil).Wait(); err != nil {
 			t.Errorf("%s: SELECT: %v", name, err)
 		}
+		if caps := cl.Caps(); name == "implicit" && (caps.Has(imap.CapStartTLS) || caps.Has(imap.CapLoginDisabled)) {
+			t.Errorf("%s: capabilities %v", name, caps)
+		}
 		cl.Close()
+	}
+	// Bad input over implicit TLS gets the same answers as in the clear
+	// (TestHugeInputRefused, TestInvalidUTF8Names).
+	conn, err := tls.Dial("tcp", implicit, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Minute)) // against a hang, not a timing
+	r := &rawConn{t: t, conn: conn, br: bufio.NewReader(conn)}
+	if l := r.line(); !strings.HasPrefix(l, "* OK") {
+		t.Fatalf("greeting %q", l)
+	}
+	if l := r.cmd("a", "a LOGIN {10485760}"); !strings.HasPrefix(l, "a NO [TOOBIG]") {
+		t.Fatalf("LOGIN with a 10 MiB literal over TLS: %q", l)
+	}
+	if l := r.cmd("l", "l LOGIN "+alice+" alice-pw"); !strings.HasPrefix(l, "l OK") {
+		t.Fatalf("LOGIN over TLS: %q", l)
+	}
+	if l := r.cmd("c", "c CREATE \"bad\xff\xfe\""); !strings.HasPrefix(l, "c BAD") || !strings.Contains(l, "UTF-8") {
+		t.Fatalf("CREATE with a name that is not UTF-8 over TLS: %q", l)
 	}
 }
 

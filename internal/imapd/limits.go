@@ -2,9 +2,7 @@ package imapd
 
 import (
 	"errors"
-	"io"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -202,8 +200,7 @@ func (s *Server) Stats() Stats {
 // is made; the others become guardedConns.
 type guardedListener struct {
 	net.Listener
-	s   *Server
-	tls bool // connections carry TLS records: nothing for cmdWatch
+	s *Server
 
 	mu    sync.Mutex
 	open  int
@@ -225,11 +222,7 @@ func (l *guardedListener) Accept() (net.Conn, error) {
 		}
 		l.mu.Unlock()
 		if ok {
-			gc := &guardedConn{Conn: c, l: l, key: key}
-			if !l.tls {
-				gc.w = &cmdWatch{}
-			}
-			return gc, nil
+			return &guardedConn{Conn: c, l: l, key: key}, nil
 		}
 		l.s.stats.connRefused.Add(1)
 		go func() {
@@ -251,8 +244,7 @@ func (l *guardedListener) release(key string) {
 
 // guardedConn is one client connection. It gives its slot back when
 // closed, shortens go-imap's read deadlines to LoginTimeout before login
-// and IdleTimeout after it, counts a read timeout and TOOBIG answers,
-// and, in the clear, passes the traffic through a cmdWatch.
+// and IdleTimeout after it, and counts a read timeout.
 type guardedConn struct {
 	net.Conn
 	l       *guardedListener
@@ -260,13 +252,6 @@ type guardedConn struct {
 	sess    atomic.Pointer[session]
 	once    sync.Once
 	timeout sync.Once
-
-	wmu sync.Mutex // serializes writes: go-imap's and the watch's replies
-
-	mu   sync.Mutex // guards w and rerr
-	w    *cmdWatch  // nil under implicit TLS
-	rerr error      // the read error after the watch's pending bytes
-	rbuf []byte
 }
 
 func (c *guardedConn) Close() error {
@@ -298,87 +283,11 @@ func (c *guardedConn) SetDeadline(t time.Time) error {
 	return c.Conn.SetWriteDeadline(t)
 }
 
-// Read gives go-imap what the watch lets through, writing the watch's
-// replies in turn. go-imap reads from one goroutine at a time; c.mu is
-// not held while reading, since go-imap writes meanwhile (in IDLE).
 func (c *guardedConn) Read(p []byte) (int, error) {
-	if c.w == nil {
-		return c.read(p)
-	}
-	w := c.w
-	for {
-		c.mu.Lock()
-		switch {
-		case len(w.pending) > 0:
-			n := copy(p, w.pending)
-			w.pending = w.pending[n:]
-			c.mu.Unlock()
-			return n, nil
-		case w.reply != "":
-			reply, hangUp, rest := w.reply, w.hangUp, w.rest
-			w.reply, w.hangUp, w.rest = "", false, nil
-			c.mu.Unlock()
-			c.l.s.stats.tooLarge.Add(1)
-			c.wmu.Lock()
-			_, err := c.Conn.Write([]byte(reply))
-			c.wmu.Unlock()
-			if err != nil {
-				return 0, err
-			}
-			if hangUp {
-				c.Conn.Close()
-				return 0, io.EOF
-			}
-			c.mu.Lock()
-			w.feed(rest)
-			c.mu.Unlock()
-			continue
-		case c.rerr != nil:
-			err := c.rerr
-			c.rerr = nil
-			c.mu.Unlock()
-			return 0, err
-		}
-		c.mu.Unlock()
-		if c.rbuf == nil {
-			c.rbuf = make([]byte, 4096)
-		}
-		n, err := c.read(c.rbuf)
-		c.mu.Lock()
-		w.feed(c.rbuf[:n])
-		c.rerr = err
-		c.mu.Unlock()
-	}
-}
-
-func (c *guardedConn) read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	var ne net.Error
 	if err != nil && errors.As(err, &ne) && ne.Timeout() {
 		c.timeout.Do(func() { c.l.s.stats.timedOut.Add(1) })
 	}
 	return n, err
-}
-
-// tooBig matches a tagged NO [TOOBIG] status response. go-imap flushes
-// each response with a write of its own, so such an answer starts a
-// write (in the clear; under TLS it is not counted).
-var tooBig = regexp.MustCompile(`^[^ \r\n*+]+ NO \[TOOBIG\]`)
-
-func (c *guardedConn) Write(p []byte) (int, error) {
-	q := p
-	if c.w != nil {
-		c.mu.Lock()
-		q = c.w.sent(p)
-		c.mu.Unlock()
-	}
-	if len(q) < 512 && tooBig.Match(q) {
-		c.l.s.stats.tooLarge.Add(1)
-	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	if _, err := c.Conn.Write(q); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }

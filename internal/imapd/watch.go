@@ -3,8 +3,12 @@ package imapd
 import (
 	"bytes"
 	"encoding/base64"
+	"io"
+	"net"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 )
@@ -16,24 +20,27 @@ import (
 //     drops that answer, goes on reading the command line, and the client,
 //     which waits for a "+" that never comes, gets NO [SERVERBUG] only
 //     when the read deadline passes (30 s before login, 35 min after).
-//   - A mailbox name that is not UTF-8: its decoder's error becomes
-//     NO [SERVERBUG] Internal server error.
+//   - A mailbox name that is not UTF-8 or valid modified UTF-7: its
+//     decoder's error becomes NO [SERVERBUG] Internal server error; as a
+//     literal, go-imap also takes the rest of the line for a new command,
+//     fails to parse it and hangs up.
 //
 // cmdWatch follows the client's command lines and literals as they pass
-// through the connection, in the clear, and answers both itself. The
+// through the connection (a watchedConn) and answers both itself. The
 // first line of a command asking for an oversized synchronizing literal
 // is kept from go-imap and answered NO [TOOBIG]: the client sends no
 // literal, and the session goes on. An oversized literal later in a
 // command, or a non-synchronizing one (whose bytes are already on their
 // way), is answered BAD [TOOBIG] and the connection closed, as RFC 7888
-// section 4 allows. A NO [SERVERBUG] to a command whose mailbox names
-// were not UTF-8 is rewritten to BAD [CLIENTBUG] with a plain reason.
+// section 4 allows. A NO [SERVERBUG] to a command whose mailbox names may
+// be undecodable is rewritten to BAD [CLIENTBUG] with the reason, and the
+// rest of a line after an undecodable literal name is not passed on.
 //
-// Under TLS the watch sees only ciphertext (it sits beneath go-imap's
-// STARTTLS and beneath tls.NewListener), so it stops at STARTTLS and is
-// off on implicit-TLS connections; there go-imap's own answers stand.
+// On implicit-TLS connections the watch sits above TLS (ServeTLS). go-imap
+// does STARTTLS itself, beneath which the watch sees only ciphertext: it
+// stands aside from STARTTLS on, and go-imap's own answers stand.
 type cmdWatch struct {
-	off      bool            // TLS: nothing to read
+	off      bool            // after STARTTLS: ciphertext, nothing to read
 	line     []byte          // the current line, held back until its end
 	long     bool            // the current line outgrew maxHeld and passes unexamined
 	lit      int64           // bytes of a literal still to pass
@@ -330,4 +337,104 @@ func (w *cmdWatch) sent(p []byte) []byte {
 		return p
 	}
 	return []byte(string(tag) + " BAD [CLIENTBUG] Mailbox name is not valid UTF-8 or modified UTF-7\r\n")
+}
+
+// watchListener passes its connections through a cmdWatch each.
+type watchListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l watchListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &watchedConn{Conn: c, s: l.s}, nil
+}
+
+// watchedConn is a connection as go-imap sees it: the watch's view of
+// what the client sends, and the watch's rewrites of what go-imap
+// answers. It also counts TOOBIG answers.
+type watchedConn struct {
+	net.Conn
+	s *Server
+
+	wmu sync.Mutex // serializes writes: go-imap's and the watch's replies
+
+	mu   sync.Mutex // guards w and rerr
+	w    cmdWatch
+	rerr error // a read error, for after the watch's pending bytes
+	rbuf []byte
+}
+
+// Read gives go-imap what the watch lets through, writing the watch's
+// replies in turn, so that they follow go-imap's answers to earlier
+// commands. go-imap reads from one goroutine at a time; c.mu is not held
+// while reading, since go-imap writes meanwhile (in IDLE).
+func (c *watchedConn) Read(p []byte) (int, error) {
+	w := &c.w
+	for {
+		c.mu.Lock()
+		switch {
+		case len(w.pending) > 0:
+			n := copy(p, w.pending)
+			w.pending = w.pending[n:]
+			c.mu.Unlock()
+			return n, nil
+		case w.reply != "":
+			reply, hangUp, rest := w.reply, w.hangUp, w.rest
+			w.reply, w.hangUp, w.rest = "", false, nil
+			c.mu.Unlock()
+			c.s.stats.tooLarge.Add(1)
+			c.wmu.Lock()
+			_, err := c.Conn.Write([]byte(reply))
+			c.wmu.Unlock()
+			if err != nil {
+				return 0, err
+			}
+			if hangUp {
+				c.Conn.Close()
+				return 0, io.EOF
+			}
+			c.mu.Lock()
+			w.feed(rest)
+			c.mu.Unlock()
+			continue
+		case c.rerr != nil:
+			err := c.rerr
+			c.rerr = nil
+			c.mu.Unlock()
+			return 0, err
+		}
+		c.mu.Unlock()
+		if c.rbuf == nil {
+			c.rbuf = make([]byte, 4096)
+		}
+		n, err := c.Conn.Read(c.rbuf)
+		c.mu.Lock()
+		w.feed(c.rbuf[:n])
+		c.rerr = err
+		c.mu.Unlock()
+	}
+}
+
+// tooBig matches a tagged NO [TOOBIG] status response. go-imap flushes
+// each response with a write of its own, so such an answer starts a
+// write (after STARTTLS it is ciphertext, and not counted).
+var tooBig = regexp.MustCompile(`^[^ \r\n*+]+ NO \[TOOBIG\]`)
+
+func (c *watchedConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	q := c.w.sent(p)
+	c.mu.Unlock()
+	if len(q) < 512 && tooBig.Match(q) {
+		c.s.stats.tooLarge.Add(1)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if _, err := c.Conn.Write(q); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
