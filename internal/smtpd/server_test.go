@@ -889,17 +889,19 @@ func (r *rawSMTP) cmd(line, want string) string {
 // outside recipient with a non-ASCII local part or domain is taken (its
 // domain in ASCII form) and relayed with SMTPUTF8; a member is reached
 // through the Unicode form of a community domain; a non-ASCII local part
-// in a community domain is no member (550). Without SMTPUTF8 such an
+// in a community domain is no member (550); a user may give her own
+// address as sender with its domain in Unicode. Without SMTPUTF8 such an
 // address gets 553 5.6.7. Replies echo the client's address with
 // anything but printable ASCII escaped, never its raw bytes.
 func TestInternationalAddresses(t *testing.T) {
 	h := startRelayHost(t, nil)
 	out := &Smarthost{Addr: h.addr, Username: "relay", Password: "secret"}
+	const carol = "carol@xn--bcher-kva.example"
 	r := newRig(t, func(c *Config) {
 		c.Outbound = out
 		c.Domains = []string{"example.org", "xn--bcher-kva.example"}
+		c.Auth = fakeAuth{alice: "alice-pw", carol: "carol-pw"}
 	})
-	const carol = "carol@xn--bcher-kva.example"
 	r.mail.loop.Do(func() { r.mail.members[carol] = true })
 	c := dialRawSMTP(t, r.addr)
 	if ehlo := c.cmd("EHLO client.example", "250"); !strings.Contains(ehlo, "SMTPUTF8") {
@@ -920,6 +922,8 @@ func TestInternationalAddresses(t *testing.T) {
 	}
 	c.cmd("RSET", "250")
 
+	c.cmd("MAIL FROM:<bob@example.org> SMTPUTF8", "553")
+	c.cmd("MAIL FROM:<alice@exämple.org> SMTPUTF8", "553")
 	c.cmd("MAIL FROM:<"+alice+"> SMTPUTF8", "250")
 	c.cmd("RCPT TO:<josé@münchen.example>", "250")
 	c.cmd("RCPT TO:<Carol@Bücher.example>", "250")
@@ -938,6 +942,12 @@ func TestInternationalAddresses(t *testing.T) {
 	if o := h.sent(); len(o) != 1 || len(o[0].rcpts) != 1 || o[0].rcpts[0] != "josé@xn--mnchen-3ya.example" || string(o[0].msg) != msg {
 		t.Fatalf("smarthost got %+v", o)
 	}
+	// carol may name herself with her domain in Unicode, with SMTPUTF8.
+	cc := dialRawSMTP(t, r.addr)
+	cc.cmd("EHLO client.example", "250")
+	cc.cmd("AUTH PLAIN AGNhcm9sQHhuLS1iY2hlci1rdmEuZXhhbXBsZQBjYXJvbC1wdw==", "235") // carol, carol-pw
+	cc.cmd("MAIL FROM:<carol@bücher.example>", "553")
+	cc.cmd("MAIL FROM:<carol@bücher.example> SMTPUTF8", "250")
 	// A smarthost without SMTPUTF8 cannot take it: a plain error, which
 	// the client gets as a 451 and may retry.
 	old := startRelayHostUTF8(t, nil, false)

@@ -183,6 +183,12 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return ss.refuseRelay(smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required"))
 	}
 	addr, err := identity.CanonicalAddress(from)
+	if err != nil && opts != nil && opts.UTF8 {
+		// The user's own address with its domain in Unicode.
+		if local, domain, ok := splitIDNA(from); ok && isASCII(local) {
+			addr, err = identity.CanonicalAddress(local + "@" + domain)
+		}
+	}
 	if err != nil || addr != ss.user {
 		return ss.refuseRelay(smtpErr(553, smtp.EnhancedCode{5, 7, 1},
 			"Sender <%s> is not the authenticated user <%s>", from, ss.user))
@@ -271,18 +277,9 @@ func (ss *session) recipient(to string) (addr string, eai bool, err error) {
 		return "", false, smtpErr(553, smtp.EnhancedCode{5, 6, 7},
 			"Non-ASCII address <%s> needs MAIL FROM with SMTPUTF8", to)
 	}
-	at := strings.LastIndexByte(to, '@')
-	if at < 0 {
-		return bad("no '@'")
-	}
-	local, domain := to[:at], to[at+1:]
-	domain, derr := idna.Lookup.ToASCII(domain)
-	if derr == nil {
-		// The same checks of DNS labels as a member's domain gets.
-		_, derr = identity.CanonicalAddress("x@" + domain)
-	}
-	if derr != nil {
-		return bad("bad domain")
+	local, domain, ok := splitIDNA(to)
+	if !ok {
+		return bad("no '@', or a bad domain")
 	}
 	if isASCII(local) {
 		addr, cerr := identity.CanonicalAddress(local + "@" + domain)
@@ -295,6 +292,20 @@ func (ss *session) recipient(to string) (addr string, eai bool, err error) {
 		return bad(why)
 	}
 	return local + "@" + domain, true, nil
+}
+
+// splitIDNA splits an address at its last '@' and gives its domain in
+// ASCII (IDNA) form, checked as a member's domain is.
+func splitIDNA(addr string) (local, domain string, ok bool) {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return "", "", false
+	}
+	domain, err := idna.Lookup.ToASCII(addr[at+1:])
+	if err == nil {
+		_, err = identity.CanonicalAddress("x@" + domain)
+	}
+	return addr[:at], domain, err == nil
 }
 
 func isASCII(s string) bool {
