@@ -47,7 +47,9 @@
 //     Config.LoginTimeout before login, or Config.IdleTimeout after it
 //     (IDLE included), is disconnected; APPEND takes at most
 //     Config.AppendLimit bytes, other literals at most 4 KiB and a command
-//     line at most 50 KiB (go-imap's limits); a message whose MIME parts
+//     line at most 50 KiB (go-imap's limits; an oversized literal is
+//     answered at once, and a mailbox name that is not UTF-8 or modified
+//     UTF-7 gets BAD, see cmdWatch); a message whose MIME parts
 //     nest deeper than 32 levels is served as one text/plain part, since
 //     parsing such nesting costs time quadratic in its depth. Server.Stats
 //     counts the refusals.

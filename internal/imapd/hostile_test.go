@@ -45,7 +45,9 @@ func (c *community) serveHostile(t *testing.T, cfg imapd.Config) (*imapd.Server,
 	t.Helper()
 	cfg.Loop, cfg.Mail, cfg.Auth = c.nodes[0], c.nodes[0].Mail, passwords{alice: "alice-pw"}
 	cfg.InsecureAuth = true
-	cfg.Log = slog.New(&c.panics)
+	if cfg.Log == nil {
+		cfg.Log = slog.New(&c.panics)
+	}
 	srv := imapd.New(cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -230,12 +232,20 @@ func TestSilentConnectionsTimeOut(t *testing.T) {
 
 // TestHugeInputRefused: an APPEND over AppendLimit (NO [TOOBIG], before
 // the client sends the bytes), a big literal outside APPEND (never asked
-// for), a command line past go-imap's 50 KiB, and connections past
-// MaxConnectionsPerIP are refused; the server keeps serving.
+// for: NO [TOOBIG] at once for a synchronizing one, BAD [TOOBIG] and a
+// hang-up for a non-synchronizing one), a command line past go-imap's
+// 50 KiB, and connections past MaxConnectionsPerIP are refused; the
+// session or at least the server keeps serving. IdleTimeout is far past
+// the raw client's own guard, and no read may time out: the refusals
+// come without waiting for a deadline.
 func TestHugeInputRefused(t *testing.T) {
 	c := startCommunity(t)
-	srv, addr := c.serveHostile(t, imapd.Config{AppendLimit: 1000, MaxConnectionsPerIP: 2, IdleTimeout: 3 * time.Second})
+	srv, addr := c.serveHostile(t, imapd.Config{AppendLimit: 1000, MaxConnectionsPerIP: 2, LoginTimeout: time.Hour, IdleTimeout: time.Hour})
 	r := dialRaw(t, addr)
+	// Before login, too.
+	if l := r.cmd("a", "a LOGIN {10485760}"); !strings.HasPrefix(l, "a NO [TOOBIG]") {
+		t.Fatalf("LOGIN with a 10 MiB literal: %q", l)
+	}
 	if l := r.cmd("l", "l LOGIN "+alice+" alice-pw"); !strings.HasPrefix(l, "l OK") {
 		t.Fatalf("LOGIN: %q", l)
 	}
@@ -246,16 +256,33 @@ func TestHugeInputRefused(t *testing.T) {
 	if l := r.cmd("n", "n NOOP"); !strings.HasPrefix(l, "n OK") {
 		t.Fatalf("NOOP after the refusal: %q", l)
 	}
-	// go-imap (v2.0.0-beta.8) refuses to buffer a literal over 4 KiB
-	// outside APPEND, but drops its TOOBIG answer and waits for the rest
-	// of the line until the read deadline (here IdleTimeout), then answers
-	// NO: the bytes are never asked for, and the connection stays usable.
 	r.send("a CREATE {100000}")
-	if l := r.expect("a", true); !strings.HasPrefix(l, "a NO") {
+	if l := r.expect("a", true); !strings.HasPrefix(l, "a NO [TOOBIG]") {
 		t.Fatalf("CREATE with a 100000-byte literal: %q", l)
 	}
 	if l := r.cmd("n", "n NOOP"); !strings.HasPrefix(l, "n OK") {
 		t.Fatalf("NOOP after the refusals: %q", l)
+	}
+	// A small literal is still asked for and taken, an oversized one
+	// after it ends the connection; the first one named no folder.
+	r.send("c RENAME {5}")
+	if l := r.expect("c", true); !strings.HasPrefix(l, "+") {
+		t.Fatalf("RENAME with a 5-byte literal: %q", l)
+	}
+	r.send("Draft {9000}")
+	if rest := r.untilEOF(); !strings.Contains(rest, "c BAD [TOOBIG]") || !strings.Contains(rest, "* BYE") {
+		t.Fatalf("an oversized second literal: %q", rest)
+	}
+	// A non-synchronizing literal over the limit: its bytes are on their
+	// way, so the server answers and hangs up.
+	r = dialRaw(t, addr)
+	r.send("d LOGIN {10485760+}")
+	if rest := r.untilEOF(); !strings.HasPrefix(rest, "d BAD [TOOBIG]") {
+		t.Fatalf("LOGIN with a non-synchronizing 10 MiB literal: %q", rest)
+	}
+	r = dialRaw(t, addr)
+	if l := r.cmd("l", "l LOGIN "+alice+" alice-pw"); !strings.HasPrefix(l, "l OK") {
+		t.Fatalf("LOGIN: %q", l)
 	}
 	// Connections: r is one, a second is allowed, a third gets BYE.
 	second := dialRaw(t, addr)
@@ -276,8 +303,82 @@ func TestHugeInputRefused(t *testing.T) {
 	if l := second.cmd("l", "l LOGIN "+alice+" alice-pw"); !strings.HasPrefix(l, "l OK") {
 		t.Fatalf("LOGIN on another connection: %q", l)
 	}
-	if st := srv.Stats(); st.TooLarge != 1 || st.ConnRefused != 1 {
-		t.Fatalf("stats %+v, want 1 too large, 1 connection refused", st)
+	if st := srv.Stats(); st.TooLarge != 5 || st.ConnRefused != 1 || st.TimedOut != 0 {
+		t.Fatalf("stats %+v, want 5 too large, 1 connection refused, no time-out", st)
+	}
+}
+
+// TestInvalidUTF8Names: a mailbox name that is not UTF-8 or has bad
+// modified UTF-7, quoted or as a literal, in every command that takes
+// one, is answered BAD with a reason, not NO [SERVERBUG]; nothing is
+// created, the session goes on, and good names with "&" still work.
+func TestInvalidUTF8Names(t *testing.T) {
+	c := startCommunity(t)
+	_, addr := c.serveHostile(t, imapd.Config{})
+	r := dialRaw(t, addr)
+	if l := r.cmd("l", "l LOGIN "+alice+" alice-pw"); !strings.HasPrefix(l, "l OK") {
+		t.Fatalf("LOGIN: %q", l)
+	}
+	const bad = "\"bad\xff\xfe\""
+	for _, cmd := range []string{
+		"CREATE " + bad, "DELETE " + bad, "RENAME " + bad + " Fine", "RENAME Drafts " + bad,
+		"SELECT " + bad, "EXAMINE " + bad, "STATUS " + bad + " (MESSAGES)", "SUBSCRIBE " + bad,
+		"UNSUBSCRIBE " + bad, "LIST \"\" " + bad, "LSUB \"\" " + bad, "APPEND " + bad + " {5}",
+	} {
+		l := r.cmd("x", "x "+cmd)
+		if !strings.HasPrefix(l, "x BAD") || !strings.Contains(l, "UTF-8") {
+			t.Errorf("%q: %q", cmd, l)
+		}
+		if l := r.cmd("n", "n NOOP"); !strings.HasPrefix(l, "n OK") {
+			t.Fatalf("NOOP after %q: %q", cmd, l)
+		}
+	}
+	// Modified UTF-7 gone wrong: an open shift, encoded ASCII, a
+	// control character.
+	for _, name := range []string{`"a&b"`, `"a&AGE-"`, "\"a\x01b\""} {
+		if l := r.cmd("x", "x CREATE "+name); !strings.HasPrefix(l, "x BAD") || !strings.Contains(l, "UTF-7") {
+			t.Errorf("CREATE %q: %q", name, l)
+		}
+	}
+	// As a literal, alone or followed by more.
+	for _, lit := range []struct{ cmd, name, rest string }{
+		{"CREATE", "bad\xff\xfe", ""}, {"RENAME", "bad\xff\xfe", " Fine"}, {"RENAME", "a&b", " {4}"},
+	} {
+		r.send(fmt.Sprintf("y %s {%d}", lit.cmd, len(lit.name)))
+		if l := r.expect("y", true); !strings.HasPrefix(l, "+") {
+			t.Fatalf("%s with a literal: %q", lit.cmd, l)
+		}
+		r.send(lit.name + lit.rest)
+		if l := r.expect("y", false); !strings.HasPrefix(l, "y BAD") || !strings.Contains(l, "UTF-8") {
+			t.Errorf("%s with a literal name %q: %q", lit.cmd, lit.name, l)
+		}
+		if l := r.cmd("n", "n NOOP"); !strings.HasPrefix(l, "n OK") {
+			t.Fatalf("NOOP after a literal name %q: %q", lit.name, l)
+		}
+	}
+	// Good names with "&": quoted, and as a literal.
+	const good = "&AOk-t&AOk- &- b"
+	if l := r.cmd("g", `g CREATE "`+good+`"`); !strings.HasPrefix(l, "g OK") {
+		t.Fatalf("CREATE a good modified UTF-7 name: %q", l)
+	}
+	r.send(fmt.Sprintf("h DELETE {%d}", len(good)))
+	if l := r.expect("h", true); !strings.HasPrefix(l, "+") {
+		t.Fatalf("DELETE with a literal: %q", l)
+	}
+	if l := r.cmd("h", good); !strings.HasPrefix(l, "h OK") {
+		t.Fatalf("DELETE a good modified UTF-7 name as a literal: %q", l)
+	}
+	// In the selected state: COPY and MOVE.
+	if l := r.cmd("s", "s SELECT INBOX"); !strings.HasPrefix(l, "s OK") {
+		t.Fatalf("SELECT INBOX: %q", l)
+	}
+	for _, cmd := range []string{"COPY 1:* " + bad, "UID MOVE 1:* " + bad} {
+		if l := r.cmd("x", "x "+cmd); !strings.HasPrefix(l, "x BAD") || !strings.Contains(l, "UTF-8") {
+			t.Errorf("%q: %q", cmd, l)
+		}
+	}
+	if l := r.cmd("z", "z LIST \"\" *"); strings.Contains(l, "bad") || !strings.HasPrefix(l, "z OK") {
+		t.Fatalf("LIST: %q", l)
 	}
 }
 

@@ -35,8 +35,10 @@ import (
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/imapd"
 	"github.com/epost-mail/epost/internal/node"
+	"github.com/epost-mail/epost/internal/past"
 	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/store"
+	"github.com/epost-mail/epost/internal/transport"
 )
 
 // seqReader is a deterministic byte source.
@@ -90,6 +92,9 @@ type community struct {
 	// faults fails node 0's disk writes on demand; its POST runs with
 	// quota as each user's quota.
 	faults *store.Faults
+	// links cut a node's links to others on demand (nodes[i]'s in
+	// links[i]).
+	links []*transport.Faults
 
 	panics panicLog // what the server logged about panics
 }
@@ -174,7 +179,11 @@ func (c *community) close() {
 	os.RemoveAll(c.dir)
 }
 
-func newCommunity(t testing.TB) (*community, error) {
+func newCommunity(t testing.TB) (*community, error) { return newCommunityWith(t, nil) }
+
+// newCommunityWith is newCommunity with edit applied to every node's
+// configuration.
+func newCommunityWith(t testing.TB, edit func(*node.Config)) (*community, error) {
 	src := &seqReader{}
 	ca, err := identity.NewCA(src)
 	if err != nil {
@@ -207,6 +216,11 @@ func newCommunity(t testing.TB) (*community, error) {
 			cfg.Store.Faults = c.faults
 			cfg.Post = post.DefaultConfig()
 			cfg.Post.Quota = quota
+		}
+		cfg.Faults = &transport.Faults{}
+		c.links = append(c.links, cfg.Faults)
+		if edit != nil {
+			edit(&cfg)
 		}
 		n, err := node.New(cfg)
 		if err != nil {
@@ -845,7 +859,31 @@ func TestTLS(t *testing.T) {
 		if _, err := cl.Select("INBOX", nil).Wait(); err != nil {
 			t.Errorf("%s: SELECT: %v", name, err)
 		}
+		if caps := cl.Caps(); name == "implicit" && (caps.Has(imap.CapStartTLS) || caps.Has(imap.CapLoginDisabled)) {
+			t.Errorf("%s: capabilities %v", name, caps)
+		}
 		cl.Close()
+	}
+	// Bad input over implicit TLS gets the same answers as in the clear
+	// (TestHugeInputRefused, TestInvalidUTF8Names).
+	conn, err := tls.Dial("tcp", implicit, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Minute)) // against a hang, not a timing
+	r := &rawConn{t: t, conn: conn, br: bufio.NewReader(conn)}
+	if l := r.line(); !strings.HasPrefix(l, "* OK") {
+		t.Fatalf("greeting %q", l)
+	}
+	if l := r.cmd("a", "a LOGIN {10485760}"); !strings.HasPrefix(l, "a NO [TOOBIG]") {
+		t.Fatalf("LOGIN with a 10 MiB literal over TLS: %q", l)
+	}
+	if l := r.cmd("l", "l LOGIN "+alice+" alice-pw"); !strings.HasPrefix(l, "l OK") {
+		t.Fatalf("LOGIN over TLS: %q", l)
+	}
+	if l := r.cmd("c", "c CREATE \"bad\xff\xfe\""); !strings.HasPrefix(l, "c BAD") || !strings.Contains(l, "UTF-8") {
+		t.Fatalf("CREATE with a name that is not UTF-8 over TLS: %q", l)
 	}
 }
 
@@ -907,6 +945,45 @@ func TestStorageFaults(t *testing.T) {
 	st, err := cl.Status(folder, &imap.StatusOptions{NumMessages: true}).Wait()
 	if err != nil || *st.NumMessages != 2 {
 		t.Fatalf("after the faults: %v messages, %v; want 2", st, err)
+	}
+}
+
+// TestUnreachableReplicas: on a community of its own, with node 0 cut off
+// from the other two (two of every object's three replicas unreachable,
+// so no majority can store a message), APPEND answers NO [UNAVAILABLE],
+// never OK, and stores nothing; once the links are back, the client's
+// retry is stored, once.
+func TestUnreachableReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three real nodes")
+	}
+	c, err := newCommunityWith(t, func(cfg *node.Config) {
+		cfg.Past = past.DefaultConfig()
+		cfg.Past.InsertTimeout = 3 * env.Second // fail in seconds, not the default 30
+	})
+	if c != nil {
+		t.Cleanup(c.close)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := dial(t, c, nil)
+	folder := newFolder(t, cl, "Cut")
+	appendMsg(t, cl, folder, testMessage(unique("before the cut"), "kept"))
+	// Both ends of both links, so that every side sees its sends fail.
+	c.links[0].Block(c.nodes[1].Addr(), c.nodes[2].Addr())
+	c.links[1].Block(c.nodes[0].Addr())
+	c.links[2].Block(c.nodes[0].Addr())
+	msg := testMessage(unique("while cut off"), "retried")
+	err = tryAppend(cl, folder, msg)
+	wantNo(t, "APPEND with two of three replicas unreachable", err, imap.ResponseCodeUnavailable, "")
+	for _, f := range c.links {
+		f.UnblockAll()
+	}
+	waitFor(t, "an OK for the retry", 90*time.Second, func() bool { return tryAppend(cl, folder, msg) == nil })
+	st, err := cl.Status(folder, &imap.StatusOptions{NumMessages: true}).Wait()
+	if err != nil || *st.NumMessages != 2 {
+		t.Fatalf("after the cut: %v messages, %v; want 2", st, err)
 	}
 }
 
@@ -1215,6 +1292,41 @@ func fillFolder(tb testing.TB, c *community, n int) string {
 	return name
 }
 
+// fillFolderDistinct creates a folder holding n different messages, each
+// body a PAST object of its own (as after n deliveries of different
+// mail), and returns its name.
+func fillFolderDistinct(tb testing.TB, c *community, n int) string {
+	tb.Helper()
+	name := unique("Bench")
+	nd := c.nodes[0]
+	var f *post.Folder
+	created := make(chan error, 1)
+	nd.Do(func() {
+		a := nd.Mail().User(alice)
+		a.CreateFolder(name, func(err error) {
+			f, _ = a.Folder(name)
+			created <- err
+		})
+	})
+	if err := <-created; err != nil {
+		tb.Fatal(err)
+	}
+	done := make(chan error, n)
+	body := strings.Repeat("body text ", 100)
+	nd.Do(func() {
+		for i := range n {
+			msg := testMessage(fmt.Sprintf("bench %d", i), body)
+			f.Append(msg, nil, time.Now().UnixMicro(), func(_ uint32, err error) { done <- err })
+		}
+	})
+	for range n {
+		if err := <-done; err != nil {
+			tb.Fatal(err)
+		}
+	}
+	return name
+}
+
 // BenchmarkSelect10000: SELECT of a 10,000-message folder (issue 7's
 // number), over a real client on loopback.
 func BenchmarkSelect10000(b *testing.B) {
@@ -1238,10 +1350,22 @@ func BenchmarkSelect10000(b *testing.B) {
 }
 
 // BenchmarkFetch1000Headers: FETCH 1:1000 BODY.PEEK[HEADER] (issue 7's
-// number): every message's bytes come from PAST.
+// number): every message's bytes come from PAST. The 1,000 messages
+// share one body (fillFolder), so this is one object read 1,000 times;
+// BenchmarkFetch1000DistinctHeaders reads 1,000 objects.
 func BenchmarkFetch1000Headers(b *testing.B) {
 	c := startCommunity(b)
-	name := fillFolder(b, c, 1000)
+	benchFetch1000(b, c, fillFolder(b, c, 1000))
+}
+
+// BenchmarkFetch1000DistinctHeaders: the same FETCH over 1,000 different
+// messages, each body a PAST object of its own.
+func BenchmarkFetch1000DistinctHeaders(b *testing.B) {
+	c := startCommunity(b)
+	benchFetch1000(b, c, fillFolderDistinct(b, c, 1000))
+}
+
+func benchFetch1000(b *testing.B, c *community, name string) {
 	cl, err := imapclient.DialInsecure(c.addr, nil)
 	if err != nil {
 		b.Fatal(err)

@@ -3,7 +3,6 @@ package imapd
 import (
 	"errors"
 	"net"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -177,7 +176,7 @@ type Stats struct {
 	LoginOK        uint64 // successful LOGIN and AUTHENTICATE
 	LoginFailed    uint64 // wrong credentials
 	LoginThrottled uint64 // logins refused because the username or address was locked out
-	TooLarge       uint64 // commands answered NO [TOOBIG] (an APPEND over AppendLimit, a big literal elsewhere)
+	TooLarge       uint64 // commands answered NO or BAD [TOOBIG] (an APPEND over AppendLimit, a big literal elsewhere)
 	TimedOut       uint64 // connections whose read passed its deadline (silent past LoginTimeout or IdleTimeout, or stalled mid-command)
 	ConnRefused    uint64 // connections refused for exceeding MaxConnections or MaxConnectionsPerIP
 }
@@ -245,7 +244,7 @@ func (l *guardedListener) release(key string) {
 
 // guardedConn is one client connection. It gives its slot back when
 // closed, shortens go-imap's read deadlines to LoginTimeout before login
-// and IdleTimeout after it, and counts a read timeout and TOOBIG answers.
+// and IdleTimeout after it, and counts a read timeout.
 type guardedConn struct {
 	net.Conn
 	l       *guardedListener
@@ -291,16 +290,4 @@ func (c *guardedConn) Read(p []byte) (int, error) {
 		c.timeout.Do(func() { c.l.s.stats.timedOut.Add(1) })
 	}
 	return n, err
-}
-
-// tooBig matches a tagged NO [TOOBIG] status response. go-imap flushes
-// each response with a write of its own, so such an answer starts a
-// write (in the clear; under TLS it is not counted).
-var tooBig = regexp.MustCompile(`^[^ \r\n*+]+ NO \[TOOBIG\]`)
-
-func (c *guardedConn) Write(p []byte) (int, error) {
-	if len(p) < 512 && tooBig.Match(p) {
-		c.l.s.stats.tooLarge.Add(1)
-	}
-	return c.Conn.Write(p)
 }

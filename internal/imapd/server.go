@@ -103,6 +103,7 @@ var (
 type Server struct {
 	cfg     Config
 	imap    *imapserver.Server
+	imapTLS *imapserver.Server // for implicit TLS (ServeTLS)
 	limiter *authLimiter
 	stats   counters
 
@@ -144,12 +145,19 @@ func New(cfg Config) *Server {
 	}
 	s := &Server{cfg: cfg, watched: map[*post.Folder]bool{}, subs: map[*post.Folder]map[*session]bool{}, done: make(chan struct{})}
 	s.limiter = newAuthLimiter(cfg.AuthLimit, cfg.Now)
-	s.imap = imapserver.New(&imapserver.Options{
+	opts := imapserver.Options{
 		NewSession: func(c *imapserver.Conn) (imapserver.Session, *imapserver.GreetingData, error) {
 			ss := &session{s: s, notify: make(chan struct{}, 1)}
 			nc := c.NetConn()
-			if tc, ok := nc.(*tls.Conn); ok {
-				nc = tc.NetConn()
+			for unwrapped := false; !unwrapped; {
+				switch c := nc.(type) {
+				case *watchedConn:
+					nc = c.Conn
+				case *tls.Conn:
+					nc = c.NetConn()
+				default:
+					unwrapped = true
+				}
 			}
 			ss.remote = limiterKey(nc.RemoteAddr())
 			if gc, ok := nc.(*guardedConn); ok {
@@ -162,7 +170,15 @@ func New(cfg Config) *Server {
 		TLSConfig:    cfg.TLS,
 		InsecureAuth: cfg.InsecureAuth,
 		DebugWriter:  cfg.Debug,
-	})
+	}
+	s.imap = imapserver.New(&opts)
+	// Under implicit TLS go-imap is handed the watch's connection, not a
+	// *tls.Conn, so it cannot tell that TLS is on: this server is told
+	// that authenticating is safe (it is, over TLS) and that there is no
+	// STARTTLS to offer.
+	tlsOpts := opts
+	tlsOpts.TLSConfig, tlsOpts.InsecureAuth = nil, true
+	s.imapTLS = imapserver.New(&tlsOpts)
 	return s
 }
 
@@ -191,7 +207,7 @@ func Caps() imap.CapSet {
 
 // Serve accepts IMAP connections on ln until Close.
 func (s *Server) Serve(ln net.Listener) error {
-	return s.serve(s.guard(ln))
+	return s.serve(s.imap, watchListener{s.guard(ln), s})
 }
 
 // guard applies the connection limits and timeouts to ln's connections.
@@ -199,8 +215,8 @@ func (s *Server) guard(ln net.Listener) net.Listener {
 	return &guardedListener{Listener: ln, s: s, byKey: map[string]int{}}
 }
 
-func (s *Server) serve(ln net.Listener) error {
-	err := s.imap.Serve(ln)
+func (s *Server) serve(srv *imapserver.Server, ln net.Listener) error {
+	err := srv.Serve(ln)
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -218,7 +234,7 @@ func (s *Server) Close() error {
 		close(s.done)
 	}
 	s.mu.Unlock()
-	return s.imap.Close()
+	return errors.Join(s.imap.Close(), s.imapTLS.Close())
 }
 
 // slogWriter carries go-imap's log lines to the node's logger.

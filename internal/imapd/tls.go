@@ -76,7 +76,7 @@ func (s *Server) ServeTLS(ln net.Listener) error {
 	if s.cfg.TLS == nil {
 		return errors.New("imapd: ServeTLS without Config.TLS")
 	}
-	// Guarded beneath TLS: go-imap recognises implicit TLS by its
-	// *tls.Conn.
-	return s.serve(tls.NewListener(s.guard(ln), s.cfg.TLS))
+	// Guarded beneath TLS (the limits count connections), watched above
+	// it (the watch reads commands).
+	return s.serve(s.imapTLS, watchListener{tls.NewListener(s.guard(ln), s.cfg.TLS), s})
 }

@@ -13,6 +13,15 @@
 // Config carries a TLS configuration; implicit TLS (port 465, RFC 8314)
 // is a tls.NewListener passed to Serve.
 //
+// With SMTPUTF8 on MAIL, a recipient may be internationalised (RFC 6531):
+// its domain is taken in ASCII (IDNA) form, so a member is reached through
+// the Unicode spelling of a community domain; a non-ASCII local part can
+// only be outside the community (members' addresses are ASCII) and goes to
+// the Outbound gateway, which a Smarthost relays with SMTPUTF8 (a
+// smarthost without it makes that a 451). Without SMTPUTF8 a non-ASCII
+// address gets 553 5.6.7. Replies never echo the client's raw bytes:
+// anything but printable ASCII in them is written as \xNN.
+//
 // Invariants:
 //   - No 250 before durable. The reply to DATA is 250 only after POST's
 //     Send has reported that the body and every recipient's notification

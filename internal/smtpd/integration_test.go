@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,9 +23,11 @@ import (
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/node"
+	"github.com/epost-mail/epost/internal/past"
 	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/smtpd"
 	"github.com/epost-mail/epost/internal/store"
+	"github.com/epost-mail/epost/internal/transport"
 )
 
 const (
@@ -384,8 +387,18 @@ func TestSubmissionEndToEnd(t *testing.T) {
 	}
 }
 
-// swaksChecks: a pipelined, AUTH LOGIN submission succeeds; relaying
-// without AUTH, or to outside the community without a gateway, does not.
+// swaksPipelined matches a transcript of swaks pipelining. swaks marks
+// no line as pipelined, and --pipeline quietly falls back to one command
+// at a time when EHLO lists no PIPELINING; what shows that it
+// pipelined is the order of its transcript: EHLO's reply lists
+// PIPELINING, then MAIL, RCPT and DATA go out together (one write) before
+// any of their replies is read, where lock-step would show each reply
+// right after its command.
+var swaksPipelined = regexp.MustCompile(`(?m)^ -> MAIL FROM:.*\n -> RCPT TO:.*\n -> DATA\n<-  250 .*\n<-  250 .*\n<-  354 `)
+
+// swaksChecks: a pipelined (see swaksPipelined), AUTH LOGIN submission
+// succeeds; relaying without AUTH, or to outside the community without a
+// gateway, does not.
 func swaksChecks(t *testing.T, swaks, addr string, reply []byte, file string) {
 	host, port, _ := net.SplitHostPort(addr)
 	// swaks ends the data with CRLF.CRLF itself.
@@ -402,8 +415,14 @@ func swaksChecks(t *testing.T, swaks, addr string, reply []byte, file string) {
 	if err != nil {
 		t.Fatalf("swaks send: %v\n%s", err, out)
 	}
-	if !strings.Contains(out, "<~  250") && !strings.Contains(out, "<-  250") {
-		t.Fatalf("swaks send: no 250\n%s", out)
+	if !regexp.MustCompile(`(?m)^<-  250[- ]PIPELINING\r?$`).MatchString(out) {
+		t.Fatalf("swaks send: EHLO did not list PIPELINING\n%s", out)
+	}
+	if !swaksPipelined.MatchString(out) {
+		t.Fatalf("swaks send: MAIL, RCPT and DATA not pipelined\n%s", out)
+	}
+	if !regexp.MustCompile(`(?m)^ -> \.\n<-  250 `).MatchString(out) {
+		t.Fatalf("swaks send: no 250 after the data\n%s", out)
 	}
 	out, err = run("--from", bob, "--to", "victim@elsewhere.example", "--data", "@"+file)
 	if err == nil || !strings.Contains(out, "530") {
@@ -495,6 +514,76 @@ func TestFullDiskIsTemporary(t *testing.T) {
 	}
 	if s := n.Status(); s.Storage.WriteErrors == 0 {
 		t.Fatal("the failed writes were not counted")
+	}
+}
+
+// TestUnreachableReplicasAreTemporary: on three real nodes, with the
+// submitting node cut off from the other two (two of every object's three
+// replicas unreachable, so no majority can store the message), a real
+// SMTP client's DATA gets 451, never 250, and bob has nothing; once the
+// links are back, the client's retry gets 250 and bob receives the
+// message exactly once.
+func TestUnreachableReplicasAreTemporary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts three real nodes")
+	}
+	var links []*transport.Faults
+	c, ca := startNodes(t, 3, func(cfg *node.Config) {
+		f := &transport.Faults{}
+		links = append(links, f)
+		cfg.Faults = f
+		cfg.Past = past.DefaultConfig()
+		cfg.Past.InsertTimeout = 3 * env.Second // fail in seconds, not the default 30
+	})
+	addUser(t, ca, c.nodes[1], alice)
+	addUser(t, ca, c.nodes[2], bob)
+	sub, bobNode := c.nodes[1], c.nodes[2]
+	waitUntil(t, "bob published", 60*time.Second, func() bool {
+		found := make(chan bool, 1)
+		if err := sub.Do(func() { sub.Mail().LookupUser(bob, func(ok bool, _ error) { found <- ok }) }); err != nil {
+			return false
+		}
+		return <-found
+	})
+	srv, addr := serveSMTP(t, sub, nil)
+	cl := loginAlice(t, addr)
+	msg := []byte("From: alice@example.org\r\nTo: bob@example.org\r\nSubject: while cut off\r\n\r\nhello\r\n")
+	if err := cl.Mail(alice, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Rcpt(bob, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Both ends of both links, so that every side sees its sends fail.
+	links[1].Block(c.nodes[0].Addr(), c.nodes[2].Addr())
+	links[0].Block(sub.Addr())
+	links[2].Block(sub.Addr())
+	w, err := cl.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	err = w.Close()
+	var se *gosmtp.SMTPError
+	if !errors.As(err, &se) || se.Code != 451 {
+		t.Fatalf("DATA with two of three replicas unreachable: %v, want 451", err)
+	}
+	if st := srv.Stats(); st.Accepted != 0 || st.TempFailed != 1 {
+		t.Fatalf("smtp stats %+v", st)
+	}
+	for _, f := range links {
+		f.UnblockAll()
+	}
+	// The client retries until the community has healed.
+	waitUntil(t, "a 250 for the retry", 90*time.Second, func() bool {
+		return cl.SendMail(alice, []string{bob}, bytes.NewReader(msg)) == nil
+	})
+	waitUntil(t, "delivery", 60*time.Second, func() bool { return len(inbox(t, bobNode, bob)) > 0 })
+	got := inbox(t, bobNode, bob)
+	if len(got) != 1 || !bytes.Equal(fetch(t, bobNode, bob, got[0].UID), msg) {
+		t.Fatalf("bob's INBOX holds %d messages, want this one once", len(got))
 	}
 }
 

@@ -388,7 +388,7 @@ func TestNeverAnOpenRelay(t *testing.T) {
 	if err := c.Mail(alice, &smtp.MailOptions{UTF8: true}); err != nil {
 		t.Fatalf("MAIL SMTPUTF8: %v", err)
 	}
-	wantCode(t, "RCPT non-ASCII address", c.Rcpt("josé@example.org", nil), 553)
+	wantCode(t, "RCPT non-ASCII member address", c.Rcpt("josé@example.org", nil), 550)
 	if err := c.Rcpt(bob, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -835,4 +835,140 @@ func TestConnectionLimit(t *testing.T) {
 		_, l := greet()
 		return strings.HasPrefix(l, "220")
 	})
+}
+
+// rawSMTP is a client speaking SMTP line by line, to send what a library
+// client would not (raw bytes) and to see replies as sent.
+type rawSMTP struct {
+	t    *testing.T
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func dialRawSMTP(t *testing.T, addr string) *rawSMTP {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	conn.SetDeadline(time.Now().Add(time.Minute)) // against a hang, not a timing
+	r := &rawSMTP{t: t, conn: conn, br: bufio.NewReader(conn)}
+	r.reply()
+	return r
+}
+
+// reply returns a whole (possibly multi-line) reply.
+func (r *rawSMTP) reply() string {
+	r.t.Helper()
+	var all string
+	for {
+		line, err := r.br.ReadString('\n')
+		if err != nil {
+			r.t.Fatalf("read: %v (after %q)", err, all+line)
+		}
+		all += line
+		if len(line) < 4 || line[3] != '-' {
+			return all
+		}
+	}
+}
+
+// cmd sends line and checks that the reply starts with want.
+func (r *rawSMTP) cmd(line, want string) string {
+	r.t.Helper()
+	fmt.Fprintf(r.conn, "%s\r\n", line)
+	got := r.reply()
+	if !strings.HasPrefix(got, want) {
+		r.t.Fatalf("%q: got %q, want %s", line, got, want)
+	}
+	return got
+}
+
+// TestInternationalAddresses, with a raw client: SMTPUTF8 is honoured. An
+// outside recipient with a non-ASCII local part or domain is taken (its
+// domain in ASCII form) and relayed with SMTPUTF8; a member is reached
+// through the Unicode form of a community domain; a non-ASCII local part
+// in a community domain is no member (550); a user may give her own
+// address as sender with its domain in Unicode. Without SMTPUTF8 such an
+// address gets 553 5.6.7. Replies echo the client's address with
+// anything but printable ASCII escaped, never its raw bytes.
+func TestInternationalAddresses(t *testing.T) {
+	h := startRelayHost(t, nil)
+	out := &Smarthost{Addr: h.addr, Username: "relay", Password: "secret"}
+	const carol = "carol@xn--bcher-kva.example"
+	r := newRig(t, func(c *Config) {
+		c.Outbound = out
+		c.Domains = []string{"example.org", "xn--bcher-kva.example"}
+		c.Auth = fakeAuth{alice: "alice-pw", carol: "carol-pw"}
+	})
+	r.mail.loop.Do(func() { r.mail.members[carol] = true })
+	c := dialRawSMTP(t, r.addr)
+	if ehlo := c.cmd("EHLO client.example", "250"); !strings.Contains(ehlo, "SMTPUTF8") {
+		t.Fatalf("EHLO: %q", ehlo)
+	}
+	c.cmd("AUTH PLAIN AGFsaWNlQGV4YW1wbGUub3JnAGFsaWNlLXB3", "235")
+
+	c.cmd("MAIL FROM:<"+alice+">", "250")
+	c.cmd("RCPT TO:<josé@elsewhere.example>", "553 5.6.7")
+	got := c.cmd("RCPT TO:<bad\xff\xfe@elsewhere.example>", "553")
+	for i := 0; i < len(got); i++ {
+		if got[i] >= 0x7f || got[i] < 0x20 && got[i] != '\r' && got[i] != '\n' {
+			t.Fatalf("reply with raw bytes: %q", got)
+		}
+	}
+	if !strings.Contains(got, `\xff\xfe`) {
+		t.Fatalf("reply does not show the bad bytes escaped: %q", got)
+	}
+	c.cmd("RSET", "250")
+
+	c.cmd("MAIL FROM:<bob@example.org> SMTPUTF8", "553")
+	c.cmd("MAIL FROM:<alice@exämple.org> SMTPUTF8", "553")
+	c.cmd("MAIL FROM:<"+alice+"> SMTPUTF8", "250")
+	c.cmd("RCPT TO:<josé@münchen.example>", "250")
+	c.cmd("RCPT TO:<Carol@Bücher.example>", "250")
+	c.cmd("RCPT TO:<josé@example.org>", "550 5.1.1")
+	c.cmd("RCPT TO:<jo sé@elsewhere.example>", "5")
+	c.cmd("RCPT TO:<josé@bad..domain>", "553 5.1.3")
+	c.cmd("DATA", "354")
+	msg := "From: " + alice + "\r\nTo: josé@münchen.example, carol@bücher.example\r\nSubject: grüße\r\n\r\nhello\r\n"
+	fmt.Fprintf(c.conn, "%s.\r\n", msg)
+	if got := c.reply(); !strings.HasPrefix(got, "250") {
+		t.Fatalf("DATA: %q", got)
+	}
+	if p := r.mail.sent(); len(p) != 1 || len(p[0].rcpts) != 1 || p[0].rcpts[0] != carol {
+		t.Fatalf("POST got %+v", p)
+	}
+	if o := h.sent(); len(o) != 1 || len(o[0].rcpts) != 1 || o[0].rcpts[0] != "josé@xn--mnchen-3ya.example" || string(o[0].msg) != msg {
+		t.Fatalf("smarthost got %+v", o)
+	}
+	// carol may name herself with her domain in Unicode, with SMTPUTF8.
+	cc := dialRawSMTP(t, r.addr)
+	cc.cmd("EHLO client.example", "250")
+	cc.cmd("AUTH PLAIN AGNhcm9sQHhuLS1iY2hlci1rdmEuZXhhbXBsZQBjYXJvbC1wdw==", "235") // carol, carol-pw
+	cc.cmd("MAIL FROM:<carol@bücher.example>", "553")
+	cc.cmd("MAIL FROM:<carol@bücher.example> SMTPUTF8", "250")
+	// A smarthost without SMTPUTF8 cannot take it: a plain error, which
+	// the client gets as a 451 and may retry.
+	old := startRelayHostUTF8(t, nil, false)
+	err := (&Smarthost{Addr: old.addr, Username: "relay", Password: "secret"}).Relay(alice, []string{"josé@xn--mnchen-3ya.example"}, []byte(msg))
+	var se *smtp.SMTPError
+	if err == nil || errors.As(err, &se) || len(old.sent()) != 0 {
+		t.Fatalf("relaying to a smarthost without SMTPUTF8: %v, want a plain error", err)
+	}
+}
+
+func TestReplyText(t *testing.T) {
+	for in, want := range map[string]string{
+		"Bad <a@b>":      "Bad <a@b>",
+		"Bad <\xff\r\n>": `Bad <\xff\x0d\x0a>`,
+		"josé":           `jos\xc3\xa9`,
+	} {
+		if got := replyText(in); got != want {
+			t.Errorf("replyText(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := replyText(strings.Repeat("x", 1000)); len(got) != maxReplyText+3 {
+		t.Errorf("a long text is %d bytes", len(got))
+	}
 }

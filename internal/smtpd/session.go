@@ -3,17 +3,20 @@ package smtpd
 import (
 	"errors"
 	"fmt"
-	"github.com/epost-mail/epost/internal/mailnet"
 	"io"
 	"math"
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
+	"golang.org/x/net/idna"
 
 	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/mailnet"
 	"github.com/epost-mail/epost/internal/post"
 )
 
@@ -28,6 +31,7 @@ type session struct {
 
 	user      string // authenticated address; "" before AUTH
 	from      string
+	utf8      bool     // MAIL said SMTPUTF8 (RFC 6531)
 	size      int64    // the size MAIL declared (SIZE=), 0 if none
 	community []string // recipients delivered by POST
 	outbound  []string // recipients handed to Outbound
@@ -39,7 +43,30 @@ var (
 )
 
 func smtpErr(code int, enh smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
-	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: fmt.Sprintf(format, args...)}
+	return &smtp.SMTPError{Code: code, EnhancedCode: enh, Message: replyText(fmt.Sprintf(format, args...))}
+}
+
+// maxReplyText bounds a reply's text: a reply line is at most 512 octets
+// (RFC 5321 section 4.5.3.1.5), and addresses echoed come from the client.
+const maxReplyText = 400
+
+// replyText makes a reply's text safe to send: replies are ASCII (RFC
+// 5321 section 4.2.1; UTF-8 only once the client opts in, RFC 6531), and
+// the addresses in them are the client's bytes, so anything else, an
+// invalid byte or a control character above all, is written as \xNN.
+func replyText(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s) && b.Len() < maxReplyText; i++ {
+		if c := s[i]; c >= 0x20 && c < 0x7f {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "\\x%02x", c)
+		}
+	}
+	if b.Len() >= maxReplyText {
+		return b.String()[:maxReplyText] + "..."
+	}
+	return b.String()
 }
 
 // authAllowed: passwords only over TLS, or on loopback (RFC 4954
@@ -156,6 +183,12 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return ss.refuseRelay(smtpErr(530, smtp.EnhancedCode{5, 7, 0}, "Authentication required"))
 	}
 	addr, err := identity.CanonicalAddress(from)
+	if err != nil && opts != nil && opts.UTF8 {
+		// The user's own address with its domain in Unicode.
+		if local, domain, ok := splitIDNA(from); ok && isASCII(local) {
+			addr, err = identity.CanonicalAddress(local + "@" + domain)
+		}
+	}
 	if err != nil || addr != ss.user {
 		return ss.refuseRelay(smtpErr(553, smtp.EnhancedCode{5, 7, 1},
 			"Sender <%s> is not the authenticated user <%s>", from, ss.user))
@@ -163,6 +196,7 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	ss.from = addr
 	if opts != nil {
 		ss.size = opts.Size
+		ss.utf8 = opts.UTF8
 	}
 	return nil
 }
@@ -183,12 +217,16 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	if ss.user == "" || ss.from == "" {
 		return ss.refuse(smtpErr(503, smtp.EnhancedCode{5, 5, 1}, "MAIL first"))
 	}
-	addr, err := identity.CanonicalAddress(to)
+	addr, eai, err := ss.recipient(to)
 	if err != nil {
-		return ss.refuse(smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address <%s>: %v", to, err))
+		return ss.refuse(err.(*smtp.SMTPError))
 	}
 	if slices.Contains(ss.community, addr) || slices.Contains(ss.outbound, addr) {
 		return nil
+	}
+	if eai && ss.inCommunity(addr) {
+		return ss.refuse(smtpErr(550, smtp.EnhancedCode{5, 1, 1},
+			"No such user: <%s>; community addresses are ASCII", to))
 	}
 	if !ss.inCommunity(addr) {
 		if ss.s.cfg.Outbound == nil {
@@ -215,6 +253,91 @@ func (ss *session) Rcpt(to string, opts *smtp.RcptOptions) error {
 	}
 	ss.community = append(ss.community, addr)
 	return nil
+}
+
+// recipient turns RCPT's address into the one to deliver to: a community
+// member's canonical address, or an outside address. With SMTPUTF8 (RFC
+// 6531) an address may be internationalised: its domain is taken in its
+// ASCII form (so "bob@bücher.example" reaches a member
+// "bob@xn--bcher-kva.example"), and a non-ASCII local part (eai) can only
+// be outside the community, whose addresses are ASCII.
+func (ss *session) recipient(to string) (addr string, eai bool, err error) {
+	addr, cerr := identity.CanonicalAddress(to)
+	if cerr == nil {
+		return addr, false, nil
+	}
+	bad := func(why any) (string, bool, error) {
+		return "", false, smtpErr(553, smtp.EnhancedCode{5, 1, 3}, "Bad recipient address <%s>: %v", to, why)
+	}
+	if isASCII(to) {
+		return bad(cerr)
+	}
+	if !ss.utf8 {
+		// RFC 6531 section 3.5.
+		return "", false, smtpErr(553, smtp.EnhancedCode{5, 6, 7},
+			"Non-ASCII address <%s> needs MAIL FROM with SMTPUTF8", to)
+	}
+	local, domain, ok := splitIDNA(to)
+	if !ok {
+		return bad("no '@', or a bad domain")
+	}
+	if isASCII(local) {
+		addr, cerr := identity.CanonicalAddress(local + "@" + domain)
+		if cerr != nil {
+			return bad(cerr)
+		}
+		return addr, false, nil
+	}
+	if why := badLocalPart(local); why != "" {
+		return bad(why)
+	}
+	return local + "@" + domain, true, nil
+}
+
+// splitIDNA splits an address at its last '@' and gives its domain in
+// ASCII (IDNA) form, checked as a member's domain is.
+func splitIDNA(addr string) (local, domain string, ok bool) {
+	at := strings.LastIndexByte(addr, '@')
+	if at < 0 {
+		return "", "", false
+	}
+	domain, err := idna.Lookup.ToASCII(addr[at+1:])
+	if err == nil {
+		_, err = identity.CanonicalAddress("x@" + domain)
+	}
+	return addr[:at], domain, err == nil
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
+}
+
+// badLocalPart checks an internationalised local part as RFC 6531
+// section 3.3 extends RFC 5321's dot-string (a quoted string is not
+// taken): atext and non-ASCII UTF-8, at most 64 octets.
+func badLocalPart(local string) string {
+	switch {
+	case !utf8.ValidString(local):
+		return "local part is not UTF-8"
+	case len(local) > 64:
+		return "local part over 64 octets"
+	case local == "" || local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, ".."):
+		return "empty local part, or a leading, trailing or doubled '.'"
+	}
+	for _, r := range local {
+		if r < 0x80 && !(r < 0x7f && (unicode.IsLetter(r) || unicode.IsDigit(r) || strings.ContainsRune("!#$%&'*+-/=?^_`{|}~.", r))) {
+			return fmt.Sprintf("character %q not allowed in the local part", r)
+		}
+		if r >= 0x80 && !unicode.IsGraphic(r) {
+			return fmt.Sprintf("character %U not allowed in the local part", r)
+		}
+	}
+	return ""
 }
 
 // Data implements smtp.Session: 250 (a nil return) only once the message
@@ -304,7 +427,7 @@ func (ss *session) sendFailed(err error) error {
 
 // Reset implements smtp.Session: the transaction goes, the login stays.
 func (ss *session) Reset() {
-	ss.from, ss.size = "", 0
+	ss.from, ss.size, ss.utf8 = "", 0, false
 	ss.community = nil
 	ss.outbound = nil
 }

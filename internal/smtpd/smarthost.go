@@ -90,7 +90,14 @@ func (h *Smarthost) Relay(from string, to []string, msg []byte) error {
 			return fmt.Errorf("smtpd: smarthost %s: AUTH: %w", h.Addr, plain(err))
 		}
 	}
-	if err := c.Mail(from, &smtp.MailOptions{Size: int64(len(msg))}); err != nil {
+	// An internationalised address needs SMTPUTF8 (RFC 6531); go-smtp
+	// refuses to send it to a smarthost that lacks the extension, and
+	// the client gets a 451 rather than a bounce it cannot act on.
+	utf8 := !isASCII(from)
+	for _, rc := range to {
+		utf8 = utf8 || !isASCII(rc)
+	}
+	if err := c.Mail(from, &smtp.MailOptions{Size: int64(len(msg)), UTF8: utf8}); err != nil {
 		return err
 	}
 	for _, rc := range to {

@@ -73,9 +73,15 @@ func (h *relayHost) sent() []sent {
 }
 
 func startRelayHost(t *testing.T, tc *tls.Config) *relayHost {
+	return startRelayHostUTF8(t, tc, true)
+}
+
+// startRelayHostUTF8 starts a relayHost, offering SMTPUTF8 if utf8.
+func startRelayHostUTF8(t *testing.T, tc *tls.Config, utf8 bool) *relayHost {
 	h := &relayHost{}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &relaySession{h: h}, nil }))
 	srv.AllowInsecureAuth = true
+	srv.EnableSMTPUTF8 = utf8
 	srv.TLSConfig = tc
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
