@@ -334,7 +334,13 @@ func (d *DirectMX) deliverHost(ctx context.Context, host, from string, rcpts []s
 		return nil, err
 	}
 	out := map[string]outcome{}
-	if err := c.Mail(from, &smtp.MailOptions{Size: int64(len(msg))}); err != nil {
+	// Internationalised addresses need SMTPUTF8 (RFC 6531); an exchanger
+	// without it refuses them here and the message bounces or retries.
+	opts := &smtp.MailOptions{Size: int64(len(msg)), UTF8: !ascii(from)}
+	for _, r := range rcpts {
+		opts.UTF8 = opts.UTF8 || !ascii(r)
+	}
+	if err := c.Mail(from, opts); err != nil {
 		return d.allReply(rcpts, err)
 	}
 	var accepted []string
@@ -532,4 +538,13 @@ func (d *DirectMX) Resume() (int, error) {
 		go d.attempt(m)
 	}
 	return n, nil
+}
+
+func ascii(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

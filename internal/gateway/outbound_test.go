@@ -26,6 +26,7 @@ type remoteMX struct {
 	mu       sync.Mutex
 	refuse   map[string]bool
 	tempFail int
+	utf8     bool // the last MAIL asked for SMTPUTF8
 	got      chan delivered
 	addr     string
 }
@@ -40,6 +41,7 @@ func startRemoteMX(t *testing.T) *remoteMX {
 	r := &remoteMX{refuse: map[string]bool{}, got: make(chan delivered, 16)}
 	srv := gosmtp.NewServer(gosmtp.BackendFunc(func(*gosmtp.Conn) (gosmtp.Session, error) { return &remoteSession{r: r}, nil }))
 	srv.Domain = "mx.remote.example"
+	srv.EnableSMTPUTF8 = true
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +58,13 @@ type remoteSession struct {
 	to   []string
 }
 
-func (s *remoteSession) Mail(from string, _ *gosmtp.MailOptions) error { s.from = from; return nil }
+func (s *remoteSession) Mail(from string, opts *gosmtp.MailOptions) error {
+	s.r.mu.Lock()
+	s.r.utf8 = opts != nil && opts.UTF8
+	s.r.mu.Unlock()
+	s.from = from
+	return nil
+}
 func (s *remoteSession) Rcpt(to string, _ *gosmtp.RcptOptions) error {
 	s.r.mu.Lock()
 	defer s.r.mu.Unlock()
@@ -206,6 +214,28 @@ func TestDirectMXDelivers(t *testing.T) {
 	got := recv(t, r.got, "delivery")
 	if got.from != "alice@example.org" || len(got.to) != 1 || !bytes.Equal(got.msg, []byte(outMsg)) {
 		t.Errorf("delivered %+v", got)
+	}
+}
+
+// An internationalised recipient goes out with SMTPUTF8; plain ones
+// without it, so exchangers that lack it still take them.
+func TestDirectMXUsesSMTPUTF8ForInternationalAddresses(t *testing.T) {
+	r := startRemoteMX(t)
+	d, _, _ := directMX(t, r)
+	for _, c := range []struct {
+		to   string
+		utf8 bool
+	}{{"dörte@remote.example", true}, {"dave@remote.example", false}} {
+		if err := d.Relay("alice@example.org", []string{c.to}, []byte(outMsg)); err != nil {
+			t.Fatal(err)
+		}
+		got := recv(t, r.got, "delivery")
+		r.mu.Lock()
+		utf8 := r.utf8
+		r.mu.Unlock()
+		if len(got.to) != 1 || got.to[0] != c.to || utf8 != c.utf8 {
+			t.Errorf("to %s: delivered %v with SMTPUTF8 %v, want %v", c.to, got.to, utf8, c.utf8)
+		}
 	}
 }
 

@@ -17,8 +17,9 @@
 // its domain is taken in ASCII (IDNA) form, so a member is reached through
 // the Unicode spelling of a community domain; a non-ASCII local part can
 // only be outside the community (members' addresses are ASCII) and goes to
-// the Outbound gateway, which a Smarthost relays with SMTPUTF8 (a
-// smarthost without it makes that a 451). Without SMTPUTF8 a non-ASCII
+// the Outbound gateway, which a Smarthost or DirectMX relays with
+// SMTPUTF8 (a smarthost without it makes that a 451; an exchanger without
+// it, a bounce). Without SMTPUTF8 a non-ASCII
 // address gets 553 5.6.7. Replies never echo the client's raw bytes:
 // anything but printable ASCII in them is written as \xNN.
 //
