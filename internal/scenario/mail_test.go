@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -587,4 +588,114 @@ func newGatewayMail(t *testing.T, seed uint64, n, u int) *Mail {
 	pc.Gateways = []string{"u0@test.epost"}
 	m, _ := newMailWith(t, seed, n, u, pc)
 	return m
+}
+
+// inboxByID maps user 0's INBOX on account a by message id.
+func inboxByID(a *post.Account) map[[16]byte]*post.Message {
+	in, _ := a.Folder("INBOX")
+	out := map[[16]byte]*post.Message{}
+	for _, m := range in.Messages() {
+		out[m.ID] = m
+	}
+	return out
+}
+
+// TestForkMergeAfterTakeoverKeepsOldExpunges: a second node takes the
+// mailbox over from the network and changes it; the first comes back
+// with its own head, an ancestor of the network's: that is a fast
+// forward, not a merge, so a message expunged before the takeover stays
+// expunged and the other node's flag is kept.
+func TestForkMergeAfterTakeoverKeepsOldExpunges(t *testing.T) {
+	m, hosts := newMail(t, 13, 20, 2)
+	deliverToUser0(t, m, "m%d", 3)
+	a := m.Account(0)
+	in, _ := a.Folder("INBOX")
+	msgs := in.Messages()
+	mailStep(t, m, "expunge", func(d func(error)) { in.Expunge([]uint32{msgs[0].UID}, d) })
+	hA := m.Users[0].Host
+	m.Crash(hA)
+	b, err := m.Post(hosts[10]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "B ready", 5*time1m, func() bool { return b.Ready() })
+	bin, _ := b.Folder("INBOX")
+	mailStep(t, m, "flag on B", func(d func(error)) { bin.SetFlags([]uint32{msgs[1].UID}, []string{`\Seen`}, true, d) })
+	m.Crash(hosts[10])
+	m.S.Restart(hA)
+	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	got := inboxByID(m.Account(0))
+	if _, back := got[msgs[0].ID]; back {
+		t.Errorf("the message expunged before the takeover is back")
+	}
+	if g := got[msgs[1].ID]; g == nil || g.UID != msgs[1].UID || !slices.Contains(g.Flags, `\Seen`) {
+		t.Errorf("message 2 is %+v, want UID %d flagged \\Seen by the other node", g, msgs[1].UID)
+	}
+	if n := m.Post(hA).Stats().ForksMerged; n != 0 {
+		t.Errorf("%d forks merged; an ancestor head is a fast forward", n)
+	}
+}
+
+// TestForkMergeKeepsBothSidesChanges: the first node stalls while a
+// second takes the mailbox over and changes it, then writes on its own
+// branch: a real fork. The merge keeps the expunge made before the fork,
+// cancels the expunge only the second node made, applies both nodes'
+// flags, keeps the UIDs, and survives a restart.
+func TestForkMergeKeepsBothSidesChanges(t *testing.T) {
+	m, hosts := newMail(t, 13, 20, 2)
+	deliverToUser0(t, m, "m%d", 4)
+	a := m.Account(0)
+	in, _ := a.Folder("INBOX")
+	msgs := in.Messages()
+	mailStep(t, m, "expunge before the fork", func(d func(error)) { in.Expunge([]uint32{msgs[0].UID}, d) })
+	hA := m.Users[0].Host
+	m.S.Pause(hA, 10*time1m)
+	b, err := m.Post(hosts[10]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "B ready", 5*time1m, func() bool { return b.Ready() })
+	bin, _ := b.Folder("INBOX")
+	mailStep(t, m, "flag on B", func(d func(error)) { bin.SetFlags([]uint32{msgs[1].UID}, []string{`\Seen`}, true, d) })
+	mailStep(t, m, "expunge on B", func(d func(error)) { bin.Expunge([]uint32{msgs[2].UID}, d) })
+	m.Crash(hosts[10])
+	// A, stalled, still takes itself for the writer: its change goes on
+	// its own branch, from the head before B's.
+	var aerr error
+	adone := false
+	in.SetFlags([]uint32{msgs[2].UID, msgs[3].UID}, []string{`\Flagged`}, true, func(err error) { aerr, adone = err, true })
+	awaitMail(t, m, "fork merged on A", 20*time1m, func() bool { return adone && m.Post(hA).Stats().ForksMerged > 0 })
+	if aerr != nil {
+		t.Fatalf("A's change: %v", aerr)
+	}
+	check := func(when string, got map[[16]byte]*post.Message) {
+		t.Helper()
+		if _, back := got[msgs[0].ID]; back {
+			t.Errorf("%s: the message expunged before the fork is back", when)
+		}
+		// The test mail has no From: each message is also flagged $Phishing.
+		ph := post.FlagSenderMismatch
+		want := map[int][]string{1: {ph, `\Seen`}, 2: {ph, `\Flagged`}, 3: {ph, `\Flagged`}}
+		for i, flags := range want {
+			g := got[msgs[i].ID]
+			if g == nil {
+				t.Errorf("%s: message %d lost", when, i)
+				continue
+			}
+			if g.UID != msgs[i].UID || !slices.Equal(g.Flags, flags) {
+				t.Errorf("%s: message %d is UID %d %v, want UID %d %v", when, i, g.UID, g.Flags, msgs[i].UID, flags)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: %d messages, want %d", when, len(got), len(want))
+		}
+	}
+	check("after the merge", inboxByID(a))
+	if n := m.Post(hA).Stats().ForksMerged; n != 1 {
+		t.Errorf("%d forks merged, want 1", n)
+	}
+	m.Crash(hA)
+	m.S.Restart(hA)
+	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	check("after a restart", inboxByID(m.Account(0)))
 }
