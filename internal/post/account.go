@@ -53,7 +53,7 @@ func (a *Account) loadRoot() {
 			a.retryLoad(err)
 			return
 		}
-		// A forked root (two nodes wrote it) merges by union of folders.
+		// A forked root (two nodes wrote one version) merges (mergeRoots).
 		var root *rootRecord
 		for _, m := range res.Versions {
 			r, err := a.openRoot(m.Data)
@@ -84,35 +84,8 @@ func (a *Account) retryLoad(err error) {
 	a.x.env.Clock.AfterFunc(a.x.cfg.WatchPeriod/4, a.loadRoot)
 }
 
-func (a *Account) openRoot(sealed []byte) (*rootRecord, error) {
-	pt, err := OpenEntryAny(a.logKeys, sealed)
-	if err != nil {
-		return nil, err
-	}
-	var r rootRecord
-	if err := wire.Unmarshal(pt, &r); err != nil {
-		return nil, fmt.Errorf("%w: root record: %w", ErrTampered, err)
-	}
-	return &r, nil
-}
-
-func mergeRoots(a, b *rootRecord) *rootRecord {
-	out := *a
-	have := map[[16]byte]bool{}
-	for _, f := range a.Folders {
-		have[f.ID] = true
-	}
-	for _, f := range b.Folders {
-		if !have[f.ID] {
-			out.Folders = append(out.Folders, f)
-		}
-	}
-	sort.Slice(out.Folders, func(i, j int) bool { return out.Folders[i].Name < out.Folders[j].Name })
-	return &out
-}
-
 func (a *Account) createRoot() {
-	r := &rootRecord{Writer: a.x.node.Cert.NodeID.ID}
+	r := &rootRecord{Writer: a.x.node.Cert.NodeID.ID, Certs: []certRef{a.certRef()}}
 	for _, name := range DefaultFolders {
 		r.Folders = append(r.Folders, a.newFolderInfo(name))
 	}
@@ -158,13 +131,17 @@ func (a *Account) writeRoot(done func(error)) {
 // loadFolders rebuilds every folder from its log, then the account is
 // ready.
 func (a *Account) loadFolders() {
+	changed := a.noteCert()
 	if me := a.x.node.Cert.NodeID.ID; a.root.Writer != me {
 		// This node takes the mailbox over (a restored or moved user): the
 		// root record names the one node that writes.
 		a.root.Writer = me
+		changed = true
+	}
+	if changed {
 		a.writeRoot(func(err error) {
 			if err != nil {
-				a.x.env.Log.Warn("post: taking over the mailbox", "user", a.keys.Address, "err", err)
+				a.x.env.Log.Warn("post: writing the root record", "user", a.keys.Address, "err", err)
 			}
 		})
 	}

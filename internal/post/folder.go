@@ -75,22 +75,6 @@ type headData struct {
 	Seq  uint64
 }
 
-// rootRecord names a user's folders and the one node allowed to write
-// them; it is sealed with the log key inside a mutable object.
-type rootRecord struct {
-	_       struct{} `cbor:",toarray"`
-	Folders []folderInfo
-	Writer  [16]byte // node id
-	Archive [32]byte // Glacier's root, once there is one
-}
-
-type folderInfo struct {
-	_           struct{} `cbor:",toarray"`
-	Name        string
-	ID          [16]byte
-	UIDValidity uint32
-}
-
 type queued struct {
 	op   Op
 	done func(error)
