@@ -699,3 +699,44 @@ func TestForkMergeKeepsBothSidesChanges(t *testing.T) {
 	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
 	check("after a restart", inboxByID(m.Account(0)))
 }
+
+// TestRootRecordKeepsSubscriptionsAndArchive: subscriptions and the
+// archive slot live in the user's root record: they survive a restart
+// and a fresh node that loads the mailbox from the network sees them; an
+// archive root not newer than the recorded one changes nothing.
+func TestRootRecordKeepsSubscriptionsAndArchive(t *testing.T) {
+	m, hosts := newMail(t, 21, 16, 1)
+	a := m.Account(0)
+	mailStep(t, m, "unsubscribe", func(d func(error)) { a.SetSubscribed("Junk", false, d) })
+	arc := post.ArchiveRoot{Seq: 4, Manifest: [32]byte{7}}
+	mailStep(t, m, "archive root", func(d func(error)) { a.SetArchiveRoot(arc, d) })
+	mailStep(t, m, "older archive root", func(d func(error)) { a.SetArchiveRoot(post.ArchiveRoot{Seq: 3, Manifest: [32]byte{1}}, d) })
+	if err := call(t, m, "missing folder", func(d func(error)) { a.SetSubscribed("Nope", true, d) }); !errors.Is(err, post.ErrNoFolder) {
+		t.Fatalf("subscribing to a missing folder: %v, want ErrNoFolder", err)
+	}
+	want := []string{"Archive", "Drafts", "INBOX", "Sent", "Trash"}
+	check := func(when string, a *post.Account) {
+		t.Helper()
+		if got := a.Subscriptions(); !slices.Equal(got, want) {
+			t.Errorf("%s: subscriptions %v, want %v", when, got, want)
+		}
+		if a.Subscribed("Junk") || !a.Subscribed("INBOX") {
+			t.Errorf("%s: Junk subscribed %v, INBOX %v", when, a.Subscribed("Junk"), a.Subscribed("INBOX"))
+		}
+		if got := a.ArchiveRoot(); got != arc {
+			t.Errorf("%s: archive root %+v, want %+v", when, got, arc)
+		}
+	}
+	check("at once", a)
+	h := m.Users[0].Host
+	m.Crash(h)
+	m.S.Restart(h)
+	awaitMail(t, m, "back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	check("after a restart", m.Account(0))
+	b, err := m.Post(hosts[9]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "loaded on a fresh node", 5*time1m, func() bool { return b.Ready() })
+	check("on a fresh node", b)
+}
