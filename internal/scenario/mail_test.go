@@ -740,3 +740,77 @@ func TestRootRecordKeepsSubscriptionsAndArchive(t *testing.T) {
 	awaitMail(t, m, "loaded on a fresh node", 5*time1m, func() bool { return b.Ready() })
 	check("on a fresh node", b)
 }
+
+// redirected is user 0's notification for user 2, with user 1 written
+// into its recipient list after signing (the signature covers the list)
+// and sealed to user 1 by user 0's node: what a node would store to
+// redirect mail. The storing replicas cannot tell; user 1 can.
+func redirected(t *testing.T, m *Mail) []byte {
+	t.Helper()
+	r := randReader{m.S.Rand()}
+	key, err := post.NewContentKey(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ref := post.SealBody(key, []byte("for user 2 only"), post.ChunkSize)
+	u0, u1 := m.Users[0], m.Users[1]
+	n, err := post.SignNotification(r, u0.Keys, u0.Cert, []string{m.Users[2].Address}, ref, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Recipients = []string{u1.Address}
+	s, err := post.Seal(r, n, u1.Cert, m.keys[u0.Host], m.certs[u0.Host])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	done := false
+	m.Past(u0.Host).SetAdd(post.PendingKey(u1.Cert.UserID), s.Encode(), past.LeaseNotification, func(_ past.InsertResult, e error) { serr, done = e, true })
+	awaitMail(t, m, "redirected notification stored", time1m, func() bool { return done })
+	if serr != nil {
+		t.Fatalf("storing the redirected notification: %v", serr)
+	}
+	return s.Encode()
+}
+
+// pendingHolds reports whether user u's pending set holds member.
+func pendingHolds(t *testing.T, m *Mail, u int, member []byte) bool {
+	t.Helper()
+	var got [][]byte
+	done := false
+	m.Past(m.Users[0].Host).LookupSet(post.PendingKey(m.Users[u].Cert.UserID), func(ms [][]byte, err error) { got, done = ms, true })
+	awaitMail(t, m, "pending set read", time1m, func() bool { return done })
+	return slices.ContainsFunc(got, func(b []byte) bool { return bytes.Equal(b, member) })
+}
+
+// TestRejectedNotificationIsCountedOnceAndReleased: a notification
+// re-sealed to someone outside its signed recipient list is rejected,
+// counted once in Stats.Forged however many polls see it, and released
+// by the recipient so that it does not hold a place in its queue; with
+// KeepRejected it stays pending and is still counted once.
+func TestRejectedNotificationIsCountedOnceAndReleased(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			pc := testPostConfig()
+			pc.KeepRejected = keep
+			m, _ := newMailWith(t, 23, 16, 3, pc)
+			x := m.Post(m.Users[1].Host)
+			before := x.Stats()
+			member := redirected(t, m)
+			// Five polls (PollPeriod is a minute here), and the pushes.
+			if err := m.S.RunFor(5*time1m + 30*env.Second); err != nil {
+				t.Fatal(err)
+			}
+			after := x.Stats()
+			if n := after.Forged - before.Forged; n != 1 {
+				t.Fatalf("Forged rose by %d over five polls, want exactly 1", n)
+			}
+			if after.Delivered != before.Delivered || len(inbox(m, 1)) != 0 {
+				t.Fatalf("the redirected message was delivered")
+			}
+			if held := pendingHolds(t, m, 1, member); held != keep {
+				t.Fatalf("pending set holds the rejected notification: %v, want %v", held, keep)
+			}
+		})
+	}
+}
