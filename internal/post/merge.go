@@ -574,3 +574,7 @@ func (f *Folder) writeMerge(ops []Op, theirSeq uint64, done func(error)) {
 		})
 	})
 }
+
+// HeadKey is where the folder's head is stored: the PAST key of the
+// mutable object that names its latest log entry.
+func (f *Folder) HeadKey() object.Key { return past.MutableKey(f.a.cert.UserID, f.headName()) }

@@ -14,6 +14,7 @@ import (
 	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/sim"
 	"github.com/epost-mail/epost/internal/store"
+	"github.com/epost-mail/epost/internal/wire"
 )
 
 func testPostConfig() post.Config {
@@ -812,5 +813,167 @@ func TestRejectedNotificationIsCountedOnceAndReleased(t *testing.T) {
 				t.Fatalf("pending set holds the rejected notification: %v, want %v", held, keep)
 			}
 		})
+	}
+}
+
+// TestPushDeliversWithoutPolling: with polls a week apart, mail reaches
+// an online recipient through the watch on its pending set alone.
+func TestPushDeliversWithoutPolling(t *testing.T) {
+	pc := testPostConfig()
+	pc.PollPeriod = 7 * 24 * env.Hour
+	m, _ := newMailWith(t, 24, 16, 2, pc)
+	// The only poll so far ran when the mailbox was loaded, before this.
+	for i := range 3 {
+		if err := send(t, m, 0, []int{1}, []byte(fmt.Sprintf("pushed %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "pushed mail delivered", 5*time1m, func() bool { return len(inbox(m, 1)) == 3 })
+}
+
+// headOnDisks returns the bytes of a mutable object on every disk that
+// holds it.
+func headOnDisks(m *Mail, key store.Key) map[int][]byte {
+	out := map[int][]byte{}
+	for h, d := range m.disks {
+		if b, err := d.Get(store.KindMutable, key); err == nil {
+			out[h] = b
+		}
+	}
+	return out
+}
+
+// putOnDisk writes raw bytes into a disk, as a restored backup would.
+func putOnDisk(t *testing.T, m *Mail, h int, kind store.Kind, key store.Key, b []byte) {
+	t.Helper()
+	var err error
+	done := false
+	m.disks[h].PutAsync(kind, key, b, m.S.Now().Add(past.LeaseMailbox), func(e error) { err, done = e, true })
+	awaitMail(t, m, "disk write", time1m, func() bool { return done })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRolledBackFolderHeadIsRefused: replicas that went back to an old
+// head (restored from a backup) do not roll the folder back. A reader
+// takes the highest version any replica holds; where every replica is
+// rolled back, the owner's node keeps its own head and puts it back.
+func TestRolledBackFolderHeadIsRefused(t *testing.T) {
+	m, hosts := newMail(t, 25, 16, 2)
+	deliverToUser0(t, m, "early %d", 2)
+	in, _ := m.Account(0).Folder("INBOX")
+	key := in.HeadKey()
+	old := headOnDisks(m, key)
+	if len(old) == 0 {
+		t.Fatal("no disk holds the INBOX head")
+	}
+	for i := 2; i < 4; i++ {
+		if err := send(t, m, 1, []int{0}, []byte(fmt.Sprintf("late %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "4 delivered", 10*time1m, func() bool { return len(inbox(m, 0)) == 4 })
+	// Every replica but one goes back: a fresh node still reads all 4.
+	kept := -1
+	for h, b := range old {
+		if kept < 0 {
+			kept = h
+			continue
+		}
+		putOnDisk(t, m, h, store.KindMutable, key, b)
+	}
+	fresh, err := m.Post(hosts[12]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "fresh node ready", 5*time1m, func() bool { return fresh.Ready() })
+	if fin, _ := fresh.Folder("INBOX"); len(fin.Messages()) != 4 {
+		t.Fatalf("a fresh node reads %d messages past rolled-back replicas, want 4", len(fin.Messages()))
+	}
+	m.Crash(hosts[12])
+	// Every replica goes back, and the owner's node restarts: its own
+	// head holds, and the replicas get it back.
+	for h, b := range old {
+		putOnDisk(t, m, h, store.KindMutable, key, b)
+	}
+	hA := m.Users[0].Host
+	m.Crash(hA)
+	m.S.Restart(hA)
+	awaitMail(t, m, "owner back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	if n := len(inbox(m, 0)); n != 4 {
+		t.Fatalf("the owner's node reads %d messages after the rollback, want 4", n)
+	}
+	awaitMail(t, m, "the newest head back in the network", 5*time1m, func() bool {
+		back := 0
+		for h, b := range headOnDisks(m, key) {
+			if !bytes.Equal(b, old[h]) {
+				back++
+			}
+		}
+		return back >= len(old)/2+1
+	})
+}
+
+// TestTamperedFolderLogIsDetected: a head corrupted on its replicas is
+// passed over for a valid copy, and a log entry corrupted on every disk
+// is never read as the folder: a node loading the mailbox fails and
+// retries rather than serve something else.
+func TestTamperedFolderLogIsDetected(t *testing.T) {
+	m, hosts := newMail(t, 26, 16, 2)
+	deliverToUser0(t, m, "m%d", 3)
+	in, _ := m.Account(0).Folder("INBOX")
+	key := in.HeadKey()
+	copies := headOnDisks(m, key)
+	corrupted := 0
+	for h := range copies {
+		if corrupted == len(copies)-1 {
+			break
+		}
+		m.disks[h].Corrupt(store.KindMutable, key)
+		corrupted++
+	}
+	bad := m.TotalPastStats().BadObjects
+	b, err := m.Post(hosts[12]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "fresh node ready", 5*time1m, func() bool { return b.Ready() })
+	if bin, _ := b.Folder("INBOX"); len(bin.Messages()) != 3 {
+		t.Fatalf("read %d messages past tampered heads, want 3", len(bin.Messages()))
+	}
+	if m.TotalPastStats().BadObjects == bad {
+		t.Error("no tampered head was noticed")
+	}
+	m.Crash(hosts[12])
+	// The newest entry, corrupted on every disk.
+	var h struct {
+		_    struct{} `cbor:",toarray"`
+		Last [32]byte
+		Seq  uint64
+	}
+	var res past.MutableResult
+	done := false
+	m.Past(hosts[3]).LookupMutable(key, func(r past.MutableResult, e error) { res, err, done = r, e, true })
+	awaitMail(t, m, "head read", time1m, func() bool { return done })
+	if err != nil || wire.Unmarshal(res.Versions[0].Data, &h) != nil {
+		t.Fatalf("reading the head: %v", err)
+	}
+	for _, d := range m.disks {
+		d.Corrupt(store.KindImmutable, h.Last)
+	}
+	c, err := m.Post(hosts[13]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.S.RunFor(10 * time1m); err != nil {
+		t.Fatal(err)
+	}
+	if c.Ready() {
+		cin, _ := c.Folder("INBOX")
+		t.Fatalf("a node loaded the mailbox past a tampered entry: %d messages", len(cin.Messages()))
+	}
+	if m.Post(hosts[13]).Stats().LoadFailures == 0 {
+		t.Error("no load failure counted")
 	}
 }
