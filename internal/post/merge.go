@@ -314,7 +314,7 @@ func mergedHeads(e entry) []object.Key {
 
 // maxForkWalk bounds how far back the two branches are walked looking for
 // their fork point.
-const maxForkWalk = 1 << 14
+const maxForkWalk = 4096
 
 // entryReader reads a folder's log entries for a merge, each once.
 type entryReader struct {
@@ -465,6 +465,15 @@ func (f *Folder) mergeFork(others []headData, done func(error)) {
 			f.fastForward(r, h, next)
 		default:
 			r.chain(h.Last, func(theirs []entry, _ []object.Key, err error) {
+				if l, ok := f.localHead(); err != nil && (!ok || l.Last != h.Last) {
+					// A network head whose branch cannot be read (its
+					// entries expired or lost) cannot be merged; this
+					// node's own head, which must not be dropped, is
+					// never skipped: the load fails and is retried.
+					f.a.x.env.Log.Warn("post: a forked head cannot be read; keeping ours", "folder", f.info.Name, "err", err)
+					next(nil)
+					return
+				}
 				if err != nil {
 					next(err)
 					return
