@@ -36,14 +36,17 @@ func (a *Account) loadRoot() {
 		}
 	}
 	x.past.LookupMutable(past.MutableKey(a.cert.UserID, a.rootName()), func(res past.MutableResult, err error) {
-		if local.Version > 0 && (err != nil || local.Version > res.Versions[0].Version) {
-			// The network lags behind what this node wrote: ours holds.
-			if r, err := a.openRoot(local.Sealed); err == nil {
-				a.root, a.rootVer = r, local.Version-1
-				a.writeRoot(func(error) {})
-				a.loadFolders()
-				return
-			}
+		var mine *rootRecord
+		if local.Version > 0 {
+			mine, _ = a.openRoot(local.Sealed)
+		}
+		if mine != nil && err != nil {
+			// The network does not answer, or lost the root: what this
+			// node wrote holds, and goes back.
+			a.root, a.rootVer, a.rootID = mine, local.Version-1, [32]byte{}
+			a.writeRoot(func(error) {})
+			a.loadFolders()
+			return
 		}
 		if errors.Is(err, past.ErrNotFound) {
 			a.createRoot()
@@ -70,11 +73,7 @@ func (a *Account) loadRoot() {
 			a.retryLoad(fmt.Errorf("post: %s: root record unreadable", a.keys.Address))
 			return
 		}
-		a.root, a.rootVer = root, res.Versions[0].Version
-		if res.Forked() {
-			x.stats.ForksMerged++
-			a.writeRoot(func(error) {})
-		}
+		a.adoptRoot(mine, local.Version, root, res.Versions[0].Version, res.Forked())
 		a.loadFolders()
 	})
 }
@@ -109,6 +108,10 @@ func (a *Account) newFolderInfo(name string) folderInfo {
 // writeRoot stores the next version of the root record.
 func (a *Account) writeRoot(done func(error)) {
 	sort.Slice(a.root.Folders, func(i, j int) bool { return a.root.Folders[i].Name < a.root.Folders[j].Name })
+	if a.rootID != ([32]byte{}) {
+		a.root.History = append([][32]byte{a.rootID}, a.root.History[:min(len(a.root.History), rootHistory-1)]...)
+	}
+	a.rootID = rootID(a.root)
 	a.rootVer++
 	sealed := SealEntry(randReader{a.x.env.Rand}, a.logKeys[0], wire.MustMarshal(a.root))
 	m, err := past.SignMutable(a.keys, a.cert, a.rootName(), a.rootVer, sealed)

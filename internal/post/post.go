@@ -306,6 +306,7 @@ type Account struct {
 	logKeys []LogKey // of every key pair held, current first: seal with [0], open with any
 	root    *rootRecord
 	rootVer uint64
+	rootID  [32]byte           // of the root record as last written or read: the next one names it
 	folders map[string]*Folder // by name
 	ready   bool
 	// delivered holds the ids of every message appended to INBOX, from

@@ -29,6 +29,53 @@ type rootRecord struct {
 	Writer  [16]byte // node id
 	Archive ArchiveRoot
 	Certs   []certRef
+	// History names the root records this one was written on top of
+	// (rootID), newest first, at most rootHistory: a reader tells a root
+	// record that is behind another from one written on another branch.
+	History [][32]byte
+}
+
+// rootHistory bounds History: a root record more than that many versions
+// behind is taken for another branch and merged, which brings back
+// nothing but folders deleted since.
+const rootHistory = 32
+
+// rootID names a root record's content.
+func rootID(r *rootRecord) [32]byte { return sha256.Sum256(wire.MustMarshal(r)) }
+
+// descends reports whether r is anc or was written on top of it.
+func descends(r, anc *rootRecord) bool {
+	id := rootID(anc)
+	return rootID(r) == id || slices.Contains(r.History, id)
+}
+
+// adoptRoot settles the root record from what this node last wrote
+// (mine, at version myVer; nil if nothing) and what the network holds
+// (theirs, at theirVer, already merged if replicas hold several at that
+// version). One written on top of the other is simply newer and is
+// taken; two branches (the node wrote during a partition while another
+// wrote on the other side) are merged, and the merge is written.
+func (a *Account) adoptRoot(mine *rootRecord, myVer uint64, theirs *rootRecord, theirVer uint64, forked bool) {
+	switch {
+	case mine == nil || descends(theirs, mine):
+		a.root, a.rootVer, a.rootID = theirs, theirVer, rootID(theirs)
+		if forked {
+			a.x.stats.ForksMerged++
+			a.rootID = [32]byte{} // the merge names its parents itself
+			a.writeRoot(func(error) {})
+		}
+	case descends(mine, theirs):
+		// The network lags behind what this node wrote: ours holds, and
+		// goes back.
+		a.root, a.rootVer, a.rootID = mine, max(myVer, theirVer+1)-1, [32]byte{}
+		if myVer > theirVer || rootID(mine) != rootID(theirs) {
+			a.writeRoot(func(error) {})
+		}
+	default:
+		a.x.stats.ForksMerged++
+		a.root, a.rootVer, a.rootID = mergeRoots(mine, theirs), max(myVer, theirVer), [32]byte{}
+		a.writeRoot(func(error) {})
+	}
 }
 
 // folderInfo is one folder in the root record. NameSince and SubSince
@@ -168,6 +215,28 @@ func mergeRoots(a, b *rootRecord) *rootRecord {
 		return bytes.Compare(certs[i].Hash[:], certs[j].Hash[:]) < 0
 	})
 	out.Certs = slices.Compact(certs)
+	// Both records are the merge's parents: either is behind it.
+	ia, ib := rootID(a), rootID(b)
+	if bytes.Compare(ia[:], ib[:]) > 0 {
+		ia, ib = ib, ia
+	}
+	hist := [][32]byte{ia, ib}
+	for i := range max(len(a.History), len(b.History)) {
+		var pair [][32]byte
+		if i < len(a.History) {
+			pair = append(pair, a.History[i])
+		}
+		if i < len(b.History) {
+			pair = append(pair, b.History[i])
+		}
+		sort.Slice(pair, func(x, y int) bool { return bytes.Compare(pair[x][:], pair[y][:]) < 0 })
+		for _, h := range pair {
+			if !slices.Contains(hist, h) {
+				hist = append(hist, h)
+			}
+		}
+	}
+	out.History = hist[:min(len(hist), rootHistory)]
 	return out
 }
 

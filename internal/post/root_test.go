@@ -3,6 +3,7 @@ package post
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/wire"
@@ -74,5 +75,31 @@ func TestRootRecordOfTheFirstLayoutStillOpens(t *testing.T) {
 	}
 	if _, err := decodeRoot([]byte{0x83, 1}); err == nil {
 		t.Fatal("opened a malformed root record")
+	}
+}
+
+func TestRootHistoryTellsBehindFromBranched(t *testing.T) {
+	base := &rootRecord{Folders: []folderInfo{{Name: "INBOX", ID: [16]byte{1}}}}
+	next := func(r *rootRecord, name string, id byte) *rootRecord {
+		c := *r
+		c.Folders = append(slices.Clone(r.Folders), folderInfo{Name: name, ID: [16]byte{id}})
+		c.History = append([][32]byte{rootID(r)}, r.History...)
+		return &c
+	}
+	a1 := next(base, "A", 2)
+	a2 := next(a1, "A2", 3)
+	b1 := next(base, "B", 4)
+	if !descends(a2, base) || !descends(a2, a1) || !descends(a1, a1) {
+		t.Fatal("a record written on top of another is not seen as newer")
+	}
+	if descends(a2, b1) || descends(b1, a2) || descends(base, a1) {
+		t.Fatal("records on two branches are seen as one behind the other")
+	}
+	m := mergeBoth(t, a2, b1)
+	if !descends(m, a2) || !descends(m, b1) || !descends(m, base) {
+		t.Fatal("a merge is not seen as newer than its parents and their past")
+	}
+	if d, want := describeRoot(m), "A(2) A2(3) B(4) INBOX(1) archive=0 certs=0"; d != want {
+		t.Fatalf("merged %s, want %s", d, want)
 	}
 }

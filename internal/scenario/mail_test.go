@@ -977,3 +977,56 @@ func TestTamperedFolderLogIsDetected(t *testing.T) {
 		t.Error("no load failure counted")
 	}
 }
+
+// TestRootRecordBranchesMerge: a node creates a folder and files a
+// message in it, then every replica of the root record goes back to the
+// version before (restored from an old backup). A second node takes the
+// mailbox over from that old root, creates a folder and renames one.
+// When the first node comes back, neither branch's changes are lost:
+// both new folders (with the message) and the rename are in the merged
+// root record.
+func TestRootRecordBranchesMerge(t *testing.T) {
+	m, hosts := newMail(t, 27, 16, 1)
+	a := m.Account(0)
+	rootKey := past.MutableKey(m.Users[0].Cert.UserID, "root")
+	old := headOnDisks(m, rootKey)
+	mailStep(t, m, "create on A", func(d func(error)) { a.CreateFolder("From A", d) })
+	fa, _ := a.Folder("From A")
+	mailStep(t, m, "append on A", func(d func(error)) {
+		fa.Append([]byte("Subject: filed on A\r\n\r\nkept\r\n"), nil, 0, func(_ uint32, err error) { d(err) })
+	})
+	hA := m.Users[0].Host
+	m.Crash(hA)
+	for h, b := range old {
+		putOnDisk(t, m, h, store.KindMutable, rootKey, b)
+	}
+	b, err := m.Post(hosts[10]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "B ready", 5*time1m, func() bool { return b.Ready() })
+	if _, ok := b.Folder("From A"); ok {
+		t.Fatal("the rollback of the root did not happen")
+	}
+	mailStep(t, m, "create on B", func(d func(error)) { b.CreateFolder("From B", d) })
+	mailStep(t, m, "rename on B", func(d func(error)) { b.RenameFolder("Drafts", "Brouillons", d) })
+	m.Crash(hosts[10])
+	m.S.Restart(hA)
+	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	a = m.Account(0)
+	got := a.Folders()
+	for _, want := range []string{"From A", "From B", "Brouillons", "INBOX"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("folders %v lack %q", got, want)
+		}
+	}
+	if slices.Contains(got, "Drafts") {
+		t.Errorf("folders %v: the rename on B is lost", got)
+	}
+	if f, ok := a.Folder("From A"); !ok || len(f.Messages()) != 1 {
+		t.Errorf("the message filed on A is not in its folder")
+	}
+	if n := m.Post(hA).Stats().ForksMerged; n != 1 {
+		t.Errorf("%d forks merged, want 1 (the root)", n)
+	}
+}
