@@ -58,9 +58,12 @@
 // SelfSigned makes a node's default certificate. Without TLS, only
 // InsecureAuth (loopback) allows LOGIN.
 //
-// Not yet: subscriptions (every folder is reported as subscribed;
-// SUBSCRIBE and UNSUBSCRIBE succeed and change nothing, since POST keeps
-// no subscription list), renaming INBOX (refused), CONDSTORE, \Recent
+// Subscriptions (SUBSCRIBE, UNSUBSCRIBE, LSUB, LIST (SUBSCRIBED)) are
+// kept by POST in the user's root record: they survive restarts and
+// follow the user to another node. Folders start subscribed; only
+// existing folders can be subscribed.
+//
+// Not yet: renaming INBOX (refused), CONDSTORE, \Recent
 // (always 0), and keeping a node's self-signed certificate across
 // restarts (the node's job).
 package imapd

@@ -173,6 +173,21 @@ func (r *rawConn) expect(tag string, plus bool) string {
 
 func (r *rawConn) send(line string) { fmt.Fprintf(r.conn, "%s\r\n", line) }
 
+// collect sends line and returns the untagged replies before the tagged
+// reply to tag, and that reply.
+func (r *rawConn) collect(tag, line string) ([]string, string) {
+	r.t.Helper()
+	r.send(line)
+	var untagged []string
+	for {
+		l := r.line()
+		if strings.HasPrefix(l, tag+" ") {
+			return untagged, l
+		}
+		untagged = append(untagged, strings.TrimRight(l, "\r\n"))
+	}
+}
+
 // untilEOF reads until the server hangs up.
 func (r *rawConn) untilEOF() string {
 	r.t.Helper()

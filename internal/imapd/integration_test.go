@@ -452,6 +452,70 @@ func TestListSpecialUseAndStatus(t *testing.T) {
 	}
 }
 
+// lsub logs alice in on a raw connection and returns the mailboxes LSUB
+// "" * lists (RFC 3501 section 6.3.9).
+func lsub(t *testing.T, c *community) []string {
+	t.Helper()
+	r := dialRaw(t, c.addr)
+	if l := r.cmd("l", "l LOGIN "+alice+" alice-pw"); !strings.HasPrefix(l, "l OK") {
+		t.Fatalf("LOGIN: %q", l)
+	}
+	lines, done := r.collect("s", `s LSUB "" *`)
+	if !strings.HasPrefix(done, "s OK") {
+		t.Fatalf("LSUB: %q", done)
+	}
+	var out []string
+	for _, l := range lines {
+		if i := strings.LastIndex(l, `"/" `); strings.HasPrefix(l, "* LSUB ") && i >= 0 {
+			out = append(out, strings.Trim(l[i+4:], `"`))
+		}
+	}
+	return out
+}
+
+// TestSubscriptions: a new folder is subscribed; UNSUBSCRIBE takes it out
+// of LSUB and LIST (SUBSCRIBED), and SUBSCRIBE puts it back; a folder
+// that does not exist cannot be subscribed.
+func TestSubscriptions(t *testing.T) {
+	c := startCommunity(t)
+	cl := dial(t, c, nil)
+	name := unique("Sub")
+	if err := cl.Create(name, nil).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := lsub(t, c); !slices.Contains(got, name) || !slices.Contains(got, "INBOX") {
+		t.Fatalf("LSUB after CREATE: %v, want %s and INBOX", got, name)
+	}
+	if err := cl.Unsubscribe(name).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := lsub(t, c); slices.Contains(got, name) || !slices.Contains(got, "INBOX") {
+		t.Fatalf("LSUB after UNSUBSCRIBE: %v", got)
+	}
+	subscribed, err := cl.List("", "*", &imap.ListOptions{SelectSubscribed: true}).Collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range subscribed {
+		if d.Mailbox == name {
+			t.Fatalf("LIST (SUBSCRIBED) lists the unsubscribed %s", name)
+		}
+	}
+	ret, err := cl.List("", name, &imap.ListOptions{ReturnSubscribed: true}).Collect()
+	if err != nil || len(ret) != 1 || slices.Contains(ret[0].Attrs, imap.MailboxAttrSubscribed) {
+		t.Fatalf("LIST RETURN (SUBSCRIBED) of the unsubscribed folder: %+v, %v", ret, err)
+	}
+	if err := cl.Subscribe(name).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := lsub(t, c); !slices.Contains(got, name) {
+		t.Fatalf("LSUB after SUBSCRIBE: %v", got)
+	}
+	if err := cl.Subscribe(unique("Nope")).Wait(); err == nil {
+		t.Error("SUBSCRIBE to a missing folder succeeded")
+	}
+}
+
 func TestFolders(t *testing.T) {
 	c := startCommunity(t)
 	cl := dial(t, c, nil)
@@ -1225,9 +1289,16 @@ func TestUIDsSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := cl.Unsubscribe("Junk").Wait(); err != nil {
+		t.Fatal(err)
+	}
 	cl.Close()
 
 	c.restart(t)
+	// The subscriptions are the user's, in POST: a restart keeps them.
+	if got := lsub(t, c); slices.Contains(got, "Junk") || !slices.Contains(got, "INBOX") {
+		t.Fatalf("LSUB after restart: %v, want INBOX and not Junk", got)
+	}
 	cl = dial(t, c, nil)
 	again, err := cl.Select("INBOX", nil).Wait()
 	if err != nil {

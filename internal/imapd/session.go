@@ -308,17 +308,28 @@ func (ss *session) Rename(from, to string, options *imap.RenameOptions) error {
 	})
 }
 
-// Subscribe succeeds for any existing folder: every folder counts as
-// subscribed, since POST keeps no subscription list.
-func (ss *session) Subscribe(name string) error {
-	return ss.s.do(func(p *post.Post) error {
-		_, err := ss.folder(p, name)
-		return err
+// Subscribe adds an existing folder to the user's subscriptions (RFC 9051
+// section 6.3.7), which POST keeps in the user's root record.
+func (ss *session) Subscribe(name string) error { return ss.setSubscribed(name, true) }
+
+// Unsubscribe removes a folder from the subscriptions (RFC 9051 section
+// 6.3.8).
+func (ss *session) Unsubscribe(name string) error { return ss.setSubscribed(name, false) }
+
+func (ss *session) setSubscribed(name string, on bool) error {
+	name = canonicalName(name)
+	return ss.s.call(func(p *post.Post, done func(error)) error {
+		a, err := ss.account(p)
+		if err != nil {
+			return err
+		}
+		if _, ok := a.Folder(name); !ok {
+			return errNoMailbox
+		}
+		a.SetSubscribed(name, on, done)
+		return nil
 	})
 }
-
-// Unsubscribe succeeds and changes nothing (see Subscribe).
-func (ss *session) Unsubscribe(name string) error { return nil }
 
 // Namespace: one personal namespace, no prefix (RFC 2342).
 func (ss *session) Namespace() (*imap.NamespaceData, error) {
@@ -352,8 +363,14 @@ func (ss *session) List(w *imapserver.ListWriter, ref string, patterns []string,
 			if options.SelectSpecialUse && !special {
 				continue
 			}
+			// LSUB and LIST (SUBSCRIBED) list subscribed folders only
+			// (RFC 5258 section 3.1).
+			subscribed := a.Subscribed(name)
+			if options.SelectSubscribed && !subscribed {
+				continue
+			}
 			d := imap.ListData{Mailbox: name, Delim: delim}
-			if options.SelectSubscribed || options.ReturnSubscribed {
+			if subscribed && (options.SelectSubscribed || options.ReturnSubscribed) {
 				d.Attrs = append(d.Attrs, imap.MailboxAttrSubscribed)
 			}
 			if hasChildren(names, name) {

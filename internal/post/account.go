@@ -36,14 +36,17 @@ func (a *Account) loadRoot() {
 		}
 	}
 	x.past.LookupMutable(past.MutableKey(a.cert.UserID, a.rootName()), func(res past.MutableResult, err error) {
-		if local.Version > 0 && (err != nil || local.Version > res.Versions[0].Version) {
-			// The network lags behind what this node wrote: ours holds.
-			if r, err := a.openRoot(local.Sealed); err == nil {
-				a.root, a.rootVer = r, local.Version-1
-				a.writeRoot(func(error) {})
-				a.loadFolders()
-				return
-			}
+		var mine *rootRecord
+		if local.Version > 0 {
+			mine, _ = a.openRoot(local.Sealed)
+		}
+		if mine != nil && err != nil {
+			// The network does not answer, or lost the root: what this
+			// node wrote holds, and goes back.
+			a.root, a.rootVer, a.rootID = mine, local.Version-1, [32]byte{}
+			a.writeRoot(func(error) {})
+			a.loadFolders()
+			return
 		}
 		if errors.Is(err, past.ErrNotFound) {
 			a.createRoot()
@@ -53,7 +56,7 @@ func (a *Account) loadRoot() {
 			a.retryLoad(err)
 			return
 		}
-		// A forked root (two nodes wrote it) merges by union of folders.
+		// A forked root (two nodes wrote one version) merges (mergeRoots).
 		var root *rootRecord
 		for _, m := range res.Versions {
 			r, err := a.openRoot(m.Data)
@@ -70,11 +73,7 @@ func (a *Account) loadRoot() {
 			a.retryLoad(fmt.Errorf("post: %s: root record unreadable", a.keys.Address))
 			return
 		}
-		a.root, a.rootVer = root, res.Versions[0].Version
-		if res.Forked() {
-			x.stats.ForksMerged++
-			a.writeRoot(func(error) {})
-		}
+		a.adoptRoot(mine, local.Version, root, res.Versions[0].Version, res.Forked())
 		a.loadFolders()
 	})
 }
@@ -84,35 +83,8 @@ func (a *Account) retryLoad(err error) {
 	a.x.env.Clock.AfterFunc(a.x.cfg.WatchPeriod/4, a.loadRoot)
 }
 
-func (a *Account) openRoot(sealed []byte) (*rootRecord, error) {
-	pt, err := OpenEntryAny(a.logKeys, sealed)
-	if err != nil {
-		return nil, err
-	}
-	var r rootRecord
-	if err := wire.Unmarshal(pt, &r); err != nil {
-		return nil, fmt.Errorf("%w: root record: %w", ErrTampered, err)
-	}
-	return &r, nil
-}
-
-func mergeRoots(a, b *rootRecord) *rootRecord {
-	out := *a
-	have := map[[16]byte]bool{}
-	for _, f := range a.Folders {
-		have[f.ID] = true
-	}
-	for _, f := range b.Folders {
-		if !have[f.ID] {
-			out.Folders = append(out.Folders, f)
-		}
-	}
-	sort.Slice(out.Folders, func(i, j int) bool { return out.Folders[i].Name < out.Folders[j].Name })
-	return &out
-}
-
 func (a *Account) createRoot() {
-	r := &rootRecord{Writer: a.x.node.Cert.NodeID.ID}
+	r := &rootRecord{Writer: a.x.node.Cert.NodeID.ID, Certs: []certRef{a.certRef()}}
 	for _, name := range DefaultFolders {
 		r.Folders = append(r.Folders, a.newFolderInfo(name))
 	}
@@ -136,6 +108,10 @@ func (a *Account) newFolderInfo(name string) folderInfo {
 // writeRoot stores the next version of the root record.
 func (a *Account) writeRoot(done func(error)) {
 	sort.Slice(a.root.Folders, func(i, j int) bool { return a.root.Folders[i].Name < a.root.Folders[j].Name })
+	if a.rootID != ([32]byte{}) {
+		a.root.History = append([][32]byte{a.rootID}, a.root.History[:min(len(a.root.History), rootHistory-1)]...)
+	}
+	a.rootID = rootID(a.root)
 	a.rootVer++
 	sealed := SealEntry(randReader{a.x.env.Rand}, a.logKeys[0], wire.MustMarshal(a.root))
 	m, err := past.SignMutable(a.keys, a.cert, a.rootName(), a.rootVer, sealed)
@@ -158,13 +134,17 @@ func (a *Account) writeRoot(done func(error)) {
 // loadFolders rebuilds every folder from its log, then the account is
 // ready.
 func (a *Account) loadFolders() {
+	changed := a.noteCert()
 	if me := a.x.node.Cert.NodeID.ID; a.root.Writer != me {
 		// This node takes the mailbox over (a restored or moved user): the
 		// root record names the one node that writes.
 		a.root.Writer = me
+		changed = true
+	}
+	if changed {
 		a.writeRoot(func(err error) {
 			if err != nil {
-				a.x.env.Log.Warn("post: taking over the mailbox", "user", a.keys.Address, "err", err)
+				a.x.env.Log.Warn("post: writing the root record", "user", a.keys.Address, "err", err)
 			}
 		})
 	}

@@ -68,7 +68,8 @@ func (a *Account) RenameFolder(from, to string, done func(error)) {
 	a.folders[to] = f
 	for i := range a.root.Folders {
 		if a.root.Folders[i].Name == from {
-			a.root.Folders[i].Name = to
+			// The version this write gets: a merge keeps the later name.
+			a.root.Folders[i].Name, a.root.Folders[i].NameSince = to, a.rootVer+1
 		}
 	}
 	a.writeRoot(done)

@@ -31,6 +31,8 @@
 //     (MaxRecipients, MaxPayload) before anything large is allocated.
 //   - Decoders accept only the canonical encoding, so an object's key (its
 //     hash) is a function of its content.
+//   - Merging a forked folder log (merge.go) keeps every message either
+//     branch holds, and its result does not depend on which side merges.
 //
 // What storing nodes learn. A node storing body chunks learns their
 // sizes (so a message's size, to within the chunking), when they were

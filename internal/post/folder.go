@@ -36,6 +36,8 @@ const (
 	OpFlags    OpKind = 2
 	OpExpunge  OpKind = 3
 	OpSnapshot OpKind = 4 // the whole folder state: where a reader may stop walking back
+	OpUIDNext  OpKind = 5 // UID: the folder's next UID is at least this (a merge carries the other branch's)
+	OpMerged   OpKind = 6 // Flags: the hex keys of the heads a merge entry folded in (see merge.go)
 )
 
 // Op is one change to a folder.
@@ -71,22 +73,6 @@ type headData struct {
 	_    struct{} `cbor:",toarray"`
 	Last [32]byte
 	Seq  uint64
-}
-
-// rootRecord names a user's folders and the one node allowed to write
-// them; it is sealed with the log key inside a mutable object.
-type rootRecord struct {
-	_       struct{} `cbor:",toarray"`
-	Folders []folderInfo
-	Writer  [16]byte // node id
-	Archive [32]byte // Glacier's root, once there is one
-}
-
-type folderInfo struct {
-	_           struct{} `cbor:",toarray"`
-	Name        string
-	ID          [16]byte
-	UIDValidity uint32
 }
 
 type queued struct {
@@ -209,6 +195,9 @@ func (f *Folder) apply(op Op) {
 			}
 		}
 		f.nextUID = max(op.Snap.NextUID, 1)
+		f.reserved = max(f.reserved, f.nextUID)
+	case OpUIDNext:
+		f.nextUID = max(f.nextUID, op.UID)
 		f.reserved = max(f.reserved, f.nextUID)
 	}
 }
@@ -382,7 +371,10 @@ func (f *Folder) load(done func(error)) {
 		if haveLocal {
 			switch {
 			case len(heads) == 0 || local.Seq > heads[0].Seq:
-				heads = []headData{local}
+				// The network lags behind this node, or holds a
+				// shorter branch another node wrote: the merge tells
+				// which (an ancestor of ours is not merged).
+				heads = append([]headData{local}, heads...)
 				f.republish(local)
 			default:
 				found := false
@@ -467,84 +459,6 @@ func (f *Folder) replay(chain []entry, h headData) {
 		}
 	}
 	f.seq, f.head = h.Seq, h.Last
-}
-
-// mergeFork folds the other heads of a fork into this folder: their
-// messages are appended again (deduplicated by message id, new UIDs where
-// taken), their flag changes kept, their expunges (seen by one side only)
-// cancelled; the merge is written as a new entry on top, so no message is
-// lost.
-func (f *Folder) mergeFork(others []headData, done func(error)) {
-	h := others[0]
-	f.walk(h.Last, nil, func(chain []entry, err error) {
-		if err != nil {
-			done(err)
-			return
-		}
-		have := map[[16]byte]bool{}
-		for _, m := range f.msgs {
-			have[m.ID] = true
-		}
-		var ops []Op
-		var theirs []*Message
-		for _, e := range chain {
-			for _, op := range e.Ops {
-				switch {
-				case op.Kind == OpAppend && op.Msg != nil:
-					theirs = append(theirs, op.Msg)
-				case op.Kind == OpSnapshot && op.Snap != nil:
-					theirs = append(theirs, op.Snap.Msgs...)
-				}
-			}
-		}
-		{
-			for _, msg := range theirs {
-				if msg == nil || have[msg.ID] {
-					continue
-				}
-				m := *msg
-				if _, taken := f.msgs[m.UID]; taken || m.UID < f.nextUID {
-					m.UID = f.reserved
-				}
-				f.reserved = max(f.reserved, m.UID+1)
-				have[m.ID] = true
-				ops = append(ops, Op{Kind: OpAppend, UID: m.UID, Msg: &m})
-			}
-		}
-		f.seq = max(f.seq, h.Seq)
-		if len(ops) == 0 {
-			// The other head's messages are all here (it was an ancestor,
-			// or lost nothing): nothing to merge.
-			if len(others) > 1 {
-				f.mergeFork(others[1:], done)
-				return
-			}
-			done(nil)
-			return
-		}
-		f.a.x.stats.ForksMerged++
-		n := len(ops)
-		errs := 0
-		for _, op := range ops {
-			f.enqueue(op, func(err error) {
-				n--
-				if err != nil {
-					errs++
-				}
-				if n == 0 {
-					if errs > 0 {
-						done(fmt.Errorf("post: folder %s: merge: %d changes failed", f.info.Name, errs))
-						return
-					}
-					if len(others) > 1 {
-						f.mergeFork(others[1:], done)
-						return
-					}
-					done(nil)
-				}
-			})
-		}
-	})
 }
 
 // randReader adapts env.Rand to io.Reader.

@@ -175,6 +175,9 @@ func FuzzLogRecords(f *testing.F) {
 		{Kind: OpAppend, Msg: m}, {Kind: OpFlags, UID: 3, Flags: []string{"$Junk", "\\Seen"}, Add: true}, {Kind: OpExpunge, UID: 1},
 	}}))
 	f.Add(wire.MustMarshal(entry{Seq: 1, Ops: []Op{{Kind: OpSnapshot, Snap: &Snapshot{NextUID: 5, Msgs: []*Message{m, nil}}}}}))
+	f.Add(wire.MustMarshal(entry{Prev: [32]byte{8}, Seq: 7, Ops: []Op{
+		{Kind: OpExpunge, UID: 3}, {Kind: OpAppend, Msg: m}, {Kind: OpUIDNext, UID: 9}, {Kind: OpMerged, Flags: []string{"00ff"}},
+	}}))
 	f.Add(wire.MustMarshal(headData{Last: [32]byte{1}, Seq: 4}))
 	f.Add(wire.MustMarshal(rootRecord{Folders: []folderInfo{{Name: "INBOX", ID: [16]byte{1}, UIDValidity: 1}}, Writer: [16]byte{2}}))
 	f.Add(wire.MustMarshal(localRoot{Version: 2, Sealed: []byte("sealed")}))
@@ -185,6 +188,9 @@ func FuzzLogRecords(f *testing.F) {
 		wiretest.RoundTrip[headData](t, b)
 		wiretest.RoundTrip[rootRecord](t, b)
 		wiretest.RoundTrip[localRoot](t, b)
+		if r, err := decodeRoot(b); err == nil {
+			mergeRoots(r, r)
+		}
 		e, ok := wiretest.RoundTrip[entry](t, b)
 		if !ok {
 			return
@@ -193,6 +199,12 @@ func FuzzLogRecords(f *testing.F) {
 		for _, op := range e.Ops {
 			x.apply(op)
 		}
+		// A merge replays logs without an account: the same state.
+		z := replayState([]entry{e})
+		if !sameState(z, folderState{msgs: x.msgs, nextUID: x.nextUID}) {
+			t.Fatalf("a merge replays the entry to %s, the folder to %s", describe(z), describe(folderState{msgs: x.msgs, nextUID: x.nextUID}))
+		}
+		mergedHeads(e)
 		y := folder()
 		y.apply(Op{Kind: OpSnapshot, Snap: x.snapshot()})
 		if !slices.EqualFunc(x.Messages(), y.Messages(), func(a, b *Message) bool {

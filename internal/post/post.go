@@ -56,6 +56,12 @@ type Config struct {
 	// leave it waiting in the pending set, whose lease (NotifyLease) is
 	// far shorter than the mailbox's.
 	Quota int64
+	// KeepRejected leaves notifications that fail verification (forged,
+	// re-sealed, tampered) in the pending set until their lease ends,
+	// for inspection. By default the recipient releases each with its
+	// receipt, so that they do not hold places in its queue. Either way
+	// each is counted once in Stats.Forged.
+	KeepRejected bool
 }
 
 // DefaultQuota is each user's quota unless configured: generous for a
@@ -99,7 +105,7 @@ type Stats struct {
 	Sent, SendFailed          uint64
 	Delivered                 uint64 // messages appended to an INBOX
 	Duplicates                uint64 // notifications for messages already delivered, released again
-	Forged                    uint64 // notifications that failed verification
+	Forged                    uint64 // notifications that failed verification, each counted once
 	SenderMismatch            uint64 // messages whose From is not their signed sender (flagged)
 	Released                  uint64
 	Entries, EntryFailures    uint64 // folder log entries written
@@ -300,12 +306,14 @@ type Account struct {
 	logKeys []LogKey // of every key pair held, current first: seal with [0], open with any
 	root    *rootRecord
 	rootVer uint64
+	rootID  [32]byte           // of the root record as last written or read: the next one names it
 	folders map[string]*Folder // by name
 	ready   bool
 	// delivered holds the ids of every message appended to INBOX, from
 	// the log: a notification is applied exactly once.
 	delivered map[[16]byte]bool
 	inflight  map[object.Key]bool // pending members being delivered
+	rejected  map[object.Key]bool // pending members that failed verification, counted
 	retired   bool                // another node took the mailbox over: no more writes
 	onReady   []func(error)
 	// usage is the size of the distinct bodies in the folders; bodies
@@ -331,7 +339,7 @@ func (x *Post) AddUser(keys identity.UserKeys, cert *identity.UserCert, ready fu
 		return a, nil
 	}
 	a := &Account{x: x, keys: keys, cert: cert, logKeys: DeriveLogKeys(keys), folders: map[string]*Folder{},
-		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}, bodies: map[object.Key]int{}}
+		delivered: map[[16]byte]bool{}, inflight: map[object.Key]bool{}, rejected: map[object.Key]bool{}, bodies: map[object.Key]int{}}
 	if ready != nil {
 		a.onReady = append(a.onReady, ready)
 	}

@@ -23,13 +23,12 @@ func (a *Account) pending(member []byte) {
 	}
 	s, err := DecodeSealed(member)
 	if err != nil {
-		x.stats.Forged++
+		a.reject(mk, err)
 		return
 	}
 	n, err := s.Open(a.keys, x.node.Verifier)
 	if err != nil {
-		x.stats.Forged++
-		x.env.Log.Warn("post: notification rejected", "user", a.keys.Address, "err", err)
+		a.reject(mk, err)
 		return
 	}
 	a.inflight[mk] = true
@@ -53,6 +52,32 @@ func (a *Account) pending(member []byte) {
 		}
 		a.deliver(mk, n, inbox, body, chunks)
 	})
+}
+
+// maxRejected bounds the rejected members an account remembers.
+const maxRejected = 1 << 16
+
+// reject handles a pending member that failed verification: it is
+// counted once, however often polls and pushes bring it back, and
+// released with the recipient's receipt (unless Config.KeepRejected), so
+// that it does not hold a place in the recipient's queue until its lease
+// ends. What fails is the member's bytes, not something that could
+// change: a later read would fail the same way.
+func (a *Account) reject(mk object.Key, err error) {
+	x := a.x
+	if !a.rejected[mk] {
+		if len(a.rejected) >= maxRejected {
+			clear(a.rejected)
+		}
+		a.rejected[mk] = true
+		x.stats.Forged++
+		x.env.Log.Warn("post: notification rejected", "user", a.keys.Address, "entry", mk.Short(), "err", err)
+	}
+	if x.cfg.KeepRejected {
+		return
+	}
+	a.inflight[mk] = true
+	a.release(mk)
 }
 
 // FlagSenderMismatch marks a message whose From header names someone

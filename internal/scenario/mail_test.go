@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -13,6 +14,7 @@ import (
 	"github.com/epost-mail/epost/internal/post"
 	"github.com/epost-mail/epost/internal/sim"
 	"github.com/epost-mail/epost/internal/store"
+	"github.com/epost-mail/epost/internal/wire"
 )
 
 func testPostConfig() post.Config {
@@ -587,4 +589,444 @@ func newGatewayMail(t *testing.T, seed uint64, n, u int) *Mail {
 	pc.Gateways = []string{"u0@test.epost"}
 	m, _ := newMailWith(t, seed, n, u, pc)
 	return m
+}
+
+// inboxByID maps user 0's INBOX on account a by message id.
+func inboxByID(a *post.Account) map[[16]byte]*post.Message {
+	in, _ := a.Folder("INBOX")
+	out := map[[16]byte]*post.Message{}
+	for _, m := range in.Messages() {
+		out[m.ID] = m
+	}
+	return out
+}
+
+// TestForkMergeAfterTakeoverKeepsOldExpunges: a second node takes the
+// mailbox over from the network and changes it; the first comes back
+// with its own head, an ancestor of the network's: that is a fast
+// forward, not a merge, so a message expunged before the takeover stays
+// expunged and the other node's flag is kept.
+func TestForkMergeAfterTakeoverKeepsOldExpunges(t *testing.T) {
+	m, hosts := newMail(t, 13, 20, 2)
+	deliverToUser0(t, m, "m%d", 3)
+	a := m.Account(0)
+	in, _ := a.Folder("INBOX")
+	msgs := in.Messages()
+	mailStep(t, m, "expunge", func(d func(error)) { in.Expunge([]uint32{msgs[0].UID}, d) })
+	hA := m.Users[0].Host
+	m.Crash(hA)
+	b, err := m.Post(hosts[10]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "B ready", 5*time1m, func() bool { return b.Ready() })
+	bin, _ := b.Folder("INBOX")
+	mailStep(t, m, "flag on B", func(d func(error)) { bin.SetFlags([]uint32{msgs[1].UID}, []string{`\Seen`}, true, d) })
+	m.Crash(hosts[10])
+	m.S.Restart(hA)
+	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	got := inboxByID(m.Account(0))
+	if _, back := got[msgs[0].ID]; back {
+		t.Errorf("the message expunged before the takeover is back")
+	}
+	if g := got[msgs[1].ID]; g == nil || g.UID != msgs[1].UID || !slices.Contains(g.Flags, `\Seen`) {
+		t.Errorf("message 2 is %+v, want UID %d flagged \\Seen by the other node", g, msgs[1].UID)
+	}
+	if n := m.Post(hA).Stats().ForksMerged; n != 0 {
+		t.Errorf("%d forks merged; an ancestor head is a fast forward", n)
+	}
+}
+
+// TestForkMergeKeepsBothSidesChanges: the first node stalls while a
+// second takes the mailbox over and changes it, then writes on its own
+// branch: a real fork. The merge keeps the expunge made before the fork,
+// cancels the expunge only the second node made, applies both nodes'
+// flags, keeps the UIDs, and survives a restart.
+func TestForkMergeKeepsBothSidesChanges(t *testing.T) {
+	m, hosts := newMail(t, 13, 20, 2)
+	deliverToUser0(t, m, "m%d", 4)
+	a := m.Account(0)
+	in, _ := a.Folder("INBOX")
+	msgs := in.Messages()
+	mailStep(t, m, "expunge before the fork", func(d func(error)) { in.Expunge([]uint32{msgs[0].UID}, d) })
+	hA := m.Users[0].Host
+	m.S.Pause(hA, 10*time1m)
+	b, err := m.Post(hosts[10]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "B ready", 5*time1m, func() bool { return b.Ready() })
+	bin, _ := b.Folder("INBOX")
+	mailStep(t, m, "flag on B", func(d func(error)) { bin.SetFlags([]uint32{msgs[1].UID}, []string{`\Seen`}, true, d) })
+	mailStep(t, m, "expunge on B", func(d func(error)) { bin.Expunge([]uint32{msgs[2].UID}, d) })
+	m.Crash(hosts[10])
+	// A, stalled, still takes itself for the writer: its change goes on
+	// its own branch, from the head before B's.
+	var aerr error
+	adone := false
+	in.SetFlags([]uint32{msgs[2].UID, msgs[3].UID}, []string{`\Flagged`}, true, func(err error) { aerr, adone = err, true })
+	awaitMail(t, m, "fork merged on A", 20*time1m, func() bool { return adone && m.Post(hA).Stats().ForksMerged > 0 })
+	if aerr != nil {
+		t.Fatalf("A's change: %v", aerr)
+	}
+	check := func(when string, got map[[16]byte]*post.Message) {
+		t.Helper()
+		if _, back := got[msgs[0].ID]; back {
+			t.Errorf("%s: the message expunged before the fork is back", when)
+		}
+		// The test mail has no From: each message is also flagged $Phishing.
+		ph := post.FlagSenderMismatch
+		want := map[int][]string{1: {ph, `\Seen`}, 2: {ph, `\Flagged`}, 3: {ph, `\Flagged`}}
+		for i, flags := range want {
+			g := got[msgs[i].ID]
+			if g == nil {
+				t.Errorf("%s: message %d lost", when, i)
+				continue
+			}
+			if g.UID != msgs[i].UID || !slices.Equal(g.Flags, flags) {
+				t.Errorf("%s: message %d is UID %d %v, want UID %d %v", when, i, g.UID, g.Flags, msgs[i].UID, flags)
+			}
+		}
+		if len(got) != len(want) {
+			t.Errorf("%s: %d messages, want %d", when, len(got), len(want))
+		}
+	}
+	check("after the merge", inboxByID(a))
+	if n := m.Post(hA).Stats().ForksMerged; n != 1 {
+		t.Errorf("%d forks merged, want 1", n)
+	}
+	m.Crash(hA)
+	m.S.Restart(hA)
+	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	check("after a restart", inboxByID(m.Account(0)))
+}
+
+// TestRootRecordKeepsSubscriptionsAndArchive: subscriptions and the
+// archive slot live in the user's root record: they survive a restart
+// and a fresh node that loads the mailbox from the network sees them; an
+// archive root not newer than the recorded one changes nothing.
+func TestRootRecordKeepsSubscriptionsAndArchive(t *testing.T) {
+	m, hosts := newMail(t, 21, 16, 1)
+	a := m.Account(0)
+	mailStep(t, m, "unsubscribe", func(d func(error)) { a.SetSubscribed("Junk", false, d) })
+	arc := post.ArchiveRoot{Seq: 4, Manifest: [32]byte{7}}
+	mailStep(t, m, "archive root", func(d func(error)) { a.SetArchiveRoot(arc, d) })
+	mailStep(t, m, "older archive root", func(d func(error)) { a.SetArchiveRoot(post.ArchiveRoot{Seq: 3, Manifest: [32]byte{1}}, d) })
+	if err := call(t, m, "missing folder", func(d func(error)) { a.SetSubscribed("Nope", true, d) }); !errors.Is(err, post.ErrNoFolder) {
+		t.Fatalf("subscribing to a missing folder: %v, want ErrNoFolder", err)
+	}
+	want := []string{"Archive", "Drafts", "INBOX", "Sent", "Trash"}
+	check := func(when string, a *post.Account) {
+		t.Helper()
+		if got := a.Subscriptions(); !slices.Equal(got, want) {
+			t.Errorf("%s: subscriptions %v, want %v", when, got, want)
+		}
+		if a.Subscribed("Junk") || !a.Subscribed("INBOX") {
+			t.Errorf("%s: Junk subscribed %v, INBOX %v", when, a.Subscribed("Junk"), a.Subscribed("INBOX"))
+		}
+		if got := a.ArchiveRoot(); got != arc {
+			t.Errorf("%s: archive root %+v, want %+v", when, got, arc)
+		}
+	}
+	check("at once", a)
+	h := m.Users[0].Host
+	m.Crash(h)
+	m.S.Restart(h)
+	awaitMail(t, m, "back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	check("after a restart", m.Account(0))
+	b, err := m.Post(hosts[9]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "loaded on a fresh node", 5*time1m, func() bool { return b.Ready() })
+	check("on a fresh node", b)
+}
+
+// redirected is user 0's notification for user 2, with user 1 written
+// into its recipient list after signing (the signature covers the list)
+// and sealed to user 1 by user 0's node: what a node would store to
+// redirect mail. The storing replicas cannot tell; user 1 can.
+func redirected(t *testing.T, m *Mail) []byte {
+	t.Helper()
+	r := randReader{m.S.Rand()}
+	key, err := post.NewContentKey(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ref := post.SealBody(key, []byte("for user 2 only"), post.ChunkSize)
+	u0, u1 := m.Users[0], m.Users[1]
+	n, err := post.SignNotification(r, u0.Keys, u0.Cert, []string{m.Users[2].Address}, ref, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Recipients = []string{u1.Address}
+	s, err := post.Seal(r, n, u1.Cert, m.keys[u0.Host], m.certs[u0.Host])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	done := false
+	m.Past(u0.Host).SetAdd(post.PendingKey(u1.Cert.UserID), s.Encode(), past.LeaseNotification, func(_ past.InsertResult, e error) { serr, done = e, true })
+	awaitMail(t, m, "redirected notification stored", time1m, func() bool { return done })
+	if serr != nil {
+		t.Fatalf("storing the redirected notification: %v", serr)
+	}
+	return s.Encode()
+}
+
+// pendingHolds reports whether user u's pending set holds member.
+func pendingHolds(t *testing.T, m *Mail, u int, member []byte) bool {
+	t.Helper()
+	var got [][]byte
+	done := false
+	m.Past(m.Users[0].Host).LookupSet(post.PendingKey(m.Users[u].Cert.UserID), func(ms [][]byte, err error) { got, done = ms, true })
+	awaitMail(t, m, "pending set read", time1m, func() bool { return done })
+	return slices.ContainsFunc(got, func(b []byte) bool { return bytes.Equal(b, member) })
+}
+
+// TestRejectedNotificationIsCountedOnceAndReleased: a notification
+// re-sealed to someone outside its signed recipient list is rejected,
+// counted once in Stats.Forged however many polls see it, and released
+// by the recipient so that it does not hold a place in its queue; with
+// KeepRejected it stays pending and is still counted once.
+func TestRejectedNotificationIsCountedOnceAndReleased(t *testing.T) {
+	for _, keep := range []bool{false, true} {
+		t.Run(fmt.Sprintf("keep=%v", keep), func(t *testing.T) {
+			pc := testPostConfig()
+			pc.KeepRejected = keep
+			m, _ := newMailWith(t, 23, 16, 3, pc)
+			x := m.Post(m.Users[1].Host)
+			before := x.Stats()
+			member := redirected(t, m)
+			// Five polls (PollPeriod is a minute here), and the pushes.
+			if err := m.S.RunFor(5*time1m + 30*env.Second); err != nil {
+				t.Fatal(err)
+			}
+			after := x.Stats()
+			if n := after.Forged - before.Forged; n != 1 {
+				t.Fatalf("Forged rose by %d over five polls, want exactly 1", n)
+			}
+			if after.Delivered != before.Delivered || len(inbox(m, 1)) != 0 {
+				t.Fatalf("the redirected message was delivered")
+			}
+			if held := pendingHolds(t, m, 1, member); held != keep {
+				t.Fatalf("pending set holds the rejected notification: %v, want %v", held, keep)
+			}
+		})
+	}
+}
+
+// TestPushDeliversWithoutPolling: with polls a week apart, mail reaches
+// an online recipient through the watch on its pending set alone.
+func TestPushDeliversWithoutPolling(t *testing.T) {
+	pc := testPostConfig()
+	pc.PollPeriod = 7 * 24 * env.Hour
+	m, _ := newMailWith(t, 24, 16, 2, pc)
+	// The only poll so far ran when the mailbox was loaded, before this.
+	for i := range 3 {
+		if err := send(t, m, 0, []int{1}, []byte(fmt.Sprintf("pushed %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "pushed mail delivered", 5*time1m, func() bool { return len(inbox(m, 1)) == 3 })
+}
+
+// headOnDisks returns the bytes of a mutable object on every disk that
+// holds it.
+func headOnDisks(m *Mail, key store.Key) map[int][]byte {
+	out := map[int][]byte{}
+	for h, d := range m.disks {
+		if b, err := d.Get(store.KindMutable, key); err == nil {
+			out[h] = b
+		}
+	}
+	return out
+}
+
+// putOnDisk writes raw bytes into a disk, as a restored backup would.
+func putOnDisk(t *testing.T, m *Mail, h int, kind store.Kind, key store.Key, b []byte) {
+	t.Helper()
+	var err error
+	done := false
+	m.disks[h].PutAsync(kind, key, b, m.S.Now().Add(past.LeaseMailbox), func(e error) { err, done = e, true })
+	awaitMail(t, m, "disk write", time1m, func() bool { return done })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRolledBackFolderHeadIsRefused: replicas that went back to an old
+// head (restored from a backup) do not roll the folder back. A reader
+// takes the highest version any replica holds; where every replica is
+// rolled back, the owner's node keeps its own head and puts it back.
+func TestRolledBackFolderHeadIsRefused(t *testing.T) {
+	m, hosts := newMail(t, 25, 16, 2)
+	deliverToUser0(t, m, "early %d", 2)
+	in, _ := m.Account(0).Folder("INBOX")
+	key := in.HeadKey()
+	old := headOnDisks(m, key)
+	if len(old) == 0 {
+		t.Fatal("no disk holds the INBOX head")
+	}
+	for i := 2; i < 4; i++ {
+		if err := send(t, m, 1, []int{0}, []byte(fmt.Sprintf("late %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMail(t, m, "4 delivered", 10*time1m, func() bool { return len(inbox(m, 0)) == 4 })
+	// Every replica but one goes back: a fresh node still reads all 4.
+	kept := -1
+	for h, b := range old {
+		if kept < 0 {
+			kept = h
+			continue
+		}
+		putOnDisk(t, m, h, store.KindMutable, key, b)
+	}
+	fresh, err := m.Post(hosts[12]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "fresh node ready", 5*time1m, func() bool { return fresh.Ready() })
+	if fin, _ := fresh.Folder("INBOX"); len(fin.Messages()) != 4 {
+		t.Fatalf("a fresh node reads %d messages past rolled-back replicas, want 4", len(fin.Messages()))
+	}
+	m.Crash(hosts[12])
+	// Every replica goes back, and the owner's node restarts: its own
+	// head holds, and the replicas get it back.
+	for h, b := range old {
+		putOnDisk(t, m, h, store.KindMutable, key, b)
+	}
+	hA := m.Users[0].Host
+	m.Crash(hA)
+	m.S.Restart(hA)
+	awaitMail(t, m, "owner back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	if n := len(inbox(m, 0)); n != 4 {
+		t.Fatalf("the owner's node reads %d messages after the rollback, want 4", n)
+	}
+	awaitMail(t, m, "the newest head back in the network", 5*time1m, func() bool {
+		back := 0
+		for h, b := range headOnDisks(m, key) {
+			if !bytes.Equal(b, old[h]) {
+				back++
+			}
+		}
+		return back >= len(old)/2+1
+	})
+}
+
+// TestTamperedFolderLogIsDetected: a head corrupted on its replicas is
+// passed over for a valid copy, and a log entry corrupted on every disk
+// is never read as the folder: a node loading the mailbox fails and
+// retries rather than serve something else.
+func TestTamperedFolderLogIsDetected(t *testing.T) {
+	m, hosts := newMail(t, 26, 16, 2)
+	deliverToUser0(t, m, "m%d", 3)
+	in, _ := m.Account(0).Folder("INBOX")
+	key := in.HeadKey()
+	copies := headOnDisks(m, key)
+	corrupted := 0
+	for h := range copies {
+		if corrupted == len(copies)-1 {
+			break
+		}
+		m.disks[h].Corrupt(store.KindMutable, key)
+		corrupted++
+	}
+	bad := m.TotalPastStats().BadObjects
+	b, err := m.Post(hosts[12]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "fresh node ready", 5*time1m, func() bool { return b.Ready() })
+	if bin, _ := b.Folder("INBOX"); len(bin.Messages()) != 3 {
+		t.Fatalf("read %d messages past tampered heads, want 3", len(bin.Messages()))
+	}
+	if m.TotalPastStats().BadObjects == bad {
+		t.Error("no tampered head was noticed")
+	}
+	m.Crash(hosts[12])
+	// The newest entry, corrupted on every disk.
+	var h struct {
+		_    struct{} `cbor:",toarray"`
+		Last [32]byte
+		Seq  uint64
+	}
+	var res past.MutableResult
+	done := false
+	m.Past(hosts[3]).LookupMutable(key, func(r past.MutableResult, e error) { res, err, done = r, e, true })
+	awaitMail(t, m, "head read", time1m, func() bool { return done })
+	if err != nil || wire.Unmarshal(res.Versions[0].Data, &h) != nil {
+		t.Fatalf("reading the head: %v", err)
+	}
+	for _, d := range m.disks {
+		d.Corrupt(store.KindImmutable, h.Last)
+	}
+	c, err := m.Post(hosts[13]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.S.RunFor(10 * time1m); err != nil {
+		t.Fatal(err)
+	}
+	if c.Ready() {
+		cin, _ := c.Folder("INBOX")
+		t.Fatalf("a node loaded the mailbox past a tampered entry: %d messages", len(cin.Messages()))
+	}
+	if m.Post(hosts[13]).Stats().LoadFailures == 0 {
+		t.Error("no load failure counted")
+	}
+}
+
+// TestRootRecordBranchesMerge: a node creates a folder and files a
+// message in it, then every replica of the root record goes back to the
+// version before (restored from an old backup). A second node takes the
+// mailbox over from that old root, creates a folder and renames one.
+// When the first node comes back, neither branch's changes are lost:
+// both new folders (with the message) and the rename are in the merged
+// root record.
+func TestRootRecordBranchesMerge(t *testing.T) {
+	m, hosts := newMail(t, 27, 16, 1)
+	a := m.Account(0)
+	rootKey := past.MutableKey(m.Users[0].Cert.UserID, "root")
+	old := headOnDisks(m, rootKey)
+	mailStep(t, m, "create on A", func(d func(error)) { a.CreateFolder("From A", d) })
+	fa, _ := a.Folder("From A")
+	mailStep(t, m, "append on A", func(d func(error)) {
+		fa.Append([]byte("Subject: filed on A\r\n\r\nkept\r\n"), nil, 0, func(_ uint32, err error) { d(err) })
+	})
+	hA := m.Users[0].Host
+	m.Crash(hA)
+	for h, b := range old {
+		putOnDisk(t, m, h, store.KindMutable, rootKey, b)
+	}
+	b, err := m.Post(hosts[10]).AddUser(m.Users[0].Keys, m.Users[0].Cert, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMail(t, m, "B ready", 5*time1m, func() bool { return b.Ready() })
+	if _, ok := b.Folder("From A"); ok {
+		t.Fatal("the rollback of the root did not happen")
+	}
+	mailStep(t, m, "create on B", func(d func(error)) { b.CreateFolder("From B", d) })
+	mailStep(t, m, "rename on B", func(d func(error)) { b.RenameFolder("Drafts", "Brouillons", d) })
+	m.Crash(hosts[10])
+	m.S.Restart(hA)
+	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	a = m.Account(0)
+	got := a.Folders()
+	for _, want := range []string{"From A", "From B", "Brouillons", "INBOX"} {
+		if !slices.Contains(got, want) {
+			t.Errorf("folders %v lack %q", got, want)
+		}
+	}
+	if slices.Contains(got, "Drafts") {
+		t.Errorf("folders %v: the rename on B is lost", got)
+	}
+	if f, ok := a.Folder("From A"); !ok || len(f.Messages()) != 1 {
+		t.Errorf("the message filed on A is not in its folder")
+	}
+	if n := m.Post(hA).Stats().ForksMerged; n != 1 {
+		t.Errorf("%d forks merged, want 1 (the root)", n)
+	}
 }
