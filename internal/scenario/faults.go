@@ -210,14 +210,25 @@ func comatoseScenario() Scenario {
 	}
 }
 
-// wakeLookups is how many lookups near the victim are issued in the
-// minute after it wakes, 100 ms apart.
-const wakeLookups = 600
+// wakeLookups is how many lookups of keys near the victim are issued
+// after it wakes: first a burst of wakeBurst from the victim itself, 1 ms
+// apart (its users catching up), then the rest 100 ms apart, alternately
+// from the victim and from random nodes.
+const wakeLookups, wakeBurst = 600, 100
+
+// wakeAt is when the i-th lookup after waking is issued, relative to the
+// wake, and whether the victim issues it.
+func wakeAt(i int) (env.Duration, bool) {
+	if i < wakeBurst {
+		return env.Duration(i) * env.Millisecond, true
+	}
+	return wakeBurst*env.Millisecond + env.Duration(i-wakeBurst)*100*env.Millisecond, i%2 == 0
+}
 
 // RunComatose runs the comatose-node experiment. While the victim is out,
 // the others declare it dead and a new node joins between it and its right
 // neighbour, taking over part of its key range. When it wakes, its state is
-// stale: lookups of keys near it, half of them its own, show whether it
+// stale: lookups of keys near it, most of them its own, show whether it
 // serves that state (delivering keys that now belong to the newcomer) or
 // rejoins first.
 func RunComatose(c ComatoseConfig) (*Result, error) {
@@ -278,9 +289,10 @@ func RunComatose(c ComatoseConfig) (*Result, error) {
 	wake := r.S.Now()
 	before := r.Lookups
 	for i := 0; i < wakeLookups; i++ {
-		r.S.After(env.Duration(i)*100*env.Millisecond, func() {
+		at, own := wakeAt(i)
+		r.S.After(at, func() {
 			src := victim
-			if i%2 == 1 {
+			if !own {
 				var ok bool
 				if src, ok = r.randomActive(victim); !ok {
 					return
@@ -304,7 +316,8 @@ func RunComatose(c ComatoseConfig) (*Result, error) {
 			break
 		}
 	}
-	if end := wake.Add(wakeLookups*100*env.Millisecond + 2*LookupDeadline); r.S.Now() < end {
+	last, _ := wakeAt(wakeLookups - 1)
+	if end := wake.Add(last + 2*LookupDeadline); r.S.Now() < end {
 		if err := r.S.RunUntil(end); err != nil {
 			return nil, err
 		}
