@@ -18,7 +18,8 @@ type Config struct {
 	// round-trip time is not yet measured.
 	DefaultTimeout env.Duration
 	// MinTimeout and MaxTimeout clamp the timeouts derived from measured
-	// round-trip times (srtt + 4 rttvar, as TCP does).
+	// round-trip times: 1.5 srtt + 4 rttvar, TCP's srtt + 4 rttvar with a
+	// margin for stable links, where rttvar decays to nothing.
 	MinTimeout, MaxTimeout env.Duration
 	// TableProbePeriod is how often each routing-table entry is checked,
 	// unless traffic from it already showed it alive.

@@ -119,7 +119,26 @@ func (o *Overlay) suspect(h NodeHandle) { o.startProbe(h, ProbeSuspect, 0) }
 // verifyDeath probes h after another node reported it dead. If h is
 // indeed dead it is removed without a second announcement: the reporter's
 // announcement already reached the leaf set.
-func (o *Overlay) verifyDeath(h NodeHandle) { o.startProbe(h, ProbeVerify, 0) }
+//
+// A report is not news if h answered a verification of ours started less
+// than RecentDeath ago: reports ride on every probe for that long, so it
+// may be the very report we checked. Without this, a live node declared
+// dead behind a broken link is re-verified on every probe that mentions
+// it, and verifying probes carry their own sender's reports: one probe
+// begets several, and the probes multiply without bound. A node that
+// really dies meanwhile is still found by our own failure detection
+// (heartbeats, the neighbours' leaf sets, silent hops).
+func (o *Overlay) verifyDeath(h NodeHandle) {
+	now := o.env.Clock.Now()
+	p := o.peers[h.ID.ID]
+	if p != nil && p.verifying && p.lastHeard > p.verifiedAt && now.Sub(p.verifiedAt) < o.cfg.RecentDeath {
+		return
+	}
+	if _, probing := o.probe[h.ID.ID]; !probing && p != nil {
+		p.verifying, p.verifiedAt = true, now
+	}
+	o.startProbe(h, ProbeVerify, 0)
+}
 
 // startProbe sends a probe to h, or widens the one already out.
 func (o *Overlay) startProbe(h NodeHandle, why ProbeReason, flags uint8) {

@@ -93,6 +93,10 @@ type peer struct {
 	lastSent  env.Time
 	// linkChecked: when the direct link, while indirect, was last tried.
 	linkChecked env.Time
+	// verifiedAt: when we last probed the node to check another node's
+	// report of its death (verifying tells whether we ever did).
+	verifiedAt env.Time
+	verifying  bool
 }
 
 // probe is an outstanding liveness check.

@@ -3,8 +3,10 @@ package scenario
 import (
 	"flag"
 	"fmt"
+	"math/bits"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/overlay"
 	"github.com/epost-mail/epost/internal/sim"
 )
@@ -187,37 +189,76 @@ type ComatoseConfig struct {
 	Seed         uint64
 	PauseSeconds float64
 	Sleep        bool
+	// NoStallDetect turns off the node's check of its own loop and clock
+	// (shows the failure).
+	NoStallDetect bool
 }
 
 func comatoseScenario() Scenario {
 	return Scenario{
 		Name:    "comatose",
-		Summary: "one node stops answering (stalled loop, or a sleeping laptop with --sleep), then wakes",
+		Summary: "one node stops answering (stalled loop, or a sleeping laptop with --sleep), a node joins next to it, then it wakes",
 		Setup: func(fs *flag.FlagSet) func() (*Result, error) {
 			c := ComatoseConfig{}
 			fs.IntVar(&c.Nodes, "nodes", 100, "number of nodes")
 			fs.Uint64Var(&c.Seed, "seed", 1, "random seed; the same seed gives the same run")
 			fs.Float64Var(&c.PauseSeconds, "pause-seconds", 300, "how long the node is unresponsive")
 			fs.BoolVar(&c.Sleep, "sleep", false, "the machine sleeps (its monotonic clock stops, its wall clock jumps) instead of its loop stalling")
+			fs.BoolVar(&c.NoStallDetect, "no-stall-detect", false, "turn the stall and clock-jump check off (shows the failure)")
 			return func() (*Result, error) { return RunComatose(c) }
 		},
 	}
 }
 
-// RunComatose runs the comatose-node experiment.
+// wakeLookups is how many lookups of keys near the victim are issued
+// after it wakes: first a burst of wakeBurst from the victim itself, 1 ms
+// apart (its users catching up), then the rest 100 ms apart, alternately
+// from the victim and from random nodes.
+const wakeLookups, wakeBurst = 600, 100
+
+// wakeAt is when the i-th lookup after waking is issued, relative to the
+// wake, and whether the victim issues it.
+func wakeAt(i int) (env.Duration, bool) {
+	if i < wakeBurst {
+		return env.Duration(i) * env.Millisecond, true
+	}
+	return wakeBurst*env.Millisecond + env.Duration(i-wakeBurst)*100*env.Millisecond, i%2 == 0
+}
+
+// RunComatose runs the comatose-node experiment. While the victim is out,
+// the others declare it dead and a new node joins between it and its right
+// neighbour, taking over part of its key range. When it wakes, its state is
+// stale: lookups of keys near it, most of them its own, show whether it
+// serves that state (delivering keys that now belong to the newcomer) or
+// rejoins first.
 func RunComatose(c ComatoseConfig) (*Result, error) {
 	if c.Nodes < 4 || c.PauseSeconds <= 0 {
 		return nil, fmt.Errorf("%w: need --nodes >= 4 and --pause-seconds > 0", ErrUsage)
 	}
 	cfg := sim.DefaultConfig(c.Seed)
 	cfg.InvariantEvery = 0
-	r := NewRing(cfg, overlay.SimConfig())
+	ocfg := overlay.SimConfig()
+	if c.NoStallDetect {
+		ocfg.StallLimit = 1000 * 24 * env.Hour
+		ocfg.WallJumpLimit = 1000 * 24 * env.Hour
+	}
+	r := NewRing(cfg, ocfg)
 	hosts, err := r.Build(c.Nodes, 100*env.Millisecond, 2*env.Minute)
 	if err != nil {
 		return nil, err
 	}
 	victim := hosts[r.S.Rand().IntN(len(hosts))]
 	vid := r.ids[victim].ID
+	// The newcomer takes the middle of the arc from the victim to its
+	// right neighbour: the keys in the arc's second half become its own.
+	var right id.ID
+	for i, h := range r.order {
+		if h == victim {
+			right = r.ids[r.order[(i+1)%len(r.order)]].ID
+		}
+	}
+	hi, lo := vid.CW(right).Uint64s()
+	newID := vid.Add(id.FromUint64(hi>>1, lo>>1|hi<<63))
 	holders := func() int {
 		n := 0
 		for _, h := range hosts {
@@ -235,6 +276,7 @@ func RunComatose(c ComatoseConfig) (*Result, error) {
 		r.S.Pause(victim, pause)
 	}
 	start := r.S.Now()
+	r.S.After(pause/2, func() { r.AddNodeWithID(id.NodeID{ID: newID}) })
 	detectedAt := env.Time(-1)
 	for r.S.Now() < start.Add(pause) {
 		if err := r.S.RunFor(env.Second); err != nil {
@@ -245,6 +287,24 @@ func RunComatose(c ComatoseConfig) (*Result, error) {
 		}
 	}
 	wake := r.S.Now()
+	before := r.Lookups
+	for i := 0; i < wakeLookups; i++ {
+		at, own := wakeAt(i)
+		r.S.After(at, func() {
+			src := victim
+			if !own {
+				var ok bool
+				if src, ok = r.randomActive(victim); !ok {
+					return
+				}
+			}
+			// Keys spread over the arc from the victim to its old right
+			// neighbour.
+			f := r.S.Rand().Uint64()
+			h, _ := bits.Mul64(hi, f)
+			r.Lookup(src, vid.Add(id.FromUint64(h, 0)), true)
+		})
+	}
 	rejoinedAt := env.Time(-1)
 	for r.S.Now() < wake.Add(10*env.Minute) {
 		if err := r.S.RunFor(env.Second); err != nil {
@@ -256,6 +316,15 @@ func RunComatose(c ComatoseConfig) (*Result, error) {
 			break
 		}
 	}
+	last, _ := wakeAt(wakeLookups - 1)
+	if end := wake.Add(last + 2*LookupDeadline); r.S.Now() < end {
+		if err := r.S.RunUntil(end); err != nil {
+			return nil, err
+		}
+	}
+	woke := r.Lookups
+	wokeIssued := woke.Issued - before.Issued
+	wokeWrong := wokeIssued - (woke.Correct - before.Correct)
 	st, err := r.RunLookups(1000)
 	if err != nil {
 		return nil, err
@@ -268,6 +337,7 @@ func RunComatose(c ComatoseConfig) (*Result, error) {
 		mode = "slept"
 	}
 	res.Set("mode", mode)
+	res.Set("stall_detect", !c.NoStallDetect)
 	res.Set("pause_seconds", c.PauseSeconds)
 	res.Set("detected", detectedAt >= 0)
 	if detectedAt >= 0 {
@@ -278,6 +348,8 @@ func RunComatose(c ComatoseConfig) (*Result, error) {
 		res.Set("rejoin_seconds", round(rejoinedAt.Sub(wake).Seconds(), 1))
 	}
 	res.Set("stalls_noticed", r.Node(victim).Stats().Stalls)
+	res.Set("lookups_after_wake", wokeIssued)
+	res.Set("wrong_after_wake", wokeWrong)
 	res.Set("correct_fraction_after", round(ratio(float64(st.Correct), float64(st.Issued)), 6))
 	return res, nil
 }
@@ -288,6 +360,9 @@ type SlowConfig struct {
 	Seed         uint64
 	SlowFraction float64
 	ExtraMs      int
+	// FixedTimeoutMs, if positive, replaces the timeouts derived from
+	// measured round-trip times with this one value (shows the failure).
+	FixedTimeoutMs int
 }
 
 func slowScenario() Scenario {
@@ -300,6 +375,7 @@ func slowScenario() Scenario {
 			fs.Uint64Var(&c.Seed, "seed", 1, "random seed; the same seed gives the same run")
 			fs.Float64Var(&c.SlowFraction, "slow-fraction", 0.1, "fraction of nodes behind a slow link")
 			fs.IntVar(&c.ExtraMs, "extra-ms", 800, "one-way latency added to and from a slow node")
+			fs.IntVar(&c.FixedTimeoutMs, "fixed-timeout", 0, "use this fixed timeout in ms instead of adapting to round-trip times (shows the failure)")
 			return func() (*Result, error) { return RunSlow(c) }
 		},
 	}
@@ -307,12 +383,19 @@ func slowScenario() Scenario {
 
 // RunSlow runs the slow-node experiment.
 func RunSlow(c SlowConfig) (*Result, error) {
-	if c.Nodes < 4 || c.SlowFraction < 0 || c.SlowFraction >= 1 || c.ExtraMs < 0 {
-		return nil, fmt.Errorf("%w: need --nodes >= 4, 0 <= --slow-fraction < 1, --extra-ms >= 0", ErrUsage)
+	if c.Nodes < 4 || c.SlowFraction < 0 || c.SlowFraction >= 1 || c.ExtraMs < 0 || c.FixedTimeoutMs < 0 {
+		return nil, fmt.Errorf("%w: need --nodes >= 4, 0 <= --slow-fraction < 1, --extra-ms >= 0, --fixed-timeout >= 0", ErrUsage)
 	}
 	cfg := sim.DefaultConfig(c.Seed)
 	cfg.InvariantEvery = 0
-	r := NewRing(cfg, overlay.SimConfig())
+	ocfg := overlay.SimConfig()
+	if c.FixedTimeoutMs > 0 {
+		// A clamp of zero width: every timeout is this one, measured
+		// round-trip times or not.
+		fixed := env.Duration(c.FixedTimeoutMs) * env.Millisecond
+		ocfg.DefaultTimeout, ocfg.MinTimeout, ocfg.MaxTimeout = fixed, fixed, fixed
+	}
+	r := NewRing(cfg, ocfg)
 	hosts, err := r.Build(c.Nodes, 100*env.Millisecond, 2*env.Minute)
 	if err != nil {
 		return nil, err
@@ -358,6 +441,9 @@ func RunSlow(c SlowConfig) (*Result, error) {
 	res.Set("seed", c.Seed)
 	res.Set("slow_nodes", nslow)
 	res.Set("extra_ms", c.ExtraMs)
+	if c.FixedTimeoutMs > 0 {
+		res.Set("fixed_timeout_ms", c.FixedTimeoutMs)
+	}
 	res.Set("false_dead", falseDead)
 	res.Set("correct_fraction", round(ratio(float64(st.Correct), float64(st.Issued)), 6))
 	res.Set("lost_fraction", round(ratio(float64(st.Issued-st.Delivered), float64(st.Issued)), 6))
