@@ -41,6 +41,12 @@ type Config struct {
 	// CheckpointEvery writes a snapshot of a folder every so many
 	// entries, so that opening it reads a bounded part of the log.
 	CheckpointEvery uint64
+	// SnapshotChunk is how many messages one part of a checkpoint's
+	// snapshot holds (about 110 bytes each): parts keep every object far
+	// below PAST's limit however big the folder, and a checkpoint
+	// rewrites only the parts that changed. 0 keeps the whole snapshot
+	// in the checkpoint entry.
+	SnapshotChunk int
 	// ChunkSize splits message bodies.
 	ChunkSize int
 	// RenewPeriod is how often an account renews the leases of what it
@@ -72,6 +78,7 @@ func DefaultConfig() Config {
 		PollPeriod:      5 * env.Minute,
 		FlushDelay:      20 * env.Millisecond,
 		CheckpointEvery: 64,
+		SnapshotChunk:   2048,
 		ChunkSize:       ChunkSize,
 		RenewPeriod:     30 * past.Day,
 		Quota:           DefaultQuota,
@@ -105,6 +112,9 @@ type Stats struct {
 	Entries, EntryFailures    uint64 // folder log entries written
 	ForksMerged               uint64
 	FolderLoads, LoadFailures uint64
+	// SnapshotParts counts the parts of checkpoints written;
+	// SnapshotPartsReused those a checkpoint named again unchanged.
+	SnapshotParts, SnapshotPartsReused uint64
 }
 
 // Post is one node's POST instance: it serves the users whose keys it
