@@ -35,6 +35,9 @@ func (a *Account) loadRoot() {
 			local = localRoot{}
 		}
 	}
+	if a.loadRootCached(local) {
+		return
+	}
 	x.past.LookupMutable(past.MutableKey(a.cert.UserID, a.rootName()), func(res past.MutableResult, err error) {
 		if local.Version > 0 && (err != nil || local.Version > res.Versions[0].Version) {
 			// The network lags behind what this node wrote: ours holds.
@@ -180,7 +183,7 @@ func (a *Account) loadFolders() {
 			f = a.newFolder(info)
 			a.folders[info.Name] = f
 		}
-		f.load(func(err error) {
+		f.open(func(err error) {
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}

@@ -111,11 +111,13 @@ type Folder struct {
 	seq       uint64
 	head      object.Key
 	sinceSnap uint64
-	entries   []object.Key // the log back to its last snapshot: what must stay leased
-	walked    []object.Key // keys visited by the current walk, newest first
-	chunks    []chunkState // the parts of the latest checkpoint's snapshot
-	nextSnap  *plannedSnap // a checkpoint whose parts are stored, for the next entry
-	snapFail  uint64       // seq+1 at which storing a checkpoint's parts last failed
+	entries   []object.Key          // the log back to its last snapshot: what must stay leased
+	walked    []object.Key          // keys visited by the current walk, newest first
+	chunks    []chunkState          // the parts of the latest checkpoint's snapshot
+	nextSnap  *plannedSnap          // a checkpoint whose parts are stored, for the next entry
+	snapFail  uint64                // seq+1 at which storing a checkpoint's parts last failed
+	cacheOnly bool                  // the current walk reads only the cache
+	fetched   map[object.Key][]byte // read from the network since the last replay, to cache
 
 	queue    []queued
 	flushing bool
@@ -489,6 +491,7 @@ func (f *Folder) replay(chain []entry, h headData) {
 	}
 	f.seq, f.head = h.Seq, h.Last
 	f.sinceSnap = uint64(max(len(chain), 1) - 1)
+	f.cacheChain()
 }
 
 // mergeFork folds the other heads of a fork into this folder: their
