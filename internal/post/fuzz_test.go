@@ -185,6 +185,7 @@ func FuzzLogRecords(f *testing.F) {
 		wiretest.RoundTrip[headData](t, b)
 		wiretest.RoundTrip[rootRecord](t, b)
 		wiretest.RoundTrip[localRoot](t, b)
+		wiretest.RoundTrip[snapPart](t, b)
 		e, ok := wiretest.RoundTrip[entry](t, b)
 		if !ok {
 			return
