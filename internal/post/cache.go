@@ -144,8 +144,8 @@ func (f *Folder) reconcile() {
 			again()
 			return
 		}
-		if f.flushing {
-			again() // a write is under way: look again once it is done
+		if f.flushing || f.loading {
+			again() // a write or a load is under way: look again after
 			return
 		}
 		newer := false
@@ -165,8 +165,25 @@ func (f *Folder) reconcile() {
 			return
 		}
 		x.env.Log.Info("post: the network holds a folder head this node has not seen; reading it", "folder", f.info.Name)
-		f.flushing = true // reload ends it, then flushes what is queued
 		f.reload(nil)
+	})
+}
+
+// loadNew reads a folder another node created from the network, trying
+// again until it can; changes made meanwhile wait (as behind a flush).
+func (f *Folder) loadNew() {
+	x := f.a.x
+	f.loading = true
+	f.clear()
+	f.nextUID, f.seq, f.head, f.sinceSnap, f.entries, f.chunks = 1, 0, object.Key{}, 0, nil, nil
+	f.load(func(err error) {
+		if err != nil && f.a.folders[f.info.Name] == f && !f.a.retired {
+			x.env.Log.Info("post: reading a folder created elsewhere; trying again", "folder", f.info.Name, "err", err)
+			x.env.Clock.AfterFunc(x.cfg.WatchPeriod/4, f.loadNew)
+			return
+		}
+		f.loading = false
+		f.flush()
 	})
 }
 
@@ -262,11 +279,7 @@ func (a *Account) adoptRoot(root *rootRecord, ver uint64, forked bool) {
 		delete(byID, info.ID)
 		if f == nil {
 			f = a.newFolder(info)
-			f.load(func(err error) {
-				if err != nil {
-					a.x.env.Log.Warn("post: loading a folder created elsewhere", "folder", info.Name, "err", err)
-				}
-			})
+			f.loadNew()
 		}
 		f.info = info
 		folders[info.Name] = f

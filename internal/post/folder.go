@@ -117,6 +117,7 @@ type Folder struct {
 	nextSnap  *plannedSnap          // a checkpoint whose parts are stored, for the next entry
 	snapFail  uint64                // seq+1 at which storing a checkpoint's parts last failed
 	cacheOnly bool                  // the current walk reads only the cache
+	loading   bool                  // the state is being rebuilt: writes wait for replay
 	fetched   map[object.Key][]byte // read from the network since the last replay, to cache
 
 	queue    []queued
@@ -261,7 +262,7 @@ func (f *Folder) enqueue(op Op, done func(error)) {
 
 // flush writes the queued changes as one entry, then the head.
 func (f *Folder) flush() {
-	if f.flushing || len(f.queue) == 0 {
+	if f.flushing || f.loading || len(f.queue) == 0 {
 		return
 	}
 	x := f.a.x
@@ -491,6 +492,7 @@ func (f *Folder) replay(chain []entry, h headData) {
 	}
 	f.seq, f.head = h.Seq, h.Last
 	f.sinceSnap = uint64(max(len(chain), 1) - 1)
+	f.loading = false
 	f.cacheChain()
 }
 
@@ -594,8 +596,11 @@ func (f *Folder) reload(batch []queued) {
 	f.clear()
 	f.nextUID, f.seq, f.head, f.sinceSnap, f.entries = 1, 0, object.Key{}, 0, nil
 	f.chunks, f.nextSnap = nil, nil
+	// Writes wait until the state is rebuilt (replay), not until the
+	// load ends: merging a fork writes entries before it ends.
+	f.flushing, f.loading = false, true
 	f.load(func(err error) {
-		f.flushing = false
+		f.loading = false // (a flush may be under way: it is not ours to end)
 		if err != nil {
 			x.env.Log.Warn("post: reloading folder failed", "folder", f.info.Name, "err", err)
 		}
