@@ -281,3 +281,29 @@ func (f *Folder) holdForCheckpoint() bool {
 	})
 	return true
 }
+
+// legacySnapshot is a snapshot as written before parts: the whole state
+// in the entry.
+type legacySnapshot struct {
+	_       struct{} `cbor:",toarray"`
+	NextUID uint32
+	Msgs    []*Message
+}
+
+// UnmarshalCBOR reads a snapshot in either form, so that folders last
+// checkpointed before snapshots had parts still open.
+func (s *Snapshot) UnmarshalCBOR(b []byte) error {
+	type current Snapshot // the same fields, without this method
+	var c current
+	err := wire.Unmarshal(b, &c)
+	if err == nil {
+		*s = Snapshot(c)
+		return nil
+	}
+	var old legacySnapshot
+	if wire.Unmarshal(b, &old) != nil {
+		return err
+	}
+	*s = Snapshot{NextUID: old.NextUID, Msgs: old.Msgs}
+	return nil
+}

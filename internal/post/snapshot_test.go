@@ -40,3 +40,34 @@ func TestSnapshotPartIsChecked(t *testing.T) {
 		t.Errorf("a flipped bit: %v, want ErrTampered", err)
 	}
 }
+
+// TestSnapshotWithoutParts: a checkpoint written before snapshots had
+// parts (the whole state in the entry) still reads.
+func TestSnapshotWithoutParts(t *testing.T) {
+	type oldOp struct {
+		_     struct{} `cbor:",toarray"`
+		Kind  OpKind
+		UID   uint32
+		Msg   *Message
+		Flags []string
+		Add   bool
+		Snap  *legacySnapshot
+	}
+	type oldEntry struct {
+		_    struct{} `cbor:",toarray"`
+		Prev [32]byte
+		Seq  uint64
+		Ops  []oldOp
+	}
+	b := wire.MustMarshal(oldEntry{Seq: 64, Ops: []oldOp{{Kind: OpSnapshot, Snap: &legacySnapshot{NextUID: 9, Msgs: []*Message{{UID: 4}, {UID: 8}}}}}})
+	var e entry
+	if err := wire.Unmarshal(b, &e); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.Ops[0].Snap; s == nil || s.NextUID != 9 || len(s.Msgs) != 2 || s.Msgs[1].UID != 8 || len(s.Chunks) != 0 {
+		t.Fatalf("read %+v", e.Ops[0].Snap)
+	}
+	if err := wire.Unmarshal([]byte{0x83, 0x01, 0x02}, &Snapshot{}); err == nil {
+		t.Fatal("a malformed snapshot decoded")
+	}
+}
