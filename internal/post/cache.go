@@ -1,6 +1,7 @@
 package post
 
 import (
+	"bytes"
 	"errors"
 	"slices"
 
@@ -38,6 +39,7 @@ func (f *Folder) fetch(key object.Key, done func([]byte, error)) {
 	x := f.a.x
 	if x.Cache != nil {
 		if b, ok := x.Cache.GetObject(key); ok && sealedKey(b) == key {
+			f.noteCached(key)
 			done(b, nil)
 			return
 		}
@@ -61,7 +63,46 @@ func (f *Folder) fetch(key object.Key, done func([]byte, error)) {
 func (f *Folder) cachePut(key object.Key, b []byte) {
 	if c := f.a.x.Cache; c != nil {
 		c.PutObject(key, b)
+		f.noteCached(key)
 	}
+}
+
+func (f *Folder) noteCached(key object.Key) {
+	if f.cachedKey == nil {
+		f.cachedKey = map[object.Key]bool{}
+	}
+	f.cachedKey[key] = true
+}
+
+// pruneCache drops from the cache what the folder no longer needs: what
+// is not in its log back to the last checkpoint (f.entries) nor its head.
+// It runs when no flush is under way, or right after one, with its head.
+func (f *Folder) pruneCache() {
+	c := f.a.x.Cache
+	if c == nil {
+		return
+	}
+	keep := map[object.Key]bool{f.head: true}
+	for _, k := range f.entries {
+		keep[k] = true
+	}
+	var drop []object.Key
+	for k := range f.cachedKey {
+		if !keep[k] {
+			drop = append(drop, k)
+		}
+	}
+	slices.SortFunc(drop, func(a, b object.Key) int { return bytes.Compare(a[:], b[:]) })
+	for _, k := range drop {
+		c.DeleteObject(k)
+		delete(f.cachedKey, k)
+	}
+}
+
+// dropCache drops the whole folder from the cache (it was deleted).
+func (f *Folder) dropCache() {
+	f.entries, f.head = nil, object.Key{}
+	f.pruneCache()
 }
 
 // cacheChain caches what a load read from the network of the log it
@@ -79,19 +120,12 @@ func (f *Folder) cacheChain() {
 // one may reuse, and the log before it need no longer be kept leased or
 // cached.
 func (f *Folder) checkpointed(chunks []chunkState) {
-	old := slices.Clone(f.entries)
 	f.chunks = chunks
 	f.entries = f.entries[:0]
 	for _, c := range chunks {
 		f.entries = append(f.entries, c.ref.Key)
 	}
-	if c := f.a.x.Cache; c != nil {
-		for _, k := range old {
-			if !slices.Contains(f.entries, k) {
-				c.DeleteObject(k)
-			}
-		}
-	}
+	f.pruneCache() // (f.head is the checkpoint entry)
 }
 
 // open loads the folder for a restart: from the cache if it holds the log

@@ -119,6 +119,7 @@ type Folder struct {
 	cacheOnly bool                  // the current walk reads only the cache
 	loading   bool                  // the state is being rebuilt: writes wait for replay
 	fetched   map[object.Key][]byte // read from the network since the last replay, to cache
+	cachedKey map[object.Key]bool   // what this folder has in the cache, as far as this run knows
 
 	queue    []queued
 	flushing bool
@@ -494,6 +495,7 @@ func (f *Folder) replay(chain []entry, h headData) {
 	f.sinceSnap = uint64(max(len(chain), 1) - 1)
 	f.loading = false
 	f.cacheChain()
+	f.pruneCache()
 }
 
 // mergeFork folds the other heads of a fork into this folder: their

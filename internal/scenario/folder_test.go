@@ -65,6 +65,11 @@ func TestFolderFarBeyondTheObjectLimit(t *testing.T) {
 		t.Fatalf("checkpoints wrote %d parts and reused %d: unchanged parts are not reused", st.SnapshotParts, st.SnapshotPartsReused)
 	}
 	t.Logf("%d checkpoint parts written, %d reused", st.SnapshotParts, st.SnapshotPartsReused)
+	// The node's cache holds the log back to the last checkpoint: its
+	// parts and at most a checkpoint's worth of entries.
+	if n, max := len(m.caches[hosts[0]]), want/pc.SnapshotChunk+1+int(2*pc.CheckpointEvery); n > max {
+		t.Fatalf("the folder cache holds %d objects, want at most %d", n, max)
+	}
 	wantDesc := describeFolder(in)
 
 	// A node that never served the user opens the folder from the network.
