@@ -122,6 +122,7 @@ type Node struct {
 	past *past.Past       // owned by the loop; nil without DataDir
 	gl   *glacier.Glacier // owned by the loop; nil without DataDir
 	post *post.Post       // owned by the loop; nil without DataDir
+	fc   *folderCache     // POST's folder cache; nil without DataDir
 
 	mu       sync.Mutex
 	started  bool
@@ -222,6 +223,8 @@ func New(cfg Config) (*Node, error) {
 			pcfg = post.DefaultConfig()
 		}
 		n.post = post.New(pcfg, e, n.past, post.Node{Key: cfg.Key, Cert: cfg.Cert, Verifier: n.verifier}, n.st)
+		n.fc = newFolderCache(n.st, n.log)
+		n.post.Cache = n.fc
 		n.wireArchive()
 	}
 	return n, nil
@@ -289,6 +292,9 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	n.loop.Stop()
 	err := n.tr.Close()
+	if n.fc != nil {
+		n.fc.Close() // after the loop (nothing queues more), before the store
+	}
 	if n.st != nil {
 		// After the loop: nothing submits writes any more; Close waits
 		// for the queued ones.

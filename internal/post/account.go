@@ -35,6 +35,9 @@ func (a *Account) loadRoot() {
 			local = localRoot{}
 		}
 	}
+	if a.loadRootCached(local) {
+		return
+	}
 	x.past.LookupMutable(past.MutableKey(a.cert.UserID, a.rootName()), func(res past.MutableResult, err error) {
 		var mine *rootRecord
 		if local.Version > 0 {
@@ -160,7 +163,7 @@ func (a *Account) loadFolders() {
 			f = a.newFolder(info)
 			a.folders[info.Name] = f
 		}
-		f.load(func(err error) {
+		f.open(func(err error) {
 			if err != nil && firstErr == nil {
 				firstErr = err
 			}

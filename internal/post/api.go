@@ -47,6 +47,7 @@ func (a *Account) DeleteFolder(name string, done func(error)) {
 		return
 	}
 	a.folders[name].clear()
+	a.folders[name].dropCache()
 	delete(a.folders, name)
 	a.root.Folders = slices.DeleteFunc(a.root.Folders, func(f folderInfo) bool { return f.Name == name })
 	a.writeRoot(done)

@@ -51,11 +51,16 @@ type Op struct {
 	Snap  *Snapshot
 }
 
-// Snapshot is a folder's state at a point of its log.
+// Snapshot is a folder's state at a point of its log: the messages in
+// the parts Chunks names (see snapshot.go), then those in Msgs. Once read,
+// the parts' messages are put in Msgs and Chunks is emptied.
 type Snapshot struct {
 	_       struct{} `cbor:",toarray"`
 	NextUID uint32
 	Msgs    []*Message
+	Chunks  []SnapChunk
+
+	resolved []SnapChunk // the parts whose messages are now at the start of Msgs
 }
 
 // entry is one log entry, sealed with the owner's log key and stored as
@@ -92,8 +97,15 @@ type Folder struct {
 	seq       uint64
 	head      object.Key
 	sinceSnap uint64
-	entries   []object.Key // the log back to its last snapshot: what must stay leased
-	walked    []object.Key // keys visited by the current walk, newest first
+	entries   []object.Key          // the log back to its last snapshot: what must stay leased
+	walked    []object.Key          // keys visited by the current walk, newest first
+	chunks    []chunkState          // the parts of the latest checkpoint's snapshot
+	nextSnap  *plannedSnap          // a checkpoint whose parts are stored, for the next entry
+	snapFail  uint64                // seq+1 at which storing a checkpoint's parts last failed
+	cacheOnly bool                  // the current walk reads only the cache
+	loading   bool                  // the state is being rebuilt: writes wait for replay
+	fetched   map[object.Key][]byte // read from the network since the last replay, to cache
+	cachedKey map[object.Key]bool   // what this folder has in the cache, as far as this run knows
 
 	queue    []queued
 	flushing bool
@@ -181,8 +193,8 @@ func (f *Folder) apply(op Op) {
 			delete(f.msgs, op.UID)
 		}
 	case OpSnapshot:
-		if op.Snap == nil {
-			return
+		if op.Snap == nil || len(op.Snap.Chunks) > 0 {
+			return // (parts not read: walk reads them first)
 		}
 		f.clear()
 		for _, m := range op.Snap.Msgs {
@@ -196,6 +208,7 @@ func (f *Folder) apply(op Op) {
 		}
 		f.nextUID = max(op.Snap.NextUID, 1)
 		f.reserved = max(f.reserved, f.nextUID)
+		f.adoptChunks(op.Snap)
 	case OpUIDNext:
 		f.nextUID = max(f.nextUID, op.UID)
 		f.reserved = max(f.reserved, f.nextUID)
@@ -239,16 +252,22 @@ func (f *Folder) enqueue(op Op, done func(error)) {
 
 // flush writes the queued changes as one entry, then the head.
 func (f *Folder) flush() {
-	if f.flushing || len(f.queue) == 0 {
+	if f.flushing || f.loading || len(f.queue) == 0 {
 		return
 	}
 	x := f.a.x
+	if f.holdForCheckpoint() {
+		return // flushes again once the snapshot's parts are stored
+	}
 	batch := f.queue
 	f.queue = nil
 	f.flushing = true
 	e := entry{Prev: f.head, Seq: f.seq + 1}
-	if f.sinceSnap+1 >= x.cfg.CheckpointEvery {
-		e.Ops = append(e.Ops, Op{Kind: OpSnapshot, Snap: f.snapshot()})
+	var chunks []chunkState
+	if ps := f.nextSnap; ps != nil {
+		f.nextSnap = nil
+		e.Ops = append(e.Ops, Op{Kind: OpSnapshot, Snap: ps.snap})
+		chunks = ps.chunks
 	}
 	for _, q := range batch {
 		e.Ops = append(e.Ops, q.op)
@@ -276,6 +295,7 @@ func (f *Folder) flush() {
 			return
 		}
 		f.a.archive(object.KindImmutable, sealedKey(sealed), sealed)
+		f.cachePut(sealedKey(sealed), sealed)
 		// The entry is durable; note the new head here first (this node is
 		// the authority on it), then move the network's head.
 		h := wire.MustMarshal(headData{Last: [32]byte(sealedKey(sealed)), Seq: e.Seq})
@@ -299,7 +319,7 @@ func (f *Folder) flush() {
 			f.reloads = 0
 			f.seq, f.head = e.Seq, sealedKey(sealed)
 			if len(e.Ops) > 0 && e.Ops[0].Kind == OpSnapshot {
-				f.entries = f.entries[:0]
+				f.checkpointed(chunks)
 			}
 			f.entries = append(f.entries, f.head)
 			f.sinceSnap++
@@ -423,8 +443,7 @@ func (f *Folder) load(done func(error)) {
 // chain comes back oldest first.
 func (f *Folder) walk(key object.Key, chain []entry, done func([]entry, error)) {
 	f.walked = append(f.walked, key)
-	x := f.a.x
-	x.past.Lookup(key, func(b []byte, err error) {
+	f.fetch(key, func(b []byte, err error) {
 		if err != nil {
 			done(nil, fmt.Errorf("post: folder %s: entry %s: %w", f.info.Name, key.Short(), err))
 			return
@@ -441,8 +460,14 @@ func (f *Folder) walk(key object.Key, chain []entry, done func([]entry, error)) 
 		}
 		chain = append(chain, e)
 		if e.Prev == ([32]byte{}) || (len(e.Ops) > 0 && e.Ops[0].Kind == OpSnapshot) || e.Seq <= 1 {
-			slices.Reverse(chain)
-			done(chain, nil)
+			f.resolveSnapshot(&chain[len(chain)-1], func(err error) {
+				if err != nil {
+					done(nil, fmt.Errorf("post: folder %s: %w", f.info.Name, err))
+					return
+				}
+				slices.Reverse(chain)
+				done(chain, nil)
+			})
 			return
 		}
 		f.walk(e.Prev, chain, done)
@@ -459,6 +484,10 @@ func (f *Folder) replay(chain []entry, h headData) {
 		}
 	}
 	f.seq, f.head = h.Seq, h.Last
+	f.sinceSnap = uint64(max(len(chain), 1) - 1)
+	f.loading = false
+	f.cacheChain()
+	f.pruneCache()
 }
 
 // randReader adapts env.Rand to io.Reader.
@@ -482,8 +511,12 @@ func (f *Folder) reload(batch []queued) {
 	x := f.a.x
 	f.clear()
 	f.nextUID, f.seq, f.head, f.sinceSnap, f.entries = 1, 0, object.Key{}, 0, nil
+	f.chunks, f.nextSnap = nil, nil
+	// Writes wait until the state is rebuilt (replay), not until the
+	// load ends: merging a fork writes entries before it ends.
+	f.flushing, f.loading = false, true
 	f.load(func(err error) {
-		f.flushing = false
+		f.loading = false // (a flush may be under way: it is not ours to end)
 		if err != nil {
 			x.env.Log.Warn("post: reloading folder failed", "folder", f.info.Name, "err", err)
 		}

@@ -191,6 +191,7 @@ func FuzzLogRecords(f *testing.F) {
 		if r, err := decodeRoot(b); err == nil {
 			mergeRoots(r, r)
 		}
+		wiretest.RoundTrip[snapPart](t, b)
 		e, ok := wiretest.RoundTrip[entry](t, b)
 		if !ok {
 			return

@@ -362,9 +362,17 @@ func (r *entryReader) chain(key object.Key, done func([]entry, []object.Key, err
 			}
 			es, ks = append(es, e), append(ks, k)
 			if e.Prev == ([32]byte{}) || (len(e.Ops) > 0 && e.Ops[0].Kind == OpSnapshot) || e.Seq <= 1 {
-				slices.Reverse(es)
-				slices.Reverse(ks)
-				done(es, ks, nil)
+				// A checkpoint keeps most of its snapshot in parts: without
+				// them the branch would seem to have lost those messages.
+				r.f.readParts(&es[len(es)-1], false, func(err error) {
+					if err != nil {
+						done(nil, nil, err)
+						return
+					}
+					slices.Reverse(es)
+					slices.Reverse(ks)
+					done(es, ks, nil)
+				})
 				return
 			}
 			step(e.Prev)

@@ -41,6 +41,12 @@ type Config struct {
 	// CheckpointEvery writes a snapshot of a folder every so many
 	// entries, so that opening it reads a bounded part of the log.
 	CheckpointEvery uint64
+	// SnapshotChunk is how many messages one part of a checkpoint's
+	// snapshot holds (about 110 bytes each): parts keep every object far
+	// below PAST's limit however big the folder, and a checkpoint
+	// rewrites only the parts that changed. 0 keeps the whole snapshot
+	// in the checkpoint entry.
+	SnapshotChunk int
 	// ChunkSize splits message bodies.
 	ChunkSize int
 	// RenewPeriod is how often an account renews the leases of what it
@@ -78,6 +84,7 @@ func DefaultConfig() Config {
 		PollPeriod:      5 * env.Minute,
 		FlushDelay:      20 * env.Millisecond,
 		CheckpointEvery: 64,
+		SnapshotChunk:   2048,
 		ChunkSize:       ChunkSize,
 		RenewPeriod:     30 * past.Day,
 		Quota:           DefaultQuota,
@@ -111,6 +118,11 @@ type Stats struct {
 	Entries, EntryFailures    uint64 // folder log entries written
 	ForksMerged               uint64
 	FolderLoads, LoadFailures uint64
+	// SnapshotParts counts the parts of checkpoints written;
+	// SnapshotPartsReused those a checkpoint named again unchanged.
+	SnapshotParts, SnapshotPartsReused uint64
+	// CachedLoads counts folders opened from the local cache.
+	CachedLoads uint64
 }
 
 // Post is one node's POST instance: it serves the users whose keys it
@@ -133,6 +145,10 @@ type Post struct {
 	// ones included), for the erasure-coded archive. Kind and key are
 	// those PAST stores it under; data is what PAST was given.
 	Archive func(user id.UserID, kind object.Kind, key object.Key, data []byte)
+	// Cache, if set, keeps the owner's folder logs on this node, so
+	// that its mailboxes are served at once after a restart, before the
+	// network answers (see cache.go). Set it before AddUser.
+	Cache Cache
 	// OnAddUser, if set, hears of every user this node starts serving,
 	// before anything of theirs is archived.
 	OnAddUser func(keys identity.UserKeys, cert *identity.UserCert)
@@ -315,6 +331,8 @@ type Account struct {
 	inflight  map[object.Key]bool // pending members being delivered
 	rejected  map[object.Key]bool // pending members that failed verification, counted
 	retired   bool                // another node took the mailbox over: no more writes
+	cached    bool                // served from this node's cache, checked with the network after
+	rootSeen  bool                // the network's root record has been read since (when cached)
 	onReady   []func(error)
 	// usage is the size of the distinct bodies in the folders; bodies
 	// counts the messages referring to each (by first chunk key).
@@ -395,6 +413,9 @@ func (a *Account) becomeReady(err error) {
 		a.watch()
 		a.poll()
 		a.x.env.Clock.AfterFunc(a.x.cfg.RenewPeriod, a.renew)
+		if a.cached {
+			a.reconcileRoot()
+		}
 	}
 	cbs := a.onReady
 	a.onReady = nil
@@ -416,6 +437,9 @@ func (a *Account) watch() {
 // checkWriter reads the root record: if another node has taken the
 // mailbox over (a restored or moved user), this node stops writing it.
 func (a *Account) checkWriter() {
+	if a.cached && !a.rootSeen {
+		return // on a restart this node takes the mailbox back first (reconcileRoot)
+	}
 	me := a.x.node.Cert.NodeID.ID
 	a.x.past.LookupMutable(past.MutableKey(a.cert.UserID, a.rootName()), func(res past.MutableResult, err error) {
 		if err != nil || res.Versions[0].Version <= a.rootVer {

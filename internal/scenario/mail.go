@@ -23,6 +23,7 @@ type Mail struct {
 	Users   []MailUser
 	posts   []*post.Post // by host, the current incarnation's
 	metas   []memMeta    // by host: the node's local state, kept across crashes
+	caches  []memCache   // by host: the node's folder cache, kept across crashes
 	byHost  map[sim.HostID][]int
 	// OnDelivered hears every delivery, with the virtual time.
 	OnDelivered func(user string, id [16]byte)
@@ -74,9 +75,11 @@ func (m *Mail) start(h sim.HostID, p *past.Past) {
 	for len(m.posts) <= int(h) {
 		m.posts = append(m.posts, nil)
 		m.metas = append(m.metas, memMeta{})
+		m.caches = append(m.caches, memCache{})
 	}
 	e := p.Env()
 	x := post.New(m.PostCfg, e, p, post.Node{Key: m.keys[h], Cert: m.certs[h], Verifier: m.Verifier}, m.metas[h])
+	x.Cache = m.caches[h]
 	x.OnDelivered = func(user string, id [16]byte) {
 		if m.OnDelivered != nil {
 			m.OnDelivered(user, id)
@@ -386,3 +389,12 @@ func (m memMeta) SetMeta(name string, value []byte) error {
 	m[name] = append([]byte(nil), value...)
 	return nil
 }
+
+// memCache is a simulated node's folder cache, on its disk.
+type memCache map[object.Key][]byte
+
+func (c memCache) GetObject(k object.Key) ([]byte, bool) { b, ok := c[k]; return b, ok }
+
+func (c memCache) PutObject(k object.Key, b []byte) { c[k] = append([]byte(nil), b...) }
+
+func (c memCache) DeleteObject(k object.Key) { delete(c, k) }

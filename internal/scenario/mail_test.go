@@ -625,6 +625,12 @@ func TestForkMergeAfterTakeoverKeepsOldExpunges(t *testing.T) {
 	m.Crash(hosts[10])
 	m.S.Restart(hA)
 	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	// A serves its own cached mailbox at once, then reads forward to B's
+	// head.
+	awaitMail(t, m, "A caught up", 5*time1m, func() bool {
+		g := inboxByID(m.Account(0))[msgs[1].ID]
+		return g != nil && slices.Contains(g.Flags, `\Seen`)
+	})
 	got := inboxByID(m.Account(0))
 	if _, back := got[msgs[0].ID]; back {
 		t.Errorf("the message expunged before the takeover is back")
@@ -643,7 +649,19 @@ func TestForkMergeAfterTakeoverKeepsOldExpunges(t *testing.T) {
 // cancels the expunge only the second node made, applies both nodes'
 // flags, keeps the UIDs, and survives a restart.
 func TestForkMergeKeepsBothSidesChanges(t *testing.T) {
-	m, hosts := newMail(t, 13, 20, 2)
+	t.Run("entries", func(t *testing.T) { forkMergeKeepsBothSidesChanges(t, testPostConfig()) })
+	// With a checkpoint at every other entry, kept in one-message parts,
+	// both branches and their fork point start from snapshots whose
+	// messages are in parts: the merge must read them.
+	t.Run("snapshot parts", func(t *testing.T) {
+		pc := testPostConfig()
+		pc.CheckpointEvery, pc.SnapshotChunk = 2, 1
+		forkMergeKeepsBothSidesChanges(t, pc)
+	})
+}
+
+func forkMergeKeepsBothSidesChanges(t *testing.T, pc post.Config) {
+	m, hosts := newMailWith(t, 13, 20, 2, pc)
 	deliverToUser0(t, m, "m%d", 4)
 	a := m.Account(0)
 	in, _ := a.Folder("INBOX")
@@ -1013,6 +1031,9 @@ func TestRootRecordBranchesMerge(t *testing.T) {
 	m.Crash(hosts[10])
 	m.S.Restart(hA)
 	awaitMail(t, m, "A back", 5*time1m, func() bool { a := m.Account(0); return a != nil && a.Ready() })
+	// A serves its own cached mailbox at once, then finds B's branch of
+	// the root and merges.
+	awaitMail(t, m, "root merged on A", 5*time1m, func() bool { return m.Post(hA).Stats().ForksMerged > 0 })
 	a = m.Account(0)
 	got := a.Folders()
 	for _, want := range []string{"From A", "From B", "Brouillons", "INBOX"} {
