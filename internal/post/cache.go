@@ -2,6 +2,7 @@ package post
 
 import (
 	"bytes"
+	"encoding/hex"
 	"errors"
 	"slices"
 
@@ -240,7 +241,7 @@ func (f *Folder) republishOrRetry(h headData, again func()) {
 // wrote and the folder cache, at once, then checks the root with the
 // network. It reports false if there is no usable local root.
 func (a *Account) loadRootCached(local localRoot) bool {
-	if a.x.Cache == nil || local.Version == 0 {
+	if a.x.Cache == nil || local.Version == 0 || !a.served() {
 		return false
 	}
 	r, err := a.openRoot(local.Sealed)
@@ -333,5 +334,28 @@ func (a *Account) applyRoot(theirs *rootRecord, ver uint64, forked bool) {
 				a.x.env.Log.Warn("post: writing the merged root record", "user", a.keys.Address, "err", err)
 			}
 		})
+	}
+}
+
+// servedName marks that this node has served the user's whole mailbox:
+// only then do its local root, heads and cache describe every folder. A
+// node whose first load failed half-way has a root record (it wrote
+// itself in as the writer) but not the folders, and must read them from
+// the network rather than serve them empty.
+func (a *Account) servedName() string {
+	return "post/served/" + hex.EncodeToString(a.cert.UserID.ID[:])
+}
+
+func (a *Account) served() bool {
+	_, err := a.x.local.GetMeta(a.servedName())
+	return err == nil
+}
+
+func (a *Account) markServed() {
+	if a.served() {
+		return
+	}
+	if err := a.x.local.SetMeta(a.servedName(), []byte{1}); err != nil {
+		a.x.env.Log.Warn("post: noting the mailbox served", "user", a.keys.Address, "err", err)
 	}
 }

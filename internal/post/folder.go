@@ -431,6 +431,13 @@ func (f *Folder) load(done func(error)) {
 			}
 			f.replay(chain, heads[0])
 			if len(heads) == 1 {
+				if !haveLocal {
+					// Remember the head this folder was read at, so that a
+					// restart serves it from the cache rather than empty.
+					if err := x.local.SetMeta(f.localName(), wire.MustMarshal(heads[0])); err != nil {
+						x.env.Log.Warn("post: noting a folder's head", "folder", f.info.Name, "err", err)
+					}
+				}
 				done(nil)
 				return
 			}

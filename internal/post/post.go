@@ -410,6 +410,7 @@ func (a *Account) publishCert() {
 func (a *Account) becomeReady(err error) {
 	if err == nil {
 		a.ready = true
+		a.markServed()
 		a.watch()
 		a.poll()
 		a.x.env.Clock.AfterFunc(a.x.cfg.RenewPeriod, a.renew)
