@@ -381,6 +381,7 @@ func (p *Past) LeafSetChanged(h NodeHandle, joined bool) {
 		}
 	} else {
 		delete(p.m.since, h.ID.ID)
+		p.recheckInserts(h)
 	}
 	p.scheduleMaintain(p.cfg.MaintainDelay)
 	if p.upper != nil {

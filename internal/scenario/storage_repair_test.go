@@ -2,6 +2,7 @@ package scenario
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -337,4 +338,44 @@ func TestTheRemainingLeaseTravelsAndRenewalsSpread(t *testing.T) {
 	await(t, s, "the renewal reaches the returning holder", env.Duration(cfg.FullSyncRounds+2)*cfg.MaintainPeriod, func() bool {
 		return s.S.Up(away) && remaining(t, s, away, key) > renewed-env.Hour
 	})
+}
+
+// An insert that starts just as two of its replicas fail gets only the
+// root's receipt on its first attempt, and the root named the failed
+// nodes as replicas. A later attempt reaches the replica set as it is
+// then, and its receipts are accepted: the names from the first attempt
+// do not hold acceptance back.
+func TestAnInsertRacingReplicaFailuresIsAcceptedByALaterAttempt(t *testing.T) {
+	cfg := testPastConfig()
+	// Attempts 80 s apart: the overlay notices a failure within about a
+	// minute (SuspectAfter and a probe).
+	cfg.InsertTimeout = 4 * env.Minute
+	s, hosts := newStorage(t, 9, 20, cfg)
+	data := []byte("inserted as its replicas fail")
+	key := store.ImmutableKey(data)
+	set := s.ReplicaHosts(key, 3)
+	from := hosts[0]
+	for slices.Contains(set, from) {
+		from++
+	}
+	s.Crash(set[1])
+	s.Crash(set[2])
+	var res past.InsertResult
+	err := errors.New("not done")
+	s.Past(from).Insert(data, past.LeaseMailbox, func(r past.InsertResult, e error) { res, err = r, e })
+	if err := s.S.RunFor(cfg.InsertTimeout); err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatalf("insert: %v", err)
+	}
+	want := s.ReplicaHosts(key, 3) // the live replica set now
+	if want[0] != set[0] {
+		t.Fatalf("the root changed: %d, was %d", want[0], set[0])
+	}
+	for _, rc := range res.Receipts {
+		if ok := slices.ContainsFunc(want, func(h sim.HostID) bool { return s.Node(h).Self().ID == rc.Node.ID }); !ok {
+			t.Errorf("accepted on a receipt from %s, not one of the 3 closest live nodes", rc.Node.ID.ID.Short())
+		}
+	}
 }
