@@ -6,12 +6,12 @@ import "github.com/epost-mail/epost/internal/env"
 const Day = 24 * env.Hour
 
 // Lease lengths by class of object (DESIGN.md section 5). Mailbox data
-// must outlive a user's long absence; notifications and receipts are
-// short-lived.
+// must outlive a user's long absence; a pending-notification set (and the
+// releases merged into it) is short-lived. Storage receipts are messages,
+// never stored, so they have no class.
 const (
 	LeaseMailbox      = 365 * Day
 	LeaseNotification = 30 * Day
-	LeaseReceipt      = 7 * Day
 )
 
 // Config tunes PAST. Start from DefaultConfig.
