@@ -32,11 +32,13 @@ fmt-check:
 fuzz:
 	@./scripts/fuzz-all.sh $(FUZZTIME)
 
-# Simulator engine and codec benchmarks, then the mail comparison with
+# Simulator engine and codec benchmarks, the store's durable put rate
+# (with and without group commit), then the mail comparison with
 # Postfix + Dovecot and the simulator's scale runs (results and tables in
 # bench/results/, see BENCHMARKS.md). Takes about an hour on 2 cores.
 bench:
 	$(GO) test -run=none -bench=. -benchtime=1x ./internal/sim/
+	$(GO) test -run='^$$' -bench=DurablePut -benchtime=3s -count=3 ./internal/store/
 	$(GO) run ./cmd/epost sim ping --nodes 10000 --seconds 30
 	$(GO) run ./cmd/epost sim ping --nodes 50000 --seconds 30
 	./bench/mail.sh

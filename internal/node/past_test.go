@@ -3,11 +3,15 @@ package node
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/id"
@@ -27,6 +31,9 @@ func testPastConfig() past.Config {
 	c.InsertTimeout = 60 * env.Second
 	c.LookupTimeout = 10 * env.Second
 	c.FetchTimeout = 5 * env.Second
+	// A few hundred objects per node: a scrub pass every few seconds.
+	c.ScrubPeriod = 500 * env.Millisecond
+	c.ScrubBatch = 200
 	return c
 }
 
@@ -172,53 +179,68 @@ func (r *storageRing) closest(key store.Key, k int) []int {
 }
 
 func TestPastOnRealNodes(t *testing.T) {
-	const n, objects = 6, 500
+	const n, objects, later = 6, 500, 100
 	r := newStorageRing(t, n)
 	waitFor(t, "ring settled", 60*time.Second, r.settled)
 
-	// Insert 500 objects from every node, all at once.
 	var mu sync.Mutex
-	var errs []error
-	done := 0
-	data := make([][]byte, objects)
-	keys := make([]store.Key, objects)
-	for i := range objects {
+	data := make([][]byte, objects+later)
+	keys := make([]store.Key, objects+later)
+	for i := range data {
 		data[i] = []byte(fmt.Sprintf("object %d: %s", i, bytes.Repeat([]byte{byte(i)}, i%200)))
 		keys[i] = store.ImmutableKey(data[i])
-		nd := r.nodes[i%n]
-		if !nd.Post(func() {
-			nd.Past().Insert(data[i], past.LeaseMailbox, func(_ past.InsertResult, err error) {
-				mu.Lock()
-				defer mu.Unlock()
-				done++
-				if err != nil {
-					errs = append(errs, err)
-				}
-			})
-		}) {
-			t.Fatal("node stopped")
-		}
 	}
-	waitFor(t, "500 inserts acknowledged", 120*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return done == objects })
-	if len(errs) > 0 {
-		t.Fatalf("%d inserts failed, first: %v", len(errs), errs[0])
-	}
-	// Every object reaches its three closest nodes' disks.
-	onReplicas := func() bool {
-		for i, k := range keys {
-			for _, j := range r.closest(k, 3) {
-				if r.nodes[j] == nil {
-					continue
-				}
-				if ok, err := r.nodes[j].Store().Has(store.KindImmutable, k); err != nil || !ok {
-					_ = i
-					return false
-				}
+	// insertAll inserts objects [from, to) from the live nodes in turn,
+	// all at once, and waits until every one is acknowledged.
+	insertAll := func(from, to int) {
+		t.Helper()
+		var errs []error
+		done := 0
+		var live []*Node
+		for _, nd := range r.nodes {
+			if nd != nil {
+				live = append(live, nd)
 			}
 		}
-		return true
+		for i := from; i < to; i++ {
+			nd := live[i%len(live)]
+			if !nd.Post(func() {
+				nd.Past().Insert(data[i], past.LeaseMailbox, func(_ past.InsertResult, err error) {
+					mu.Lock()
+					defer mu.Unlock()
+					done++
+					if err != nil {
+						errs = append(errs, err)
+					}
+				})
+			}) {
+				t.Fatal("node stopped")
+			}
+		}
+		waitFor(t, fmt.Sprintf("%d inserts acknowledged", to-from), 120*time.Second, func() bool { mu.Lock(); defer mu.Unlock(); return done == to-from })
+		if len(errs) > 0 {
+			t.Fatalf("%d inserts failed, first: %v", len(errs), errs[0])
+		}
 	}
-	waitFor(t, "every object on its 3 closest nodes", 60*time.Second, onReplicas)
+	// onReplicas: every object of keys[:upTo] is on the disks of its three
+	// closest live nodes.
+	onReplicas := func(upTo int) func() bool {
+		return func() bool {
+			for _, k := range keys[:upTo] {
+				for _, j := range r.closest(k, 3) {
+					if r.nodes[j] == nil {
+						continue
+					}
+					if ok, err := r.nodes[j].Store().Has(store.KindImmutable, k); err != nil || !ok {
+						return false
+					}
+				}
+			}
+			return true
+		}
+	}
+	insertAll(0, objects)
+	waitFor(t, "every object on its 3 closest nodes", 60*time.Second, onReplicas(objects))
 
 	// Stop two nodes: every object stays readable from the others.
 	r.stop(1)
@@ -245,8 +267,36 @@ func TestPastOnRealNodes(t *testing.T) {
 		t.Fatalf("%d of %d objects unreadable with 2 nodes down, first: %s", len(bad), objects, bad[0])
 	}
 
-	// Restart them with their disks: the ring heals and every object is
-	// again on its three closest nodes.
+	// While they are down, more objects arrive, some of which belong on
+	// them; node 4's disk is replaced (wiped) and one of node 1's copies
+	// rots on disk. Maintenance must move data to both once they are back.
+	// (The inserts wait for the others to notice the two are gone: one
+	// that races the failure is accepted by a later attempt, 20 s on.)
+	waitFor(t, "ring settled with 2 nodes down", 60*time.Second, r.settled)
+	insertAll(objects, objects+later)
+	if err := os.RemoveAll(r.cfgs[4].DataDir); err != nil {
+		t.Fatal(err)
+	}
+	rotten := -1
+	for i, k := range keys[:objects] {
+		if slices.Contains(r.closest(k, 3), 1) {
+			rotten = i
+			break
+		}
+	}
+	corruptOnDisk(t, filepath.Join(r.cfgs[1].DataDir, "store.db"), keys[rotten])
+	owed := 0 // objects that belong on node 1 or 4 and that they lack
+	for _, k := range keys[objects:] {
+		if c := r.closest(k, 3); slices.Contains(c, 1) || slices.Contains(c, 4) {
+			owed++
+		}
+	}
+	if owed == 0 {
+		t.Fatal("no new object belongs on a stopped node; the restart moves nothing")
+	}
+
+	// Restart them: the ring heals, node 1's scrub drops the rotten copy,
+	// and maintenance brings every object to its three closest nodes.
 	r.start(1)
 	r.start(4)
 	waitFor(t, "ring settled after restart", 90*time.Second, func() bool {
@@ -256,8 +306,12 @@ func TestPastOnRealNodes(t *testing.T) {
 		}
 		return ok
 	})
-	waitFor(t, "replicas back at the 3 closest nodes", 90*time.Second, onReplicas)
-	for _, nd := range r.nodes {
+	waitFor(t, "replicas back at the 3 closest nodes", 90*time.Second, onReplicas(objects+later))
+	if b, err := r.nodes[1].Store().Get(store.KindImmutable, keys[rotten]); err != nil || !bytes.Equal(b, data[rotten]) {
+		t.Fatalf("node 1's rotten copy of object %d: %v", rotten, err)
+	}
+	var dropped, stored uint64
+	for i, nd := range r.nodes {
 		var st past.Stats
 		if err := nd.Do(func() { st = nd.Past().Stats() }); err != nil {
 			t.Fatal(err)
@@ -265,5 +319,40 @@ func TestPastOnRealNodes(t *testing.T) {
 		if st.BadReceipts != 0 || st.BadObjects != 0 || st.StoreErrors != 0 {
 			t.Errorf("node %s: %+v", nd.ID().Short(), st)
 		}
+		if i == 1 {
+			dropped = st.ScrubDropped
+		}
+		if i == 1 || i == 4 {
+			stored += st.Stored
+		}
+	}
+	if dropped != 1 {
+		t.Errorf("node 1's scrub dropped %d entries, want the 1 rotten copy", dropped)
+	}
+	if stored < uint64(owed) {
+		t.Errorf("the restarted nodes stored %d copies; at least %d new objects were owed to them", stored, owed)
+	}
+}
+
+// corruptOnDisk flips the last byte of an immutable object's record in a
+// closed store's file, as a failing disk would.
+func corruptOnDisk(t *testing.T, path string, key store.Key) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte("obj/" + store.KindImmutable.String()))
+		v := bytes.Clone(b.Get(key[:]))
+		if v == nil {
+			return fmt.Errorf("%s not on disk", key.Short())
+		}
+		v[len(v)-1] ^= 1
+		return b.Put(key[:], v)
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -17,7 +17,9 @@ import (
 // writes on its committer goroutine, and PAST must see completions on the
 // node's event loop, so each one is posted there. Reads and the periodic
 // SetTicks and Sweep run on the loop directly (a sweep's fsync, once a
-// minute, briefly holds the loop; nothing acknowledged waits on it).
+// minute, briefly holds the loop; nothing acknowledged waits on it). The
+// periodic scrub reads a slice of the disk, so it runs on a goroutine of
+// its own and posts its report back; PAST starts one slice at a time.
 type loopStorage struct {
 	st   *store.Store
 	loop *Loop
@@ -50,6 +52,13 @@ func (s loopStorage) Keys(kind store.Kind, r store.Range, after *store.Key, limi
 	return s.st.Keys(kind, r, after, limit)
 }
 func (s loopStorage) Sweep(limit int) (store.SweepReport, error) { return s.st.Sweep(limit) }
+func (s loopStorage) ScrubAsync(c store.ScrubCursor, n int, done func(store.ScrubReport, error)) {
+	go func() {
+		rep, err := s.st.Scrub(c, n)
+		// After Close the store refuses and the loop drops the report.
+		s.loop.Post(func() { done(rep, err) })
+	}()
+}
 
 // openPast opens the store under DataDir and makes PAST over it, with the
 // node's application above.

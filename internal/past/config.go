@@ -6,12 +6,12 @@ import "github.com/epost-mail/epost/internal/env"
 const Day = 24 * env.Hour
 
 // Lease lengths by class of object (DESIGN.md section 5). Mailbox data
-// must outlive a user's long absence; notifications and receipts are
-// short-lived.
+// must outlive a user's long absence; a pending-notification set (and the
+// releases merged into it) is short-lived. Storage receipts are messages,
+// never stored, so they have no class.
 const (
 	LeaseMailbox      = 365 * Day
 	LeaseNotification = 30 * Day
-	LeaseReceipt      = 7 * Day
 )
 
 // Config tunes PAST. Start from DefaultConfig.
@@ -48,6 +48,14 @@ type Config struct {
 	// TickPeriod is how often the store's uptime counter is advanced and
 	// expired objects are swept.
 	TickPeriod env.Duration
+	// ScrubPeriod is how often a slice of the local store is re-verified
+	// (the store's scrub), ScrubBatch how many entries one slice holds:
+	// a pass over the whole store takes ScrubPeriod * entries / ScrubBatch,
+	// in small steps so that no one scrub holds the node up. A corrupt
+	// entry is dropped, and replica maintenance's next full round refills
+	// it from another holder. ScrubPeriod 0 turns scrubbing off.
+	ScrubPeriod env.Duration
+	ScrubBatch  int
 	// MaxOfferEntries bounds the entries in one offer message.
 	MaxOfferEntries int
 	// MaxForks bounds the versions kept for one forked mutable object.
@@ -60,18 +68,22 @@ type Config struct {
 // DefaultConfig is what a node runs with: ePOST's k = 3.
 func DefaultConfig() Config {
 	return Config{
-		Replicas:        3,
-		MaxObjectSize:   4 << 20,
-		MaxLease:        2 * 365 * Day,
-		InsertTimeout:   30 * env.Second,
-		InsertAttempts:  3,
-		LookupTimeout:   5 * env.Second,
-		FetchTimeout:    2 * env.Second,
-		MaintainPeriod:  10 * env.Minute,
-		MaintainDelay:   30 * env.Second,
-		FullSyncRounds:  6,
-		RepairDelay:     30 * env.Minute,
-		TickPeriod:      env.Minute,
+		Replicas:       3,
+		MaxObjectSize:  4 << 20,
+		MaxLease:       2 * 365 * Day,
+		InsertTimeout:  30 * env.Second,
+		InsertAttempts: 3,
+		LookupTimeout:  5 * env.Second,
+		FetchTimeout:   2 * env.Second,
+		MaintainPeriod: 10 * env.Minute,
+		MaintainDelay:  30 * env.Second,
+		FullSyncRounds: 6,
+		RepairDelay:    30 * env.Minute,
+		TickPeriod:     env.Minute,
+		// 500 entries a minute: a store of a million objects is
+		// re-read about once every day and a half.
+		ScrubPeriod:     env.Minute,
+		ScrubBatch:      500,
 		MaxOfferEntries: 2000,
 		MaxForks:        4,
 		MaxSetMembers:   10000,

@@ -22,7 +22,10 @@
 // knows of (its own leaf set and routing table, the root's stated replica
 // set and the signers), are the k closest to the key: a lying root cannot
 // acknowledge an object and drop it, and a single faulty replica cannot
-// make an insert look durable. A renewal is an insert without the bytes.
+// make an insert look durable. The root's stated set counts for its
+// attempt only, less any node since gone from the inserter's leaf set, so
+// a replica that fails mid-insert does not block acceptance. A renewal is
+// an insert without the bytes.
 //
 // Lookup routes to the root; the first node on the path that holds an
 // immutable object answers. The reader verifies what it gets and falls
@@ -38,7 +41,16 @@
 // holder that returns counts again, and a new node receives copies only
 // once it has stayed for Config.RepairDelay, or when fewer than k holders
 // have been reachable for that long, or at once when the sender holds the
-// last known copy. Ordinary churn therefore does not recopy disks.
+// last known copy. A holder known to have held an object that now says it
+// lacks it lost its copy and is given it back at once. Ordinary churn
+// therefore does not recopy disks. Offers are batched lists of (kind,
+// key, version, remaining lease), not summaries: after the first rounds
+// they carry only what changed, and every Config.FullSyncRounds-th round
+// offers everything again so that lost copies are refilled.
+//
+// A periodic scrub (Config.ScrubPeriod, Config.ScrubBatch) has the store
+// re-verify a slice of its entries at a time, resuming where the last
+// slice ended; corrupt entries are dropped and maintenance refills them.
 //
 // # Leases
 //

@@ -3,6 +3,7 @@ package past
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/id"
@@ -31,6 +32,9 @@ type insertReq struct {
 	version  uint64
 	attempt  int
 	receipts map[id.ID]Receipt
+	// claimed is the replica set the root named in this attempt's
+	// receipts. Each attempt starts afresh: a set named before a replica
+	// failed would otherwise hold acceptance back for good.
 	claimed  []NodeHandle
 	refusals map[id.ID]string
 	// here is why this node's own replica refused, kept as an error (a
@@ -105,6 +109,7 @@ func (p *Past) startInsert(kind store.Kind, key store.Key, data []byte, lease en
 // sendInsert routes one attempt and arms its timer.
 func (p *Past) sendInsert(r *insertReq) {
 	r.attempt++
+	r.claimed = nil
 	p.route(r.msg.Key, wire.TypePastStore, r.msg)
 	wait := p.cfg.InsertTimeout / env.Duration(p.cfg.InsertAttempts)
 	if r.attempt >= p.cfg.InsertAttempts {
@@ -170,6 +175,29 @@ func (p *Past) onReceipt(m wire.PastReceipt) {
 	r.claimed = append(r.claimed, m.Replicas...)
 	if p.accepted(r) {
 		p.finishInsert(r, nil)
+	}
+}
+
+// recheckInserts applies the acceptance rule again to the inserts
+// waiting for receipts once node gone has left this node's leaf set: a
+// replica that failed after the insert started no longer counts as one
+// of the k closest, not even where the root named it, and the receipts
+// already in may now be a majority.
+func (p *Past) recheckInserts(gone NodeHandle) {
+	reqs := make([]uint64, 0, len(p.inserts))
+	for req := range p.inserts {
+		reqs = append(reqs, req)
+	}
+	slices.Sort(reqs) // completions in a deterministic order
+	for _, req := range reqs {
+		r := p.inserts[req]
+		if r == nil {
+			continue
+		}
+		r.claimed = slices.DeleteFunc(r.claimed, func(h NodeHandle) bool { return h.ID == gone.ID })
+		if len(r.receipts) > 0 && p.accepted(r) {
+			p.finishInsert(r, nil)
+		}
 	}
 }
 

@@ -248,11 +248,17 @@ func (p *Past) onWant(from NodeHandle, w wire.PastWant) {
 			p.m.hold(e, from.ID.ID, x.Version)
 			continue
 		}
+		// It says it lacks it, whatever we thought. If we thought it held
+		// it, it lost its copy (a scrubbed corruption, a replaced disk)
+		// or holds an older version: giving it back makes no copy beyond
+		// those that were, so Carbonite's patience does not apply.
+		lost := false
 		if h := p.m.holders[e]; h != nil {
-			delete(h, from.ID.ID) // it says it lacks it, whatever we thought
+			_, lost = h[from.ID.ID]
+			delete(h, from.ID.ID)
 		}
 		p.checkDeficit(e)
-		if !p.mayCopy(e, from.ID.ID) {
+		if !lost && !p.mayCopy(e, from.ID.ID) {
 			continue
 		}
 		data, err := p.st.Get(e.Kind, e.Key)

@@ -73,6 +73,10 @@ type Stats struct {
 	// Swept counts objects whose lease ran out, and their bytes.
 	Swept, SweptBytes uint64
 	StoreErrors       uint64
+	// Scrubbed counts entries the periodic scrub verified, ScrubDropped
+	// those it found corrupt and dropped (for maintenance to refill), and
+	// ScrubPasses the passes it finished over the whole store.
+	Scrubbed, ScrubDropped, ScrubPasses uint64
 }
 
 // Past is one node's PAST instance. It is the overlay's App; messages that
@@ -105,6 +109,11 @@ type Past struct {
 
 	m maintState
 
+	// The periodic scrub: where it resumes, and whether a slice is being
+	// checked (one at a time).
+	scrubAt   store.ScrubCursor
+	scrubbing bool
+
 	stats        Stats
 	storeFailing bool // the last store write failed: see storeError
 }
@@ -112,7 +121,7 @@ type Past struct {
 // New makes a PAST instance over st. Call Attach with the overlay before
 // use.
 func New(cfg Config, e env.Env, st Storage, ident Identity, upper overlay.App) (*Past, error) {
-	if cfg.Replicas < 1 || cfg.MaxObjectSize < 1 || cfg.InsertAttempts < 1 || cfg.MaxForks < 1 || cfg.MaxOfferEntries < 1 || cfg.MaxSetMembers < 1 {
+	if cfg.Replicas < 1 || cfg.MaxObjectSize < 1 || cfg.ScrubPeriod < 0 || (cfg.ScrubPeriod > 0 && cfg.ScrubBatch < 1) || cfg.InsertAttempts < 1 || cfg.MaxForks < 1 || cfg.MaxOfferEntries < 1 || cfg.MaxSetMembers < 1 {
 		return nil, fmt.Errorf("%w: config %+v", ErrInput, cfg)
 	}
 	if ident.Cert == nil || ident.Verifier == nil || !ident.Cert.Matches(ident.Key) {
@@ -138,6 +147,9 @@ func (p *Past) Attach(ov Overlay) {
 	p.tickBase = p.st.Ticks()
 	p.clockBase = p.env.Clock.Now()
 	p.scheduleTick()
+	if p.cfg.ScrubPeriod > 0 {
+		p.scheduleScrub()
+	}
 	p.scheduleMaintain(p.cfg.MaintainPeriod/2 + env.Duration(p.env.Rand.IntN(int(p.cfg.MaintainPeriod/2)+1)))
 }
 
@@ -178,6 +190,41 @@ func (p *Past) tick() {
 			return
 		}
 	}
+}
+
+func (p *Past) scheduleScrub() {
+	p.env.Clock.AfterFunc(p.cfg.ScrubPeriod, func() {
+		p.scrub()
+		p.scheduleScrub()
+	})
+}
+
+// scrub verifies the next ScrubBatch entries of the local store. The
+// cursor is soft state: a restarted node begins a new pass.
+func (p *Past) scrub() {
+	if p.scrubbing {
+		return // the last slice is still being read: a slow disk
+	}
+	p.scrubbing = true
+	p.st.ScrubAsync(p.scrubAt, p.cfg.ScrubBatch, func(rep store.ScrubReport, err error) {
+		p.scrubbing = false
+		if err != nil {
+			p.storeError("scrub", err)
+			return
+		}
+		p.scrubAt = rep.Next
+		p.stats.Scrubbed += uint64(rep.Checked)
+		if rep.PassDone {
+			p.stats.ScrubPasses++
+		}
+		for _, e := range rep.Dropped {
+			p.stats.ScrubDropped++
+			// No longer held here: maintenance must not count this copy,
+			// and a holder's next full round offers it back.
+			p.m.forget(e)
+			p.env.Log.Warn("past: scrub dropped a corrupt entry; maintenance will fetch it again", "entry", e.String())
+		}
+	})
 }
 
 // storeError counts a failed store operation and logs the first of a
@@ -334,6 +381,7 @@ func (p *Past) LeafSetChanged(h NodeHandle, joined bool) {
 		}
 	} else {
 		delete(p.m.since, h.ID.ID)
+		p.recheckInserts(h)
 	}
 	p.scheduleMaintain(p.cfg.MaintainDelay)
 	if p.upper != nil {

@@ -422,3 +422,65 @@ func TestVerifyNodeRotatedAndRevoked(t *testing.T) {
 		t.Fatalf("rotated certificate after revoking the old one: ok=%v", ok)
 	}
 }
+
+// The in-memory store's scrub walks every entry once per pass, a batch at
+// a time from the cursor it returned, and drops exactly the damaged ones,
+// of any kind, as the real store's does.
+func TestMemStorageScrubWalksInBatchesAndDropsDamage(t *testing.T) {
+	d := NewMemStorage()
+	put := func(kind store.Kind, key store.Key, data []byte) {
+		d.PutAsync(kind, key, data, 1000, func(err error) {
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	var imm []store.Key
+	for i := 0; i < 9; i++ {
+		data := []byte{byte(i), 3}
+		imm = append(imm, store.ImmutableKey(data))
+		put(store.KindImmutable, imm[i], data)
+	}
+	mut := store.Key{7}
+	put(store.KindMutable, mut, []byte("a signed slot"))
+	put(store.KindFragment, store.Key{9}, []byte("a fragment"))
+	d.Corrupt(store.KindImmutable, imm[4])
+	d.Corrupt(store.KindMutable, mut)
+
+	pass := func() (checked int, dropped []store.Entry, calls int) {
+		var c store.ScrubCursor
+		for {
+			calls++
+			var rep store.ScrubReport
+			d.ScrubAsync(c, 3, func(r store.ScrubReport, err error) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				rep = r
+			})
+			if rep.Checked > 3 {
+				t.Fatalf("a batch of 3 checked %d", rep.Checked)
+			}
+			checked += rep.Checked
+			dropped = append(dropped, rep.Dropped...)
+			if rep.PassDone {
+				return
+			}
+			c = rep.Next
+		}
+	}
+	checked, dropped, calls := pass()
+	if checked != 11 || calls != 4 {
+		t.Fatalf("pass checked %d entries in %d calls, want 11 in 4", checked, calls)
+	}
+	want := []store.Entry{{Kind: store.KindImmutable, Key: imm[4]}, {Kind: store.KindMutable, Key: mut}}
+	if fmt.Sprint(dropped) != fmt.Sprint(want) {
+		t.Fatalf("dropped %v, want %v", dropped, want)
+	}
+	if d.Len() != 9 {
+		t.Fatalf("%d entries left, want 9", d.Len())
+	}
+	if checked, dropped, _ = pass(); checked != 9 || len(dropped) != 0 {
+		t.Fatalf("second pass checked %d, dropped %v; want 9 and none", checked, dropped)
+	}
+}

@@ -25,6 +25,11 @@ type Storage interface {
 	ExtendLeaseAsync(kind store.Kind, key store.Key, expiry env.Time, done func(error))
 	Keys(kind store.Kind, r store.Range, after *store.Key, limit int) ([]store.Key, bool, error)
 	Sweep(limit int) (store.SweepReport, error)
+	// ScrubAsync verifies up to n entries from c on, exactly as a read
+	// would, durably drops those that fail and reports them to done, with
+	// where the next call resumes. A real store's scrub reads from disk,
+	// so a node runs it off its event loop and posts done back there.
+	ScrubAsync(c store.ScrubCursor, n int, done func(store.ScrubReport, error))
 }
 
 // MemStorage is an in-memory Storage for simulations and tests: it
@@ -44,7 +49,31 @@ type MemStorage struct {
 
 type memObj struct {
 	data   []byte
+	sum    [sha256.Size]byte // of data when written, as the real store's checksum
 	expiry env.Time
+}
+
+func newMemObj(data []byte, expiry env.Time) *memObj {
+	return &memObj{data: bytes.Clone(data), sum: sha256.Sum256(data), expiry: expiry}
+}
+
+// intact is what the real store checks on every read: an immutable
+// object's bytes hash to its key, any other's to the checksum written
+// with them.
+func (o *memObj) intact(e store.Entry) bool {
+	sum := sha256.Sum256(o.data)
+	if e.Kind == store.KindImmutable {
+		return sum == e.Key
+	}
+	return sum == o.sum
+}
+
+// drop removes an entry found corrupt.
+func (m *MemStorage) drop(e store.Entry) {
+	if o, ok := m.objs[e]; ok {
+		delete(m.objs, e)
+		m.bytes -= int64(len(o.data))
+	}
 }
 
 // NewMemStorage returns an empty store.
@@ -66,7 +95,8 @@ func (m *MemStorage) Wipe() {
 	m.bytes = 0
 }
 
-// Corrupt flips a bit of a stored object, as a failing disk would.
+// Corrupt flips a bit of a stored object, as a failing disk would: the
+// next read or scrub of it finds the damage.
 func (m *MemStorage) Corrupt(kind store.Kind, key store.Key) {
 	if o, ok := m.objs[store.Entry{Kind: kind, Key: key}]; ok && len(o.data) > 0 {
 		o.data[0] ^= 1
@@ -81,18 +111,18 @@ func (m *MemStorage) later(f func()) {
 	m.clock.AfterFunc(m.SyncDelay, f)
 }
 
-// Get implements Storage; it verifies an immutable object's hash as the
-// real store does.
+// Get implements Storage; it verifies an object's hash or checksum as
+// the real store does.
 func (m *MemStorage) Get(kind store.Kind, key store.Key) ([]byte, error) {
-	o, ok := m.objs[store.Entry{Kind: kind, Key: key}]
+	e := store.Entry{Kind: kind, Key: key}
+	o, ok := m.objs[e]
 	if !ok {
 		return nil, store.ErrNotFound
 	}
-	if kind == store.KindImmutable && sha256.Sum256(o.data) != key {
+	if !o.intact(e) {
 		// As the real store does: a corrupt entry is dropped and reported
 		// lost, so maintenance restores it.
-		delete(m.objs, store.Entry{Kind: kind, Key: key})
-		m.bytes -= int64(len(o.data))
+		m.drop(e)
 		return nil, fmt.Errorf("past: mem %s: %w (entry dropped): %w", key.Short(), store.ErrCorrupt, store.ErrNotFound)
 	}
 	return bytes.Clone(o.data), nil
@@ -139,10 +169,10 @@ func (m *MemStorage) PutAsync(kind store.Kind, key store.Key, data []byte, expir
 	e := store.Entry{Kind: kind, Key: key}
 	if o, ok := m.objs[e]; ok {
 		m.bytes -= int64(len(o.data))
-		o.data = bytes.Clone(data)
+		o.data, o.sum = bytes.Clone(data), sha256.Sum256(data)
 		o.expiry = max(o.expiry, expiry)
 	} else {
-		m.objs[e] = &memObj{data: bytes.Clone(data), expiry: expiry}
+		m.objs[e] = newMemObj(data, expiry)
 	}
 	m.bytes += int64(len(data))
 	m.later(func() { done(nil) })
@@ -215,4 +245,55 @@ func (m *MemStorage) Sweep(limit int) (store.SweepReport, error) {
 	}
 	rep.Removed = gone
 	return rep, nil
+}
+
+// scrubKinds is the order a scrub pass visits kinds in, the real store's.
+var scrubKinds = [...]store.Kind{store.KindImmutable, store.KindMutable, store.KindSet, store.KindFragment}
+
+// ScrubAsync implements Storage the way store.Store.Scrub does: entries
+// in (kind, key) order from c, n at a time; it completes after SyncDelay
+// like any write.
+func (m *MemStorage) ScrubAsync(c store.ScrubCursor, n int, done func(store.ScrubReport, error)) {
+	if n <= 0 {
+		m.later(func() { done(store.ScrubReport{}, fmt.Errorf("past: mem scrub n %d: %w", n, store.ErrInvalid)) })
+		return
+	}
+	rank := func(k store.Kind) int {
+		for i, x := range scrubKinds {
+			if x == k {
+				return i
+			}
+		}
+		return len(scrubKinds)
+	}
+	if c.Kind == store.KindInvalid {
+		c = store.ScrubCursor{Kind: scrubKinds[0]}
+	}
+	var todo []store.Entry
+	for e := range m.objs {
+		if r := rank(e.Kind); r > rank(c.Kind) || (r == rank(c.Kind) && bytes.Compare(e.Key[:], c.From[:]) >= 0) {
+			todo = append(todo, e)
+		}
+	}
+	sort.Slice(todo, func(i, j int) bool {
+		if a, b := rank(todo[i].Kind), rank(todo[j].Kind); a != b {
+			return a < b
+		}
+		return bytes.Compare(todo[i].Key[:], todo[j].Key[:]) < 0
+	})
+	var rep store.ScrubReport
+	if len(todo) > n {
+		rep.Next = store.ScrubCursor{Kind: todo[n].Kind, From: todo[n].Key}
+		todo = todo[:n]
+	} else {
+		rep.PassDone = true
+	}
+	for _, e := range todo {
+		rep.Checked++
+		if !m.objs[e].intact(e) {
+			m.drop(e)
+			rep.Dropped = append(rep.Dropped, e)
+		}
+	}
+	m.later(func() { done(rep, nil) })
 }

@@ -177,6 +177,9 @@ func addPastStats(a, b past.Stats) past.Stats {
 	a.Swept += b.Swept
 	a.SweptBytes += b.SweptBytes
 	a.StoreErrors += b.StoreErrors
+	a.Scrubbed += b.Scrubbed
+	a.ScrubDropped += b.ScrubDropped
+	a.ScrubPasses += b.ScrubPasses
 	return a
 }
 

@@ -24,6 +24,10 @@ type (
 	Removed = object.Removed
 	// SweepReport is the outcome of one Sweep call.
 	SweepReport = object.SweepReport
+	// ScrubCursor is where a scrub pass resumes.
+	ScrubCursor = object.ScrubCursor
+	// ScrubReport is the outcome of one Scrub call.
+	ScrubReport = object.ScrubReport
 )
 
 // KeySize is the length of an object key in bytes.

@@ -64,26 +64,12 @@ func (s *Store) Keys(kind Kind, r Range, after *Key, limit int) (keys []Key, mor
 	return keys, more, nil
 }
 
-// ScrubCursor is where a scrub pass resumes. The zero value starts a pass
-// at the beginning.
-type ScrubCursor struct {
-	Kind Kind // kind being scanned; KindInvalid starts a new pass
-	From Key  // first key of Kind not yet checked
-}
-
-// ScrubReport is the outcome of one Scrub call.
-type ScrubReport struct {
-	Checked  int         // entries verified
-	Dropped  []Entry     // entries found corrupt and removed
-	Next     ScrubCursor // where the next call resumes
-	PassDone bool        // the pass reached the end; Next starts a new one
-}
-
 // Scrub verifies up to n entries from c onwards, exactly as a read would
 // (object record, content hash or checksum, lease record), and durably
 // removes those that fail, counting them in Stats.Corrupt, so that
-// replica maintenance can fetch them again. The runtime calls it
-// periodically with the previous report's Next.
+// replica maintenance can fetch them again. PAST calls it every
+// Config.ScrubPeriod for Config.ScrubBatch entries, resuming at the
+// previous report's Next (a node runs it off its event loop).
 func (s *Store) Scrub(c ScrubCursor, n int) (ScrubReport, error) {
 	ks := allKinds()
 	ki := 0

@@ -139,3 +139,18 @@ type SweepReport struct {
 	Bytes   int64     // total object bytes freed
 	More    bool      // more expired entries remain; call again
 }
+
+// ScrubCursor is where a scrub pass resumes. The zero value starts a pass
+// at the beginning.
+type ScrubCursor struct {
+	Kind Kind // kind being scanned; KindInvalid starts a new pass
+	From Key  // first key of Kind not yet checked
+}
+
+// ScrubReport is the outcome of one scrub call.
+type ScrubReport struct {
+	Checked  int         // entries verified
+	Dropped  []Entry     // entries found corrupt and removed
+	Next     ScrubCursor // where the next call resumes
+	PassDone bool        // the pass reached the end; Next starts a new one
+}
