@@ -6,12 +6,16 @@ import "github.com/epost-mail/epost/internal/env"
 const Day = 24 * env.Hour
 
 // Lease lengths by class of object (DESIGN.md section 5). Mailbox data
-// must outlive a user's long absence; a pending-notification set (and the
-// releases merged into it) is short-lived. Storage receipts are messages,
-// never stored, so they have no class.
+// must outlive a user's long absence. A pending-notification set (and the
+// releases merged into it) is where mail waits for a user who is away, so
+// it lives as long: each add or release renews the whole set's lease, and a
+// set left alone for 30 days (ePOST's 28) would take the mail of anyone away
+// longer with it. Released notifications leave the set at once, so its
+// size follows the mail waiting, not the mail ever sent. Storage receipts
+// are messages, never stored, so they have no class.
 const (
 	LeaseMailbox      = 365 * Day
-	LeaseNotification = 30 * Day
+	LeaseNotification = LeaseMailbox
 )
 
 // Config tunes PAST. Start from DefaultConfig.

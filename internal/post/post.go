@@ -58,9 +58,9 @@ type Config struct {
 	// Quota bounds each user's mail in bytes (see Account.Usage); 0 means
 	// unlimited. What the user adds (APPEND) and mail to the user from
 	// this node's SMTP server (CheckQuota) are refused beyond it. Mail
-	// another node already accepted is still delivered: refusing it would
-	// leave it waiting in the pending set, whose lease (NotifyLease) is
-	// far shorter than the mailbox's.
+	// another node already accepted is still delivered: it was
+	// acknowledged, and refusing it would keep it in the pending set,
+	// taking places in the user's queue.
 	Quota int64
 	// KeepRejected leaves notifications that fail verification (forged,
 	// re-sealed, tampered) in the pending set until their lease ends,
