@@ -95,24 +95,48 @@ type Manifest struct {
 	Size   uint64 // encoded bundle bytes before padding
 	Bundle Hash   // SHA-256 of the encoded bundle (checked after decoding)
 	Root   Hash   // Merkle root over LeafHash(i, shard_i)
-	Sig    []byte // owner's signature over manifestBody
+	// Supersedes lists the earlier bundles of the chain whose objects
+	// this one holds (a compacted bundle): their fragments may be freed
+	// once this bundle is placed, and recovery skips them.
+	Supersedes []SeqRange
+	Sig        []byte // owner's signature over manifestBody
+}
+
+// SeqRange is the chain positions [From, To).
+type SeqRange struct {
+	_        struct{} `cbor:",toarray"`
+	From, To uint64
+}
+
+// maxSupersedes bounds a manifest's ranges (it rides in every fragment).
+const maxSupersedes = 64
+
+// Covers reports whether m supersedes bundle seq.
+func (m *Manifest) Covers(seq uint64) bool {
+	for _, r := range m.Supersedes {
+		if seq >= r.From && seq < r.To {
+			return true
+		}
+	}
+	return false
 }
 
 // manifestBody is what a manifest's signature covers: every field but Sig.
 type manifestBody struct {
-	_      struct{} `cbor:",toarray"`
-	Owner  id.ID
-	Seq    uint64
-	Prev   Hash
-	Code   Code
-	Size   uint64
-	Bundle Hash
-	Root   Hash
+	_          struct{} `cbor:",toarray"`
+	Owner      id.ID
+	Seq        uint64
+	Prev       Hash
+	Code       Code
+	Size       uint64
+	Bundle     Hash
+	Root       Hash
+	Supersedes []SeqRange
 }
 
 func (m *Manifest) body() []byte {
 	return wire.MustMarshal(manifestBody{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
-		Size: m.Size, Bundle: m.Bundle, Root: m.Root})
+		Size: m.Size, Bundle: m.Bundle, Root: m.Root, Supersedes: m.Supersedes})
 }
 
 // Sign sets m.Sig to k's signature over every other field.
@@ -137,6 +161,14 @@ func (m *Manifest) check() error {
 	}
 	if m.Size > MaxBundleBytes {
 		return fmt.Errorf("%w: manifest size %d (max %d)", ErrMalformed, m.Size, MaxBundleBytes)
+	}
+	if len(m.Supersedes) > maxSupersedes {
+		return fmt.Errorf("%w: manifest supersedes %d ranges (max %d)", ErrMalformed, len(m.Supersedes), maxSupersedes)
+	}
+	for _, r := range m.Supersedes {
+		if r.From >= r.To || r.To > m.Seq {
+			return fmt.Errorf("%w: manifest %d supersedes [%d, %d)", ErrMalformed, m.Seq, r.From, r.To)
+		}
 	}
 	return nil
 }
@@ -235,6 +267,10 @@ func FragmentBytes(c Code, size int) int {
 // MakeFragments encodes bundle b into its N fragments under code c, with
 // proofs and a manifest chained to prev and signed with k.
 func MakeFragments(c Code, b *Bundle, prev Hash, k identity.SigningKey) (*Manifest, []*Fragment, error) {
+	return makeFragments(c, b, prev, nil, k)
+}
+
+func makeFragments(c Code, b *Bundle, prev Hash, sup []SeqRange, k identity.SigningKey) (*Manifest, []*Fragment, error) {
 	if err := c.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -252,7 +288,10 @@ func MakeFragments(c Code, b *Bundle, prev Hash, k identity.SigningKey) (*Manife
 	}
 	root, proofs := merkleAll(leaves)
 	m := &Manifest{Owner: b.Owner, Seq: b.Seq, Prev: prev, Code: c, Size: uint64(len(enc)),
-		Bundle: sha256.Sum256(enc), Root: root}
+		Bundle: sha256.Sum256(enc), Root: root, Supersedes: sup}
+	if err := m.check(); err != nil {
+		return nil, nil, err
+	}
 	m.Sign(k)
 	frags := make([]*Fragment, c.N)
 	for i := range frags {
