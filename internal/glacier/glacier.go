@@ -244,6 +244,9 @@ type Glacier struct {
 	// supersedes them), so that neither a holder nor a coordinator brings
 	// them back. Soft state, bounded.
 	released map[id.ID]bool
+	// answered: fetches this node has sent all its fragments of a bundle
+	// to. Soft state, bounded.
+	answered map[answeredKey]bool
 	// verified caches the manifests whose signature checked out, each
 	// with the address and certificate it was checked against (keyed by
 	// the hash of all three): an owner who rotated keys has several
@@ -289,6 +292,7 @@ func New(cfg Config, e env.Env, st Storage, v *identity.Verifier, upper overlay.
 		bundleCert:  map[id.ID]*certEntry{},
 		coord:       map[auditKey]*audit{},
 		released:    map[id.ID]bool{},
+		answered:    map[answeredKey]bool{},
 		verified:    map[Hash]bool{},
 	}, nil
 }
@@ -745,6 +749,12 @@ func (g *Glacier) onStore(s wire.GlacierStore) {
 	})
 }
 
+type answeredKey struct {
+	origin id.NodeID
+	req    uint64
+	bundle id.ID
+}
+
 // onFetch answers with the fragments of a bundle held here, and walks a
 // routed fetch on clockwise when the fragment asked for is not among
 // them.
@@ -753,8 +763,21 @@ func (g *Glacier) onFetch(f wire.GlacierFetch) {
 	held := g.held[f.Bundle]
 	if len(held) > 0 {
 		idxs := make([]int, 0, len(held))
-		for i := range held {
-			idxs = append(idxs, int(i))
+		// A node that holds several fragments of the bundle (a small
+		// community) is asked once per index: it answers the first
+		// request of a fetch with all of them, later ones with the
+		// fragment asked for only.
+		ak := answeredKey{f.Origin.ID, f.Req, f.Bundle}
+		if _, ok := held[f.Index]; ok && g.answered[ak] {
+			idxs = append(idxs, int(f.Index))
+		} else {
+			for i := range held {
+				idxs = append(idxs, int(i))
+			}
+			if len(g.answered) >= 1<<14 {
+				clear(g.answered)
+			}
+			g.answered[ak] = true
 		}
 		sort.Ints(idxs)
 		var recs []wire.GlacierRecord
