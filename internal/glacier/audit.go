@@ -106,10 +106,13 @@ func (g *Glacier) report() {
 // set tells.
 func (g *Glacier) isRoot(key id.ID) bool {
 	leaf := g.ov.Leaf()
-	if !leaf.Covers(key) {
+	members := leaf.Members()
+	// A leaf set whose two sides share members knows the whole ring
+	// (LeafSet.Covers does not see that case).
+	if len(members) == len(leaf.Left())+len(leaf.Right()) && !leaf.Covers(key) {
 		return false
 	}
-	for _, m := range leaf.Members() {
+	for _, m := range members {
 		if id.Closer(key, m.ID.ID, g.self.ID.ID) {
 			return false
 		}

@@ -124,3 +124,56 @@ func TestGlacierRecoveryNamesALostBundle(t *testing.T) {
 		t.Errorf("recovery error %v, want ErrLost naming bundle [2]", rerr)
 	}
 }
+
+// TestGlacierAuditTrafficIsBoundedByCoordinators: a holder's audit
+// entries are batched and walked from coordinator to coordinator, so
+// three times as many bundles cost less than twice the messages: at most
+// one per coordinator (here every node, 20), however many bundles.
+func TestGlacierAuditTrafficIsBoundedByCoordinators(t *testing.T) {
+	perPeriod := func(bundles int) float64 {
+		gcfg := glacier.ConfigFor(20)
+		gcfg.AuditPeriod = 30 * env.Minute
+		gcfg.CompactAfter = 0
+		s, gls, hosts, err := NewGlacierCommunity(17, 20, gcfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := gls[hosts[2]]
+		rr := randReader{s.S.Rand()}
+		address := "many@sim.epost"
+		keys, _ := identity.GenerateUserKeys(rr, address)
+		cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := g.AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
+			t.Fatal(err)
+		}
+		for b := range bundles {
+			data := []byte(fmt.Sprintf("bundle %d", b))
+			if err := g.Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
+				t.Fatal(err)
+			}
+			g.Flush()
+		}
+		if err := s.S.RunFor(gcfg.AuditPeriod + 5*env.Minute); err != nil {
+			t.Fatal(err)
+		}
+		msgs := func() (n uint64) {
+			for _, g := range gls {
+				n += g.Stats().MaintenanceMsgs
+			}
+			return n
+		}
+		before := msgs()
+		if err := s.S.RunFor(4 * gcfg.AuditPeriod); err != nil {
+			t.Fatal(err)
+		}
+		return float64(msgs()-before) / 4 / float64(len(hosts))
+	}
+	few, many := perPeriod(20), perPeriod(60)
+	t.Logf("audit messages per node per period: %.1f with 20 bundles, %.1f with 60", few, many)
+	if many > 20 || many >= 2*few {
+		t.Errorf("audit messages per node per period: %.1f with 20 bundles, %.1f with 60; want at most 20 (one per coordinator) and less than twice as many", few, many)
+	}
+}
