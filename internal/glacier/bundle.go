@@ -121,7 +121,10 @@ func (m *Manifest) Covers(seq uint64) bool {
 	return false
 }
 
-// manifestBody is what a manifest's signature covers: every field but Sig.
+// manifestBody is what a manifest's signature covers: every field but
+// Sig. A manifest that supersedes nothing is encoded, signed and hashed
+// exactly as before the field existed (manifestBodyV1, manifestV1), so
+// the archives written then still verify and their chains still link.
 type manifestBody struct {
 	_          struct{} `cbor:",toarray"`
 	Owner      id.ID
@@ -134,9 +137,88 @@ type manifestBody struct {
 	Supersedes []SeqRange
 }
 
+type manifestBodyV1 struct {
+	_      struct{} `cbor:",toarray"`
+	Owner  id.ID
+	Seq    uint64
+	Prev   Hash
+	Code   Code
+	Size   uint64
+	Bundle Hash
+	Root   Hash
+}
+
+type manifestV1 struct {
+	_      struct{} `cbor:",toarray"`
+	Owner  id.ID
+	Seq    uint64
+	Prev   Hash
+	Code   Code
+	Size   uint64
+	Bundle Hash
+	Root   Hash
+	Sig    []byte
+}
+
+type manifestV2 struct {
+	_          struct{} `cbor:",toarray"`
+	Owner      id.ID
+	Seq        uint64
+	Prev       Hash
+	Code       Code
+	Size       uint64
+	Bundle     Hash
+	Root       Hash
+	Supersedes []SeqRange
+	Sig        []byte
+}
+
 func (m *Manifest) body() []byte {
+	if len(m.Supersedes) == 0 {
+		return wire.MustMarshal(manifestBodyV1{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
+			Size: m.Size, Bundle: m.Bundle, Root: m.Root})
+	}
 	return wire.MustMarshal(manifestBody{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
 		Size: m.Size, Bundle: m.Bundle, Root: m.Root, Supersedes: m.Supersedes})
+}
+
+// MarshalCBOR encodes a manifest that supersedes nothing as an 8-element
+// array (the original format), one that does as a 9-element array.
+func (m Manifest) MarshalCBOR() ([]byte, error) {
+	if len(m.Supersedes) == 0 {
+		return wire.Marshal(manifestV1{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
+			Size: m.Size, Bundle: m.Bundle, Root: m.Root, Sig: m.Sig})
+	}
+	return wire.Marshal(manifestV2{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
+		Size: m.Size, Bundle: m.Bundle, Root: m.Root, Supersedes: m.Supersedes, Sig: m.Sig})
+}
+
+// UnmarshalCBOR decodes either format. A 9-element manifest must name
+// something it supersedes, so every manifest has one encoding.
+func (m *Manifest) UnmarshalCBOR(b []byte) error {
+	if len(b) == 0 {
+		return fmt.Errorf("%w: empty manifest", ErrMalformed)
+	}
+	switch b[0] {
+	case 0x88: // array of 8
+		var v manifestV1
+		if err := wire.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		*m = Manifest{Owner: v.Owner, Seq: v.Seq, Prev: v.Prev, Code: v.Code, Size: v.Size, Bundle: v.Bundle, Root: v.Root, Sig: v.Sig}
+	case 0x89: // array of 9
+		var v manifestV2
+		if err := wire.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		if len(v.Supersedes) == 0 {
+			return fmt.Errorf("%w: manifest with an empty list of superseded bundles", ErrMalformed)
+		}
+		*m = Manifest{Owner: v.Owner, Seq: v.Seq, Prev: v.Prev, Code: v.Code, Size: v.Size, Bundle: v.Bundle, Root: v.Root, Supersedes: v.Supersedes, Sig: v.Sig}
+	default:
+		return fmt.Errorf("%w: manifest is not an array of 8 or 9", ErrMalformed)
+	}
+	return nil
 }
 
 // Sign sets m.Sig to k's signature over every other field.

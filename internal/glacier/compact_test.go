@@ -1,10 +1,13 @@
 package glacier
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/epost-mail/epost/internal/wire"
 )
 
 func TestSeqRanges(t *testing.T) {
@@ -42,5 +45,39 @@ func TestManifestSupersedes(t *testing.T) {
 		if _, _, err := makeFragments(Code{N: 8, M: 2}, b, Hash{}, bad, k); !errors.Is(err, ErrMalformed) {
 			t.Errorf("supersedes %v: err %v, want ErrMalformed", bad[:1], err)
 		}
+	}
+}
+
+// TestManifestFormatUnchangedWithoutSupersedes: a manifest that
+// supersedes nothing is encoded and signed exactly as before the field
+// existed, so archives written then still verify and link; one that
+// supersedes something round-trips in the longer format.
+func TestManifestFormatUnchangedWithoutSupersedes(t *testing.T) {
+	k := testKey(t, 10)
+	b := testBundle(rand.New(rand.NewPCG(7, 8)), 2, 50)
+	b.Seq = 4
+	m, _, err := MakeFragments(Code{N: 8, M: 2}, b, Hash{3}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := wire.MustMarshal(manifestV1{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code, Size: m.Size, Bundle: m.Bundle, Root: m.Root, Sig: m.Sig})
+	if got := wire.MustMarshal(m); !bytes.Equal(got, legacy) {
+		t.Errorf("manifest without Supersedes encodes as %x, the original format is %x", got, legacy)
+	}
+	if !bytes.Equal(m.body(), wire.MustMarshal(manifestBodyV1{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code, Size: m.Size, Bundle: m.Bundle, Root: m.Root})) {
+		t.Error("the signed body of a manifest without Supersedes changed")
+	}
+	c, _, err := makeFragments(Code{N: 8, M: 2}, b, Hash{3}, []SeqRange{{From: 1, To: 3}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Manifest
+	if err := wire.Unmarshal(wire.MustMarshal(c), &back); err != nil || back.Hash() != c.Hash() || !back.Covers(2) || back.Verify(k.Public()) != nil {
+		t.Errorf("a compacted manifest does not round-trip: %v", err)
+	}
+	// The longer format with nothing in it would be a second encoding.
+	empty := wire.MustMarshal(manifestV2{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code, Size: m.Size, Bundle: m.Bundle, Root: m.Root, Sig: m.Sig})
+	if err := wire.Unmarshal(empty, &back); err == nil {
+		t.Error("a manifest in the longer format superseding nothing was accepted")
 	}
 }
