@@ -11,6 +11,7 @@ import (
 	"github.com/epost-mail/epost/internal/glacier"
 	"github.com/epost-mail/epost/internal/identity"
 	store "github.com/epost-mail/epost/internal/store/object"
+	"github.com/epost-mail/epost/internal/wire"
 )
 
 // TestGlacierCompactsPartialBundles: light users whose mail trickles in
@@ -175,5 +176,70 @@ func TestGlacierAuditTrafficIsBoundedByCoordinators(t *testing.T) {
 	t.Logf("audit messages per node per period: %.1f with 20 bundles, %.1f with 60", few, many)
 	if many > 20 || many >= 2*few {
 		t.Errorf("audit messages per node per period: %.1f with 20 bundles, %.1f with 60; want at most 20 (one per coordinator) and less than twice as many", few, many)
+	}
+}
+
+// TestGlacierReleaseNeedsTheOwnersSignature: a holder frees a bundle's
+// fragments only on a manifest, signed by the bundle's owner, of a later
+// bundle that supersedes it; one signed by anyone else changes nothing.
+func TestGlacierReleaseNeedsTheOwnersSignature(t *testing.T) {
+	gcfg := glacier.ConfigFor(20)
+	s, gls, hosts, err := NewGlacierCommunity(19, 20, gcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rr := randReader{s.S.Rand()}
+	const address = "keeper@sim.epost"
+	keys, _ := identity.GenerateUserKeys(rr, address)
+	cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory, _ := identity.GenerateUserKeys(rr, address)
+	owner := gls[hosts[1]]
+	if err := owner.AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("kept until the owner says otherwise")
+	if err := owner.Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
+		t.Fatal(err)
+	}
+	owner.Flush()
+	if err := s.S.RunFor(5 * env.Minute); err != nil {
+		t.Fatal(err)
+	}
+	holder := gls[hosts[7]]
+	before, _ := holder.Held()
+	if before == 0 {
+		t.Fatal("the holder holds no fragment of bundle 0")
+	}
+	release := func(k identity.SigningKey) {
+		m := glacier.Manifest{Owner: cert.UserID.ID, Seq: 1, Code: gcfg.Code, Size: 10, Supersedes: []glacier.SeqRange{{From: 0, To: 1}}}
+		m.Sign(k)
+		msg, err := wire.Encode(wire.TypeGlacierRelease, wire.GlacierRelease{Owner: cert.UserID.ID, Seq: 0, Manifest: wire.MustMarshal(&m), Address: address, Cert: cert.Bytes()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		holder.Direct(s.Node(hosts[2]).Self(), msg)
+		if err := s.S.RunFor(10 * env.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	release(mallory.Signing)
+	if n, _ := holder.Held(); n != before || holder.Stats().ReleasedFragments != 0 {
+		t.Fatalf("a release signed by another key freed fragments: held %d of %d", n, before)
+	}
+	release(keys.Signing)
+	if n, _ := holder.Held(); n != 0 || holder.Stats().ReleasedFragments != uint64(before) {
+		t.Fatalf("the owner's release left %d of %d fragments held (%d freed)", n, before, holder.Stats().ReleasedFragments)
+	}
+	// The bytes are gone from the disk; the empty entries wait for their
+	// leases to end.
+	bk := glacier.BundleKey(cert.UserID.ID, 0)
+	ks, _, _ := s.Disk(hosts[7]).Keys(store.KindFragment, store.Range{}, nil, 1<<20)
+	for _, k := range ks {
+		if b, _ := s.Disk(hosts[7]).Get(store.KindFragment, k); [16]byte(k[:16]) == [16]byte(bk) && len(b) > 16 {
+			t.Errorf("a released fragment still holds %d bytes", len(b))
+		}
 	}
 }
