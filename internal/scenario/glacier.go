@@ -212,7 +212,7 @@ func RunGlacier(c GlacierConfig) (*Result, error) {
 	// Renewals run every RenewPeriod (30 days), outside the measured
 	// window: their rate, one routed message per fragment of every live
 	// bundle per period.
-	res.Set("renewal_msgs_per_node_per_min", (float64(renewals)/float64(c.Nodes*c.Seeds)/(float64(gcfg.RenewPeriod)/float64(env.Minute))))
+	res.Set("renewal_msgs_per_node_per_min", (float64(renewals) / float64(c.Nodes*c.Seeds) / (float64(gcfg.RenewPeriod) / float64(env.Minute))))
 	sort.Float64s(delays)
 	res.Set("archive_delay_p99_s", round3(quantile(delays, 0.99)))
 	res.Set("archive_delay_max_s", round3(quantile(delays, 1)))
