@@ -69,10 +69,14 @@ type nodeConfig struct {
 	// case a notification was lost (a Go duration); empty is POST's
 	// default.
 	Poll string `toml:"poll"`
+	// ArchiveDelay bounds how long acknowledged mail waits before it is
+	// archived (a Go duration); empty is Glacier's default.
+	ArchiveDelay string `toml:"archive_delay"`
 
-	// Parsed from Log and Poll by parseConfig.
-	level slog.Level
-	poll  time.Duration
+	// Parsed from Log, Poll and ArchiveDelay by parseConfig.
+	level        slog.Level
+	poll         time.Duration
+	archiveDelay time.Duration
 }
 
 // parseConfig reads and checks a configuration file's contents.
@@ -96,6 +100,13 @@ func parseConfig(data []byte) (nodeConfig, error) {
 			return cfg, fmt.Errorf("poll %q: want a duration of at least 1s, such as \"5m\"", cfg.Poll)
 		}
 		cfg.poll = d
+	}
+	if cfg.ArchiveDelay != "" {
+		d, err := time.ParseDuration(cfg.ArchiveDelay)
+		if err != nil || d < time.Second || d > 24*time.Hour {
+			return cfg, fmt.Errorf("archive_delay %q: want a duration from 1s to 24h, such as \"10m\"", cfg.ArchiveDelay)
+		}
+		cfg.archiveDelay = d
 	}
 	if cfg.UserQuota != nil && *cfg.UserQuota < 0 {
 		return cfg, fmt.Errorf("user_quota %d: want bytes, or 0 for unlimited", *cfg.UserQuota)
@@ -264,6 +275,12 @@ community = 0
 # notification was lost (node down, network partition): a Go duration such
 # as "5m". Empty means 5m.
 poll = ""
+
+# How long acknowledged mail waits, at most, before this node seals it
+# into the erasure-coded archive (until then it has only its PAST
+# replicas): a Go duration such as "10m". Shorter means smaller bundles,
+# which the node merges later. Empty means 10m.
+archive_delay = ""
 
 # The community's gateway users (the same list on every node): mail they
 # bring in from the Internet may carry any From without being flagged.
@@ -449,6 +466,7 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	nc.DataDir = filepath.Join(cfg.Dir, "store", cfg.Node)
 	nc.Community = cfg.Community
+	nc.ArchiveDelay = env.Duration(cfg.archiveDelay.Microseconds())
 	if rev := v.Revocation(); rev != nil {
 		nc.Revocation = rev.Bytes()
 	}

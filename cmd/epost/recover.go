@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/epost-mail/epost/internal/env"
+	"github.com/epost-mail/epost/internal/glacier"
 	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/node"
@@ -84,10 +85,15 @@ func fetchBackup(o recoverOpts) ([]byte, error) {
 			return nil, err
 		}
 		r := <-ch
-		if r.err != nil {
+		switch {
+		case errors.Is(r.err, glacier.ErrLost):
+			// Everything else is restored: go on, and say what is missing.
+			fmt.Fprintf(o.progress, "\nRestored %d objects from the archive; WARNING: %v\n", r.n, r.err)
+		case r.err != nil:
 			return nil, fmt.Errorf("restore from the archive: %w", r.err)
+		default:
+			fmt.Fprintf(o.progress, "\nRestored %d objects from the archive.\n", r.n)
 		}
-		fmt.Fprintf(o.progress, "\nRestored %d objects from the archive.\n", r.n)
 	}
 	// Right after joining, the leaf set may still be filling: retry.
 	var last error

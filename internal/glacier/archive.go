@@ -3,6 +3,7 @@ package glacier
 import (
 	"errors"
 	"fmt"
+	"sort"
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/id"
@@ -30,6 +31,12 @@ type owner struct {
 	// placed with the entries they took.
 	jnext, jdone uint64
 	outstanding  []pendingBundle
+	// Compaction: partial bundles sealed here, oldest first, and the
+	// positions a compacted bundle superseded (not renewed any more).
+	partials     []*partialBundle
+	compacting   bool
+	compactTimer env.Timer
+	superseded   map[uint64]bool
 }
 
 // QueueStatus is what waits in one user's archive queue.
@@ -77,18 +84,19 @@ func (g *Glacier) AddOwner(address string, key identity.SigningKey, cert []byte,
 	return nil
 }
 
-// probeEnd finds the first position of w's chain that no node holds:
-// doubling steps, then bisection, each step one Fetch. Once found, the
-// queue is sealed as usual.
+// probeEnd finds the position after the last bundle of w's chain in the
+// network. Compaction leaves runs of freed positions shorter than
+// RecoverLookAhead, so "a bundle exists in [s, s+RecoverLookAhead)" is
+// true below the end and false from it on: doubling steps, then
+// bisection, on that test. Once found, the queue is sealed as usual.
 func (g *Glacier) probeEnd(w *owner) {
+	ahead := uint64(max(g.cfg.RecoverLookAhead, 1))
 	type bound struct {
 		seq  uint64
 		hash Hash
 	}
 	var have *bound   // highest position known to exist
 	var lo, hi uint64 // once hi is found missing: lo exists, hi does not
-	var step func(s uint64)
-	var bisect func()
 	finish := func() {
 		w.probing = false
 		w.seq, w.prev = 0, Hash{}
@@ -102,56 +110,67 @@ func (g *Glacier) probeEnd(w *owner) {
 		// The queue waited for the probe; it is sealed when full, or when
 		// its oldest object has waited ArchiveDelay, as always.
 		if len(w.queue) > 0 && w.timer == nil {
-			wait := g.cfg.ArchiveDelay - env.Duration(g.env.Clock.Now()-w.queued[0])
+			wait := g.sealWait() - env.Duration(g.env.Clock.Now()-w.queued[0])
 			w.timer = g.env.Clock.AfterFunc(max(wait, 0), func() {
 				w.timer = nil
 				g.seal(w)
 			})
 		}
 	}
-	probe := func(s uint64, found func(*Manifest), missing func()) {
-		g.Fetch(w.id, s, func(_ *Bundle, m *Manifest, err error) {
-			switch {
-			case err == nil:
-				found(m)
-			case errors.Is(err, ErrNoBundle):
+	// window reports the first position in [s, s+ahead) that exists.
+	var window func(s uint64, found func(*bound), missing func())
+	window = func(s uint64, found func(*bound), missing func()) {
+		var at func(i uint64)
+		at = func(i uint64) {
+			if i >= ahead {
 				missing()
-			default:
-				// Fragments exist but too few: the position is taken all
-				// the same.
-				found(nil)
+				return
 			}
-		})
+			g.Fetch(w.id, s+i, func(_ *Bundle, m *Manifest, err error) {
+				switch {
+				case err == nil:
+					found(&bound{s + i, m.Hash()})
+				case errors.Is(err, ErrNoBundle):
+					at(i + 1)
+				default:
+					// Fragments exist but too few: the position is taken
+					// all the same.
+					found(&bound{s + i, Hash{}})
+				}
+			})
+		}
+		at(0)
 	}
-	// lo exists and hi does not: halve the gap until they are adjacent.
+	note := func(b *bound) {
+		if have == nil || b.seq > have.seq {
+			have = b
+		}
+	}
+	var bisect func()
 	bisect = func() {
 		if hi-lo <= 1 {
 			finish()
 			return
 		}
 		mid := lo + (hi-lo)/2
-		probe(mid, func(m *Manifest) {
-			lo = mid
-			have = &bound{mid, Hash{}}
-			if m != nil {
-				have.hash = m.Hash()
-			}
+		window(mid, func(b *bound) {
+			note(b)
+			lo = max(mid, b.seq)
+			hi = max(hi, lo+1)
 			bisect()
 		}, func() {
 			hi = mid
 			bisect()
 		})
 	}
+	var step func(s uint64)
 	step = func(s uint64) {
-		probe(s, func(m *Manifest) {
-			lo = s
-			have = &bound{s, Hash{}}
-			if m != nil {
-				have.hash = m.Hash()
-			}
-			step(2*s + 1)
+		window(s, func(b *bound) {
+			note(b)
+			lo = b.seq
+			step(2*b.seq + 1)
 		}, func() {
-			if s == 0 {
+			if have == nil {
 				finish()
 				return
 			}
@@ -174,6 +193,9 @@ func (g *Glacier) renew(w *owner) {
 		return
 	}
 	for s := uint64(0); s < w.seq; s++ {
+		if w.superseded[s] {
+			continue // freed: its objects are in a later bundle
+		}
 		bk := BundleKey(w.id, s)
 		for i, k := range FragmentKeys(bk, g.cfg.Code.N) {
 			g.route(k, wire.TypeGlacierRenew, wire.GlacierRenew{Bundle: bk, Owner: w.id, Index: uint16(i), Lease: int64(g.cfg.Lease), Skips: uint8(g.cfg.FetchSkips)})
@@ -205,7 +227,7 @@ func (g *Glacier) Archive(user id.ID, o Object) error {
 		return nil
 	}
 	if w.timer == nil && !w.probing {
-		w.timer = g.env.Clock.AfterFunc(g.cfg.ArchiveDelay, func() {
+		w.timer = g.env.Clock.AfterFunc(g.sealWait(), func() {
 			w.timer = nil
 			g.seal(w)
 		})
@@ -276,41 +298,57 @@ func (g *Glacier) seal(w *owner) {
 	if len(w.queue) == 0 {
 		return
 	}
-	b := &Bundle{Owner: w.id, Seq: w.seq, Objects: w.queue}
-	m, frags, err := MakeFragments(g.cfg.Code, b, w.prev, w.key)
+	queued := w.queued
+	from := w.jnext - uint64(len(w.queue))
+	objs := w.queue
+	w.queue, w.queued, w.bytes = nil, nil, 0
+	p := g.sealBundle(w, objs, nil)
+	if p == nil {
+		return
+	}
+	w.sealedRange(p.seq, from, w.jnext)
+	now := g.env.Clock.Now()
+	p.waited = make([]env.Duration, len(queued))
+	for i, t := range queued {
+		p.waited[i] = env.Duration(now - t)
+	}
+	g.place(p)
+}
+
+// sealBundle makes the next bundle of w's chain from objs and returns its
+// placement, not yet started; sup names the earlier bundles it
+// supersedes (a compaction).
+func (g *Glacier) sealBundle(w *owner, objs []Object, sup []SeqRange) *placement {
+	b := &Bundle{Owner: w.id, Seq: w.seq, Objects: objs}
+	m, frags, err := makeFragments(g.cfg.Code, b, w.prev, sup, w.key)
 	if err != nil {
 		// Only an object too large to encode gets here; it stays in PAST.
 		g.env.Log.Error("glacier: seal bundle", "owner", w.address, "seq", w.seq, "err", err)
-		w.queue, w.queued, w.bytes = nil, nil, 0
-		return
-	}
-	queued := w.queued
-	w.sealedRange(m.Seq, w.jnext-uint64(len(w.queue)), w.jnext)
-	w.queue, w.queued, w.bytes = nil, nil, 0
-	w.prev = m.Hash()
-	w.seq++
-	g.stats.Bundles++
-	g.stats.BundleBytes += m.Size
-	if g.OnSealed != nil {
-		g.OnSealed(w.id, w.seq, w.prev)
+		return nil
 	}
 	recs := make([]wire.GlacierRecord, len(frags))
 	for i, f := range frags {
 		enc, err := f.Encode()
 		if err != nil {
 			g.env.Log.Error("glacier: encode fragment", "err", err)
-			return
+			return nil
 		}
 		recs[i] = wire.GlacierRecord{Fragment: enc, Address: w.address, Cert: w.cert}
+	}
+	w.prev = m.Hash()
+	w.seq++
+	g.stats.Bundles++
+	g.stats.BundleBytes += m.Size
+	for i := range recs {
 		g.stats.FragmentBytes += uint64(len(wire.MustMarshal(recs[i])))
 	}
-	now := g.env.Clock.Now()
-	waited := make([]env.Duration, len(queued))
-	for i, t := range queued {
-		waited[i] = env.Duration(now - t)
+	if g.OnSealed != nil {
+		g.OnSealed(w.id, w.seq, w.prev)
 	}
-	p := &placement{owner: w.id, seq: m.Seq, manifest: m.Hash(), keys: FragmentKeys(BundleKey(w.id, m.Seq), g.cfg.Code.N), recs: recs, waited: waited, sealed: now}
-	g.place(p)
+	if sup == nil && m.Size < uint64(g.cfg.MaxBundleBytes/2) && g.cfg.CompactAfter > 0 {
+		w.partials = append(w.partials, &partialBundle{seq: m.Seq, manifest: m.Hash(), size: int(m.Size), objects: len(objs), sealed: g.env.Clock.Now()})
+	}
+	return &placement{owner: w.id, seq: m.Seq, manifest: m.Hash(), keys: FragmentKeys(BundleKey(w.id, m.Seq), g.cfg.Code.N), recs: recs, sealed: g.env.Clock.Now()}
 }
 
 // placement is a bundle's fragments on their way to their holders, by the
@@ -328,6 +366,9 @@ type placement struct {
 	waited   []env.Duration
 	sealed   env.Time
 	repair   bool
+	// compacts: the partial bundles this one supersedes (a compaction),
+	// freed once every fragment of this one is acknowledged.
+	compacts []*partialBundle
 }
 
 func (g *Glacier) place(p *placement) {
@@ -375,6 +416,7 @@ func (g *Glacier) sendFragments(p *placement) {
 		}
 		if w := g.owners[p.owner]; w != nil {
 			g.placed(w, p.seq)
+			g.partialPlaced(w, p, false)
 		}
 		g.stats.Incomplete++
 		g.env.Log.Warn("glacier: placement incomplete", "bundle", p.seq, "unacknowledged", p.left)
@@ -397,6 +439,7 @@ func (p *placement) acked(g *Glacier, s wire.GlacierStored) {
 	}
 	if w := g.owners[p.owner]; w != nil {
 		g.placed(w, p.seq)
+		g.partialPlaced(w, p, true)
 	}
 	g.stats.Archived++
 	if g.OnArchived != nil {
@@ -410,9 +453,5 @@ func (p *placement) acked(g *Glacier, s wire.GlacierStored) {
 }
 
 func sortIDs(ids []id.ID) {
-	for i := 1; i < len(ids); i++ {
-		for j := i; j > 0 && ids[j].Cmp(ids[j-1]) < 0; j-- {
-			ids[j], ids[j-1] = ids[j-1], ids[j]
-		}
-	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i].Cmp(ids[j]) < 0 })
 }

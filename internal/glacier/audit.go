@@ -8,10 +8,10 @@ import (
 	"github.com/epost-mail/epost/internal/wire"
 )
 
-// Maintenance. Every holder, once per AuditPeriod, routes one compact
-// message per bundle it holds fragments of (bundle key, manifest hash,
-// the indices it holds) to the root of the bundle key, the bundle's
-// coordinator. A coordinator counts what it heard over a window of at
+// Maintenance. Every holder, once per AuditPeriod, tells the root of each
+// held bundle's key, the bundle's coordinator, what it holds of the
+// bundle (bundle key, manifest hash, indices), batched per run of nearby
+// keys (report). A coordinator counts what it heard over a window of at
 // least one period; when fewer than RepairBelow fragments were reported
 // it fetches enough of them from their holders, decodes once, regenerates
 // every missing fragment (same shards, so the signed Merkle root still
@@ -44,13 +44,28 @@ func (g *Glacier) auditTick() {
 	g.evaluate()
 }
 
-// report tells each held bundle's coordinator what this node holds.
+// maxAuditEntries bounds one audit message (about 60 bytes an entry).
+const maxAuditEntries = 256
+
+// maxAuditHops bounds how many coordinators one audit message visits.
+const maxAuditHops = 64
+
+// report tells the coordinators of the bundles held here what this node
+// holds: one entry per (bundle, manifest), sorted by bundle key, in
+// messages of up to maxAuditEntries entries, each routed to its first key
+// and walked on by each coordinator to the next key it is not the root
+// of. Fragments sit at evenly spaced offsets from their bundle's key, so
+// the keys of the bundles one node holds fragment i of fall in a narrow
+// arc: the messages a holder sends per period are bounded by the
+// coordinators of those arcs (a few per fragment index), however many
+// bundles accumulate.
 func (g *Glacier) report() {
 	bks := make([]id.ID, 0, len(g.held))
 	for bk := range g.held {
 		bks = append(bks, bk)
 	}
 	sortIDs(bks)
+	var entries []wire.GlacierAuditEntry
 	for _, bk := range bks {
 		held := g.held[bk]
 		byMan := map[Hash][]uint16{}
@@ -58,7 +73,8 @@ func (g *Glacier) report() {
 		for idx, k := range held {
 			f, err := g.readFragment(k)
 			if err != nil {
-				// Lost (expired, scrubbed) or damaged: no longer held.
+				// Lost (expired, scrubbed, released) or damaged: no
+				// longer held.
 				g.unhold(bk, idx)
 				continue
 			}
@@ -74,17 +90,67 @@ func (g *Glacier) report() {
 		for _, mh := range mhs {
 			idxs := byMan[mh]
 			sort.Slice(idxs, func(i, j int) bool { return idxs[i] < idxs[j] })
-			g.route(bk, wire.TypeGlacierHolding, wire.GlacierHolding{Bundle: bk, Manifest: mh, N: uint16(ns[mh]), Indices: idxs, Holder: g.self})
-			g.stats.Holdings++
-			g.stats.MaintenanceMsgs++
+			entries = append(entries, wire.GlacierAuditEntry{Bundle: bk, Manifest: mh, N: uint16(ns[mh]), Indices: idxs})
 		}
 	}
+	for len(entries) > 0 {
+		n := min(len(entries), maxAuditEntries)
+		g.route(entries[0].Bundle, wire.TypeGlacierAudit, wire.GlacierAudit{Holder: g.self, Entries: entries[:n]})
+		g.stats.Holdings++
+		g.stats.MaintenanceMsgs++
+		entries = entries[n:]
+	}
+}
+
+// isRoot reports whether this node is the root of key as far as its leaf
+// set tells.
+func (g *Glacier) isRoot(key id.ID) bool {
+	leaf := g.ov.Leaf()
+	members := leaf.Members()
+	// A leaf set whose two sides share members knows the whole ring
+	// (LeafSet.Covers does not see that case).
+	if len(members) == len(leaf.Left())+len(leaf.Right()) && !leaf.Covers(key) {
+		return false
+	}
+	for _, m := range members {
+		if id.Closer(key, m.ID.ID, g.self.ID.ID) {
+			return false
+		}
+	}
+	return true
+}
+
+// onAudit counts the entries this node coordinates and routes the rest
+// on. The first entry's key is the one the message was routed to, so it
+// is this node's whatever its leaf set says: a walk always advances.
+func (g *Glacier) onAudit(a wire.GlacierAudit) {
+	if len(a.Entries) == 0 || len(a.Entries) > maxAuditEntries {
+		g.stats.Malformed++
+		return
+	}
+	var rest []wire.GlacierAuditEntry
+	for i, e := range a.Entries {
+		if i == 0 || g.isRoot(e.Bundle) {
+			g.onHolding(wire.GlacierHolding{Bundle: e.Bundle, Manifest: e.Manifest, N: e.N, Indices: e.Indices, Holder: a.Holder})
+			continue
+		}
+		rest = append(rest, e)
+	}
+	if len(rest) == 0 || a.Hops >= maxAuditHops {
+		return
+	}
+	a.Entries, a.Hops = rest, a.Hops+1
+	g.route(rest[0].Bundle, wire.TypeGlacierAudit, a)
+	g.stats.MaintenanceMsgs++
 }
 
 // onHolding counts a holder's report at the bundle's coordinator.
 func (g *Glacier) onHolding(h wire.GlacierHolding) {
 	if h.N == 0 || int(h.N) > 256 || len(h.Indices) > int(h.N) {
 		g.stats.Malformed++
+		return
+	}
+	if g.released[h.Bundle] {
 		return
 	}
 	k := auditKey{h.Bundle, h.Manifest}
@@ -154,33 +220,82 @@ type repair struct {
 	frags   map[int]*Fragment
 	rec     wire.GlacierRecord // one record, for the owner's address and certificate
 	done    bool
+	// order lists the distinct holders, each with how many fragments it
+	// reported; next is the first not asked yet.
+	order  []repairHolder
+	next   int
+	rounds int
 }
+
+type repairHolder struct {
+	h     NodeHandle
+	index uint16 // the lowest index it reported, named in the request
+	count int
+}
+
+// repairSlack is how many fragments beyond M a repair asks for at first,
+// so that a holder or two that do not answer cost no extra round.
+func repairSlack(m int) int { return max(4, m/8) }
 
 func (g *Glacier) startRepair(k auditKey, n int, holders map[uint16]NodeHandle) {
 	r := &repair{key: k, n: n, holders: holders, req: g.req(), frags: map[int]*Fragment{}}
 	g.repairs[r.req] = r
-	// One request per distinct holder: each answers with all it holds.
-	asked := map[id.NodeID]bool{}
 	idxs := make([]int, 0, len(holders))
 	for i := range holders {
 		idxs = append(idxs, int(i))
 	}
 	sort.Ints(idxs)
+	pos := map[id.NodeID]int{}
 	for _, i := range idxs {
 		h := holders[uint16(i)]
-		if asked[h.ID] {
+		if j, ok := pos[h.ID]; ok {
+			r.order[j].count++
 			continue
 		}
-		asked[h.ID] = true
-		g.send(h, wire.TypeGlacierFetch, wire.GlacierFetch{Req: r.req, Origin: g.self, Bundle: k.bundle, Index: uint16(i)})
+		pos[h.ID] = len(r.order)
+		r.order = append(r.order, repairHolder{h: h, index: uint16(i), count: 1})
+	}
+	// The holders are asked in an order of their own, not by index, so
+	// that repairs of many bundles do not all load the same nodes.
+	for i := len(r.order) - 1; i > 0; i-- {
+		j := g.env.Rand.IntN(i + 1)
+		r.order[i], r.order[j] = r.order[j], r.order[i]
+	}
+	g.repairRound(r)
+}
+
+// repairRound asks the next holders, enough of them for the fragments
+// still missing towards M plus a slack: each holder answers with every
+// fragment of the bundle it holds. The code's M is known from the
+// audit's N only through this node's own code until a fragment arrives.
+func (g *Glacier) repairRound(r *repair) {
+	r.rounds++
+	m := g.cfg.Code.M * r.n / max(g.cfg.Code.N, 1)
+	for _, f := range r.frags {
+		m = f.Manifest.Code.M
+		break
+	}
+	want := m + repairSlack(m) - len(r.frags)
+	asked := 0
+	for r.next < len(r.order) && asked < want {
+		h := r.order[r.next]
+		r.next++
+		asked += h.count
+		g.send(h.h, wire.TypeGlacierFetch, wire.GlacierFetch{Req: r.req, Origin: g.self, Bundle: r.key.bundle, Index: h.index})
 		g.stats.MaintenanceMsgs++
 	}
 	req := r.req
-	g.env.Clock.AfterFunc(g.cfg.FetchTimeout*env.Duration(g.cfg.FetchAttempts), func() {
-		if r := g.repairs[req]; r != nil && !r.done {
-			delete(g.repairs, req)
-			g.env.Log.Info("glacier: repair gave up", "bundle", k.bundle.Short(), "fragments", len(r.frags))
+	g.env.Clock.AfterFunc(g.cfg.FetchTimeout, func() {
+		r := g.repairs[req]
+		if r == nil || r.done {
+			return
 		}
+		if r.rounds < g.cfg.FetchAttempts && r.next < len(r.order) {
+			g.repairRound(r)
+			return
+		}
+		delete(g.repairs, req)
+		g.env.Log.Info("glacier: repair gave up", "bundle", r.key.bundle.Short(), "fragments", len(r.frags))
 	})
 }
 

@@ -95,11 +95,49 @@ type Manifest struct {
 	Size   uint64 // encoded bundle bytes before padding
 	Bundle Hash   // SHA-256 of the encoded bundle (checked after decoding)
 	Root   Hash   // Merkle root over LeafHash(i, shard_i)
-	Sig    []byte // owner's signature over manifestBody
+	// Supersedes lists the earlier bundles of the chain whose objects
+	// this one holds (a compacted bundle): their fragments may be freed
+	// once this bundle is placed, and recovery skips them.
+	Supersedes []SeqRange
+	Sig        []byte // owner's signature over manifestBody
 }
 
-// manifestBody is what a manifest's signature covers: every field but Sig.
+// SeqRange is the chain positions [From, To).
+type SeqRange struct {
+	_        struct{} `cbor:",toarray"`
+	From, To uint64
+}
+
+// maxSupersedes bounds a manifest's ranges (it rides in every fragment).
+const maxSupersedes = 64
+
+// Covers reports whether m supersedes bundle seq.
+func (m *Manifest) Covers(seq uint64) bool {
+	for _, r := range m.Supersedes {
+		if seq >= r.From && seq < r.To {
+			return true
+		}
+	}
+	return false
+}
+
+// manifestBody is what a manifest's signature covers: every field but
+// Sig. A manifest that supersedes nothing is encoded, signed and hashed
+// exactly as before the field existed (manifestBodyV1, manifestV1), so
+// the archives written then still verify and their chains still link.
 type manifestBody struct {
+	_          struct{} `cbor:",toarray"`
+	Owner      id.ID
+	Seq        uint64
+	Prev       Hash
+	Code       Code
+	Size       uint64
+	Bundle     Hash
+	Root       Hash
+	Supersedes []SeqRange
+}
+
+type manifestBodyV1 struct {
 	_      struct{} `cbor:",toarray"`
 	Owner  id.ID
 	Seq    uint64
@@ -110,9 +148,77 @@ type manifestBody struct {
 	Root   Hash
 }
 
+type manifestV1 struct {
+	_      struct{} `cbor:",toarray"`
+	Owner  id.ID
+	Seq    uint64
+	Prev   Hash
+	Code   Code
+	Size   uint64
+	Bundle Hash
+	Root   Hash
+	Sig    []byte
+}
+
+type manifestV2 struct {
+	_          struct{} `cbor:",toarray"`
+	Owner      id.ID
+	Seq        uint64
+	Prev       Hash
+	Code       Code
+	Size       uint64
+	Bundle     Hash
+	Root       Hash
+	Supersedes []SeqRange
+	Sig        []byte
+}
+
 func (m *Manifest) body() []byte {
+	if len(m.Supersedes) == 0 {
+		return wire.MustMarshal(manifestBodyV1{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
+			Size: m.Size, Bundle: m.Bundle, Root: m.Root})
+	}
 	return wire.MustMarshal(manifestBody{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
-		Size: m.Size, Bundle: m.Bundle, Root: m.Root})
+		Size: m.Size, Bundle: m.Bundle, Root: m.Root, Supersedes: m.Supersedes})
+}
+
+// MarshalCBOR encodes a manifest that supersedes nothing as an 8-element
+// array (the original format), one that does as a 9-element array.
+func (m Manifest) MarshalCBOR() ([]byte, error) {
+	if len(m.Supersedes) == 0 {
+		return wire.Marshal(manifestV1{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
+			Size: m.Size, Bundle: m.Bundle, Root: m.Root, Sig: m.Sig})
+	}
+	return wire.Marshal(manifestV2{Owner: m.Owner, Seq: m.Seq, Prev: m.Prev, Code: m.Code,
+		Size: m.Size, Bundle: m.Bundle, Root: m.Root, Supersedes: m.Supersedes, Sig: m.Sig})
+}
+
+// UnmarshalCBOR decodes either format. A 9-element manifest must name
+// something it supersedes, so every manifest has one encoding.
+func (m *Manifest) UnmarshalCBOR(b []byte) error {
+	if len(b) == 0 {
+		return fmt.Errorf("%w: empty manifest", ErrMalformed)
+	}
+	switch b[0] {
+	case 0x88: // array of 8
+		var v manifestV1
+		if err := wire.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		*m = Manifest{Owner: v.Owner, Seq: v.Seq, Prev: v.Prev, Code: v.Code, Size: v.Size, Bundle: v.Bundle, Root: v.Root, Sig: v.Sig}
+	case 0x89: // array of 9
+		var v manifestV2
+		if err := wire.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		if len(v.Supersedes) == 0 {
+			return fmt.Errorf("%w: manifest with an empty list of superseded bundles", ErrMalformed)
+		}
+		*m = Manifest{Owner: v.Owner, Seq: v.Seq, Prev: v.Prev, Code: v.Code, Size: v.Size, Bundle: v.Bundle, Root: v.Root, Supersedes: v.Supersedes, Sig: v.Sig}
+	default:
+		return fmt.Errorf("%w: manifest is not an array of 8 or 9", ErrMalformed)
+	}
+	return nil
 }
 
 // Sign sets m.Sig to k's signature over every other field.
@@ -137,6 +243,14 @@ func (m *Manifest) check() error {
 	}
 	if m.Size > MaxBundleBytes {
 		return fmt.Errorf("%w: manifest size %d (max %d)", ErrMalformed, m.Size, MaxBundleBytes)
+	}
+	if len(m.Supersedes) > maxSupersedes {
+		return fmt.Errorf("%w: manifest supersedes %d ranges (max %d)", ErrMalformed, len(m.Supersedes), maxSupersedes)
+	}
+	for _, r := range m.Supersedes {
+		if r.From >= r.To || r.To > m.Seq {
+			return fmt.Errorf("%w: manifest %d supersedes [%d, %d)", ErrMalformed, m.Seq, r.From, r.To)
+		}
 	}
 	return nil
 }
@@ -235,6 +349,10 @@ func FragmentBytes(c Code, size int) int {
 // MakeFragments encodes bundle b into its N fragments under code c, with
 // proofs and a manifest chained to prev and signed with k.
 func MakeFragments(c Code, b *Bundle, prev Hash, k identity.SigningKey) (*Manifest, []*Fragment, error) {
+	return makeFragments(c, b, prev, nil, k)
+}
+
+func makeFragments(c Code, b *Bundle, prev Hash, sup []SeqRange, k identity.SigningKey) (*Manifest, []*Fragment, error) {
 	if err := c.Validate(); err != nil {
 		return nil, nil, err
 	}
@@ -252,7 +370,10 @@ func MakeFragments(c Code, b *Bundle, prev Hash, k identity.SigningKey) (*Manife
 	}
 	root, proofs := merkleAll(leaves)
 	m := &Manifest{Owner: b.Owner, Seq: b.Seq, Prev: prev, Code: c, Size: uint64(len(enc)),
-		Bundle: sha256.Sum256(enc), Root: root}
+		Bundle: sha256.Sum256(enc), Root: root, Supersedes: sup}
+	if err := m.check(); err != nil {
+		return nil, nil, err
+	}
 	m.Sign(k)
 	frags := make([]*Fragment, c.N)
 	for i := range frags {

@@ -308,11 +308,11 @@ func FuzzDecodeFragment(f *testing.F) {
 	})
 }
 
-func BenchmarkRebuild1MiB(b *testing.B) {
+func BenchmarkRebuildFullBundle(b *testing.B) {
 	r := rand.New(rand.NewPCG(21, 22))
 	k := testKey(b, 6)
 	bundle := testBundle(r, 16, (MaxBundleBytes-16*64)/16)
-	c := Code{N: 256, M: 64}
+	c := DefaultConfig().Code
 	_, frags, err := MakeFragments(c, bundle, Hash{}, k)
 	if err != nil {
 		b.Fatal(err)
@@ -328,14 +328,14 @@ func BenchmarkRebuild1MiB(b *testing.B) {
 	}
 }
 
-func BenchmarkMakeFragments1MiB(b *testing.B) {
+func BenchmarkMakeFragmentsFullBundle(b *testing.B) {
 	r := rand.New(rand.NewPCG(23, 24))
 	k := testKey(b, 7)
 	bundle := testBundle(r, 16, (MaxBundleBytes-16*64)/16)
 	enc, _ := bundle.Encode()
 	b.SetBytes(int64(len(enc)))
 	for b.Loop() {
-		if _, _, err := MakeFragments(Code{N: 256, M: 64}, bundle, Hash{}, k); err != nil {
+		if _, _, err := MakeFragments(DefaultConfig().Code, bundle, Hash{}, k); err != nil {
 			b.Fatal(err)
 		}
 	}

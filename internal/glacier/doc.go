@@ -30,10 +30,22 @@
 //
 //   - Archiving. Each local user has a queue (Archive). A queue is sealed
 //     into a bundle when it reaches MaxBundleBytes or MaxBundleObjects, or
-//     ArchiveDelay (10 minutes) after its oldest object arrived, so every
-//     object is archived within a bounded time. Sealing encodes the
-//     bundle, signs the manifest (chained to the previous one) and routes
-//     fragment i to the root of its offset key.
+//     SealAhead (30 s) before its oldest object has waited ArchiveDelay
+//     (10 minutes), so that placement, which takes seconds, ends within
+//     the delay. Sealing encodes the bundle, signs the manifest (chained
+//     to the previous one) and routes fragment i to the root of its
+//     offset key.
+//   - Compaction. A bundle sealed less than half full is partial. Once
+//     an owner's placed partial bundles would fill three quarters of a
+//     bundle, CompactMax (64) of them wait, or the oldest has waited
+//     CompactAfter (a day), the owner fetches them back, seals their
+//     objects into one bundle at the next position whose signed manifest
+//     lists the positions it supersedes, and once that one is fully
+//     acknowledged stops renewing the old ones and asks their holders to
+//     free them (GlacierRelease, which carries the new manifest and the
+//     owner's certificate as proof). A compacted bundle is not compacted
+//     again, so a freed run of positions is at most about CompactMax
+//     long.
 //   - Holding. A holder verifies the owner's certificate (community CA),
 //     the manifest's signature and the fragment's proof, then stores it
 //     (store.KindFragment, with a lease on its own uptime counter) and
@@ -43,20 +55,32 @@
 //     community is smaller than N. The owner re-sends what is not
 //     acknowledged.
 //   - Fetching. Fetch routes a request to every offset key; the node
-//     reached answers with what it holds of the bundle and walks the
-//     request clockwise when the fragment asked for was handed on. The
-//     fetcher verifies every record and decodes as soon as M fragments of
-//     one manifest are in. Recover walks a user's chain from Seq 0,
-//     checking that each manifest names its predecessor, until no node
-//     has the next bundle.
-//   - Audits and repair. Once per AuditPeriod every holder routes one
-//     small message per bundle (bundle key, manifest hash, indices held)
-//     to the bundle key's root, its coordinator. A coordinator that counts
-//     fewer than RepairBelow fragments in a window fetches M of them,
-//     decodes once, regenerates every missing fragment (the same shards,
-//     so the signed root still covers them) and places those.
-//     Coordinators keep only soft state; a new one recounts from the next
-//     round of reports.
+//     reached answers with what it holds of the bundle (all of it to the
+//     first request of a fetch, the fragment asked for to later ones) and
+//     walks the request clockwise when the fragment asked for was handed
+//     on. The fetcher verifies every record and decodes as soon as M
+//     fragments of one manifest are in. Recover walks a user's chain from
+//     Seq 0, checking that each manifest names its predecessor when both
+//     are found. A missing position does not end the walk: it looks up to
+//     RecoverLookAhead (80) positions further, skips positions a later
+//     manifest supersedes, keeps going past a bundle with too few
+//     fragments, and ends with ErrLost naming every position neither
+//     rebuilt nor superseded.
+//   - Audits and repair. Once per AuditPeriod every holder sends the
+//     coordinators of its bundles (the roots of the bundle keys) one
+//     entry per bundle (bundle key, manifest hash, indices held), sorted
+//     by key and batched up to 256 entries a message; each message is
+//     routed to its first key and each coordinator takes its entries and
+//     routes the rest on. The keys of the bundles a node holds fragment i
+//     of fall in a narrow arc (fragment keys are evenly spaced offsets of
+//     the bundle key), so a holder sends a few messages per fragment
+//     index it holds, not one per bundle. A coordinator that counts fewer
+//     than RepairBelow fragments in a window asks the holders it heard
+//     of, in a random order, for M plus a slack (M/8, at least 4)
+//     fragments, more only when a round times out, decodes once,
+//     regenerates every missing fragment (the same shards, so the signed
+//     root still covers them) and places those. Coordinators keep only
+//     soft state; a new one recounts from the next round of reports.
 //
 // # Choosing N and M
 //
@@ -78,7 +102,7 @@
 // 256/66 + 256*805/S times S, so a bundle sealed half full by the
 // archive delay costs 4.08 and one of 100 KB 5.9. Heavy users fill
 // their bundles; a light user's mail is archived within the delay at
-// that higher cost.
+// that higher cost, until compaction merges its partial bundles.
 //
 // With fewer than 256 nodes every node holds j = floor(256/nodes)
 // fragments and N = nodes*j, so a bundle survives exactly when
@@ -123,9 +147,6 @@
 // grows, since sampling 256 holders from many nodes approaches
 // independent sampling.
 //
-// Coding speed (this package's benchmarks, 256/64, 1 MiB, on a shared
-// two-core machine, so ranges over runs): Encode 250-470 MB/s, decoding
-// from parity only 490-600 MB/s; MakeFragments (encode, hash every
-// shard, sign) 100-110 MB/s and Rebuild from the 64 parity fragments
-// (check 64 proofs, decode, hash, parse) 140-235 MB/s.
+// Coding speed: see BENCHMARKS.md (Glacier) for this package's
+// benchmarks on the product's code, 256/66.
 package glacier

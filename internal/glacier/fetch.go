@@ -3,6 +3,7 @@ package glacier
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/wire"
@@ -155,28 +156,74 @@ func (x *fetch) add(g *Glacier, recs []wire.GlacierRecord) {
 	}
 }
 
-// Recover walks a user's chain of bundles from seq on, verifying that each
-// manifest names its predecessor (prev is the hash of bundle seq-1's
-// manifest; the zero hash at seq 0, or to accept whatever comes first),
-// and hands each bundle to each. It stops at the first bundle nobody holds
-// and reports the next position; other failures end it with an error.
+// Recover walks a user's chain of bundles from seq on and hands each
+// bundle it rebuilds to each. It verifies that each manifest names its
+// predecessor whenever both are found (prev is the hash of bundle
+// seq-1's manifest; the zero hash at seq 0, or to accept whatever comes
+// first). A missing position does not end the walk: compaction frees
+// superseded bundles, and a bundle may be lost, so the walk looks up to
+// RecoverLookAhead positions further, and takes the chain as ended only
+// after that many missing in a row. done reports the position after the
+// last bundle found and its manifest's hash; its error is ErrLost naming
+// every position that is neither found nor superseded by a bundle found
+// (missing, or with too few fragments), after everything else is handed
+// over, or ErrBroken, at once, when a manifest names another predecessor.
 func (g *Glacier) Recover(owner id.ID, seq uint64, prev Hash, each func(*Bundle, *Manifest), done func(next uint64, last Hash, err error)) {
+	ahead := max(g.cfg.RecoverLookAhead, 1)
+	var gap []uint64        // missing positions since the last one found
+	var holes []uint64      // missing positions followed by a later bundle
+	var broken []uint64     // positions with fragments, but too few
+	var covers []*Manifest  // compacted manifests found
+	next, last := seq, prev // after the last bundle found
 	check := seq > 0 && prev != (Hash{})
-	var step func(seq uint64, prev Hash, check bool)
-	step = func(seq uint64, prev Hash, check bool) {
-		g.Fetch(owner, seq, func(b *Bundle, m *Manifest, err error) {
+	finish := func() {
+		var lost []uint64
+		for _, s := range append(holes, broken...) {
+			superseded := false
+			for _, m := range covers {
+				superseded = superseded || (m.Seq > s && m.Covers(s))
+			}
+			if !superseded {
+				lost = append(lost, s)
+			}
+		}
+		if len(lost) > 0 {
+			slices.Sort(lost)
+			done(next, last, fmt.Errorf("%w: %s bundles %v (chain read to %d)", ErrLost, owner.Short(), lost, next))
+			return
+		}
+		done(next, last, nil)
+	}
+	var step func(s uint64)
+	step = func(s uint64) {
+		g.Fetch(owner, s, func(b *Bundle, m *Manifest, err error) {
 			switch {
 			case errors.Is(err, ErrNoBundle):
-				done(seq, prev, nil)
+				gap = append(gap, s)
+				check = false
+				if len(gap) >= ahead {
+					finish()
+					return
+				}
+				step(s + 1)
+				return
 			case err != nil:
-				done(seq, prev, err)
-			case check && m.Prev != prev:
-				done(seq, prev, fmt.Errorf("%w: bundle %d names %x as its predecessor, not %x", ErrBroken, seq, m.Prev[:4], prev[:4]))
+				broken = append(broken, s)
+				check = false
+			case check && m.Prev != last:
+				done(next, last, fmt.Errorf("%w: bundle %d names %x as its predecessor, not %x", ErrBroken, s, m.Prev[:4], last[:4]))
+				return
 			default:
 				each(b, m)
-				step(seq+1, m.Hash(), true)
+				if len(m.Supersedes) > 0 {
+					covers = append(covers, m)
+				}
+				next, last, check = s+1, m.Hash(), true
 			}
+			holes = append(holes, gap...)
+			gap = nil
+			step(s + 1)
 		})
 	}
-	step(seq, prev, check)
+	step(seq)
 }

@@ -51,6 +51,9 @@ var (
 	// needs.
 	ErrUnrecoverable = errors.New("glacier: too few fragments to rebuild")
 	ErrBroken        = errors.New("glacier: chain broken")
+	// ErrLost: recovery found bundles past positions it could not
+	// rebuild, which no later bundle supersedes.
+	ErrLost = errors.New("glacier: bundles lost from the chain")
 )
 
 // Config tunes Glacier. Start from DefaultConfig.
@@ -100,6 +103,23 @@ type Config struct {
 	// HandoverDelay is how long after a node joins the leaf set this node
 	// waits before handing it the fragments whose keys it now owns.
 	HandoverDelay env.Duration
+	// SealAhead: a queue is sealed this long before its oldest object
+	// has waited ArchiveDelay (at most half of it), so that placement,
+	// which takes seconds, ends within ArchiveDelay.
+	SealAhead env.Duration
+	// Compaction (see compact.go): partial bundles are merged once the
+	// oldest has waited CompactAfter (0: never), or CompactMax of them
+	// wait. RecoverLookAhead is how many missing positions recovery
+	// probes past a gap before it takes the chain as ended: more than the
+	// longest run of positions one compaction frees.
+	CompactAfter     env.Duration
+	CompactMax       int
+	RecoverLookAhead int
+}
+
+// sealWait is how long after its oldest object arrived a queue is sealed.
+func (g *Glacier) sealWait() env.Duration {
+	return max(g.cfg.ArchiveDelay-g.cfg.SealAhead, g.cfg.ArchiveDelay/2)
 }
 
 // DefaultConfig is for a community of at least 256 nodes.
@@ -124,6 +144,10 @@ func DefaultConfig() Config {
 		MaxLease:         2 * 365 * 24 * env.Hour,
 		RenewPeriod:      30 * 24 * env.Hour,
 		HandoverDelay:    30 * env.Second,
+		SealAhead:        30 * env.Second,
+		CompactAfter:     24 * env.Hour,
+		CompactMax:       64,
+		RecoverLookAhead: 80,
 	}
 }
 
@@ -167,6 +191,10 @@ type Stats struct {
 	Repairs      uint64 // bundles repaired by this node as coordinator
 	Regenerated  uint64 // fragments it regenerated
 	Unrepairable uint64 // audits that counted fewer fragments than the code needs
+	// Compaction.
+	Compactions       uint64 // compacted bundles sealed by this node's owners
+	Released          uint64 // bundles they freed once a compaction was placed
+	ReleasedFragments uint64 // fragments freed here at an owner's word
 	// MaintenanceMsgs counts every audit, repair fetch and repair
 	// placement message this node sent.
 	MaintenanceMsgs uint64
@@ -212,6 +240,13 @@ type Glacier struct {
 	// journals: what Attach found of each owner's queue journal.
 	journals map[id.ID]*recovered
 	coord    map[auditKey]*audit
+	// released: bundles whose owner freed them (a compacted bundle
+	// supersedes them), so that neither a holder nor a coordinator brings
+	// them back. Soft state, bounded.
+	released map[id.ID]bool
+	// answered: fetches this node has sent all its fragments of a bundle
+	// to. Soft state, bounded.
+	answered map[answeredKey]bool
 	// verified caches the manifests whose signature checked out, each
 	// with the address and certificate it was checked against (keyed by
 	// the hash of all three): an owner who rotated keys has several
@@ -256,6 +291,8 @@ func New(cfg Config, e env.Env, st Storage, v *identity.Verifier, upper overlay.
 		certs:       map[id.ID][]*certEntry{},
 		bundleCert:  map[id.ID]*certEntry{},
 		coord:       map[auditKey]*audit{},
+		released:    map[id.ID]bool{},
+		answered:    map[answeredKey]bool{},
 		verified:    map[Hash]bool{},
 	}, nil
 }
@@ -528,6 +565,16 @@ func (g *Glacier) Deliver(m overlay.Message) {
 		if g.decode(e, &r) {
 			g.onRenew(r)
 		}
+	case wire.TypeGlacierAudit:
+		var a wire.GlacierAudit
+		if g.decode(e, &a) {
+			g.onAudit(a)
+		}
+	case wire.TypeGlacierRelease:
+		var r wire.GlacierRelease
+		if g.decode(e, &r) {
+			g.onRelease(r)
+		}
 	default:
 		g.stats.Malformed++
 	}
@@ -578,6 +625,11 @@ func (g *Glacier) Direct(from NodeHandle, payload []byte) {
 		var r wire.GlacierRenew
 		if g.decode(e, &r) {
 			g.onRenew(r)
+		}
+	case wire.TypeGlacierRelease:
+		var r wire.GlacierRelease
+		if g.decode(e, &r) {
+			g.onRelease(r)
 		}
 	default:
 		g.stats.Malformed++
@@ -644,6 +696,10 @@ func (g *Glacier) onStore(s wire.GlacierStore) {
 		g.stats.BadFragments++
 		return
 	}
+	if g.released[bk] {
+		// Superseded and freed: a late repair must not bring it back.
+		return
+	}
 	idx := uint16(f.Index)
 	mh := f.Manifest.Hash()
 	ack := wire.GlacierStored{Req: s.Req, Manifest: mh, Index: idx, Holder: g.self}
@@ -693,6 +749,12 @@ func (g *Glacier) onStore(s wire.GlacierStore) {
 	})
 }
 
+type answeredKey struct {
+	origin id.NodeID
+	req    uint64
+	bundle id.ID
+}
+
 // onFetch answers with the fragments of a bundle held here, and walks a
 // routed fetch on clockwise when the fragment asked for is not among
 // them.
@@ -701,8 +763,21 @@ func (g *Glacier) onFetch(f wire.GlacierFetch) {
 	held := g.held[f.Bundle]
 	if len(held) > 0 {
 		idxs := make([]int, 0, len(held))
-		for i := range held {
-			idxs = append(idxs, int(i))
+		// A node that holds several fragments of the bundle (a small
+		// community) is asked once per index: it answers the first
+		// request of a fetch with all of them, later ones with the
+		// fragment asked for only.
+		ak := answeredKey{f.Origin.ID, f.Req, f.Bundle}
+		if _, ok := held[f.Index]; ok && g.answered[ak] {
+			idxs = append(idxs, int(f.Index))
+		} else {
+			for i := range held {
+				idxs = append(idxs, int(i))
+			}
+			if len(g.answered) >= 1<<14 {
+				clear(g.answered)
+			}
+			g.answered[ak] = true
 		}
 		sort.Ints(idxs)
 		var recs []wire.GlacierRecord

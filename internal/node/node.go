@@ -96,6 +96,9 @@ type Config struct {
 	// Community is about how many nodes the community has; it sizes the
 	// archive's code (glacier.CodeFor). Zero means 1,000.
 	Community int
+	// ArchiveDelay, when not zero, replaces the archive's delay
+	// (glacier.Config.ArchiveDelay) in whichever Glacier config applies.
+	ArchiveDelay env.Duration
 }
 
 // DefaultConfig listens on every interface, TCP and QUIC, on port 4001,

@@ -93,6 +93,9 @@ func (n *Node) openPast(e env.Env) error {
 		}
 		gcfg = glacier.ConfigFor(c)
 	}
+	if n.cfg.ArchiveDelay > 0 {
+		gcfg.ArchiveDelay = n.cfg.ArchiveDelay
+	}
 	ls := loopStorage{st: st, loop: n.loop}
 	g, err := glacier.New(gcfg, e, ls, n.verifier, n.app)
 	if err != nil {

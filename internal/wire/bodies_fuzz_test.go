@@ -25,6 +25,7 @@ var bodies = map[wire.Type]func(testing.TB, []byte){
 	wire.TypeGlacierStore: check[wire.GlacierStore], wire.TypeGlacierStored: check[wire.GlacierStored],
 	wire.TypeGlacierFetch: check[wire.GlacierFetch], wire.TypeGlacierFragments: check[wire.GlacierFragments],
 	wire.TypeGlacierHolding: check[wire.GlacierHolding], wire.TypeGlacierRenew: check[wire.GlacierRenew],
+	wire.TypeGlacierAudit: check[wire.GlacierAudit], wire.TypeGlacierRelease: check[wire.GlacierRelease],
 	// Not messages, but signed or stored in these encodings: fuzzed
 	// under unassigned type numbers.
 	60000: check[wire.PastReceiptBody], 60001: check[wire.GlacierRecord],
@@ -61,6 +62,8 @@ func FuzzMessageBodies(f *testing.F) {
 		wire.TypeGlacierFragments: wire.GlacierFragments{Req: 1, From: h, Records: []wire.GlacierRecord{rec, {}}, Index: 2, Last: true},
 		wire.TypeGlacierHolding:   wire.GlacierHolding{Bundle: id.FromUint64(1, 2), Manifest: k, N: 10, Indices: []uint16{1, 2, 40}, Holder: h},
 		wire.TypeGlacierRenew:     wire.GlacierRenew{Bundle: id.FromUint64(1, 2), Owner: id.FromUint64(3, 4), Index: 1, Lease: 5, Skips: 2},
+		wire.TypeGlacierAudit:     wire.GlacierAudit{Holder: h, Entries: []wire.GlacierAuditEntry{{Bundle: id.FromUint64(1, 2), Manifest: k, N: 10, Indices: []uint16{1, 2}}}, Hops: 1},
+		wire.TypeGlacierRelease:   wire.GlacierRelease{Owner: id.FromUint64(3, 4), Seq: 7, Index: 1, Skips: 2, Manifest: []byte{1, 2}},
 		60000:                     wire.PastReceiptBody{Kind: 1, Key: k, Version: 2, Renew: true, Node: [16]byte{9}},
 	} {
 		f.Add(uint16(slices.Index(types, t)), wire.MustMarshal(v))

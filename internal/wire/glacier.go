@@ -10,6 +10,8 @@ const (
 	TypeGlacierFragments Type = 99  // the answer to a fetch
 	TypeGlacierHolding   Type = 100 // audit: a holder tells a bundle's coordinator what it holds
 	TypeGlacierRenew     Type = 101 // an owner renews the lease of a bundle's fragments
+	TypeGlacierAudit     Type = 102 // audit: a holder's summary for the coordinators of a run of bundle keys
+	TypeGlacierRelease   Type = 103 // an owner frees the fragments of bundles a compacted bundle supersedes
 )
 
 // GlacierRecord is one fragment as a holder stores and serves it: the
@@ -94,4 +96,42 @@ type GlacierHolding struct {
 	N        uint16
 	Indices  []uint16
 	Holder   NodeHandle
+}
+
+// GlacierAuditEntry is what a holder holds of one bundle.
+type GlacierAuditEntry struct {
+	_        struct{} `cbor:",toarray"`
+	Bundle   id.ID
+	Manifest [32]byte
+	N        uint16
+	Indices  []uint16
+}
+
+// GlacierAudit carries a holder's entries for a run of bundle keys,
+// sorted by key. Routed to the first key, its root takes the entries it
+// is the coordinator of and routes the rest on to the next key, so a
+// holder sends one message per run of nearby keys, not one per bundle.
+// Hops bounds the walk.
+type GlacierAudit struct {
+	_       struct{} `cbor:",toarray"`
+	Holder  NodeHandle
+	Entries []GlacierAuditEntry
+	Hops    uint8
+}
+
+// GlacierRelease asks the holders of bundle Seq of Owner to free its
+// fragments: Manifest is the owner's signed manifest of a later bundle
+// that supersedes Seq (it holds the same objects), checked against the
+// owner's certificate Cert for Address. Routed to fragment
+// Index's key, it walks clockwise up to Skips more nodes, as a renewal
+// does.
+type GlacierRelease struct {
+	_        struct{} `cbor:",toarray"`
+	Owner    id.ID
+	Seq      uint64
+	Index    uint16
+	Skips    uint8
+	Manifest []byte
+	Address  string
+	Cert     []byte
 }
