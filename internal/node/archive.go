@@ -190,8 +190,8 @@ func (n *Node) RecoverArchiveProgress(user id.UserID, progress func(bundles, obj
 // against the user's root record, which names a position the chain
 // reaches at least: positions up to it that the walk does not find are
 // reported as lost (glacier.ErrLost), not taken for the chain's end.
-// openKeys, if not nil, opens the user's key backup, to read the root
-// record with. The root record is looked for in PAST (any replica that
+// openKeys, if not nil, opens the user's key backup (nil if none was
+// found), to read the root record with. The root record is looked for in PAST (any replica that
 // survived) before the walk and in the archive during it, and the newest
 // is used. Only a root record from outside the chain can reveal a lost
 // tail: one found in the archive was archived after the bundle it names,
@@ -236,11 +236,11 @@ func (n *Node) RecoverArchiveWith(user id.UserID, openKeys func(backup []byte) (
 			return 0, false
 		}
 		if keys == nil {
-			b := newest(latest[past.MutableKey(user, "keybackup")], pastBackup)
-			if b == nil {
-				return 0, false
+			var backup []byte
+			if b := newest(latest[past.MutableKey(user, "keybackup")], pastBackup); b != nil {
+				backup = b.Data
 			}
-			k, err := openKeys(b.Data)
+			k, err := openKeys(backup)
 			if err != nil {
 				n.log.Warn("archive recovery: key backup does not open", "user", user.Short(), "err", err)
 				return 0, false
