@@ -56,7 +56,9 @@ func TestRootRecordNamesTheArchiveChainEnd(t *testing.T) {
 			body := []byte(fmt.Sprintf("From: %s\r\nSubject: %d\r\n\r\nmessage %d\r\n", ben.Address, sent, sent))
 			sent++
 			done := make(chan error, 1)
-			r.nodes[1].Post(func() { r.nodes[1].Mail().Send(ben.Address, []string{ann.Address}, body, func(err error) { done <- err }) })
+			r.nodes[1].Post(func() {
+				r.nodes[1].Mail().Send(ben.Address, []string{ann.Address}, body, func(err error) { done <- err })
+			})
 			if err := <-done; err != nil {
 				t.Fatalf("send: %v", err)
 			}
