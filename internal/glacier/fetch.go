@@ -176,12 +176,13 @@ func (g *Glacier) Recover(owner id.ID, seq uint64, prev Hash, each func(*Bundle,
 // RecoverFloor is Recover with a floor: floor, if not nil, is asked when
 // the look-ahead would end the walk, and returns a position the chain is
 // known to reach (the one the user's root record names; ok false if none
-// is known yet). The walk then goes on until it has passed that position
-// by the look-ahead, and every position up to it that is not found is
+// is known yet). The walk does not end before it has passed that
+// position (a run of missing positions as long as the look-ahead below it
+// does not stop it), and every position up to it that is not found is
 // lost: a chain that simply ends early (its last bundles destroyed) is
 // reported, not taken for complete. The floor may lag behind the true
-// end (the root record is archived after it changes), so it never ends
-// the walk sooner than the look-ahead would.
+// end (the root record is archived after it changes), so past it the
+// look-ahead still decides where the chain ends.
 func (g *Glacier) RecoverFloor(owner id.ID, seq uint64, prev Hash, floor func() (uint64, bool), each func(*Bundle, *Manifest), done func(next uint64, last Hash, err error)) {
 	ahead := max(g.cfg.RecoverLookAhead, 1)
 	var gap []uint64        // missing positions since the last one found
