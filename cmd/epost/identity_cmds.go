@@ -372,7 +372,7 @@ func userRecover(args []string, stdout, stderr io.Writer) error {
 	if network {
 		fmt.Fprintf(stdout, "Fetching the key backup of %s from the network...\n", pos[0])
 		data, err = fetchBackup(recoverOpts{dir: *dir, node: *nodeName, bootstrap: *bootstrap, listen: *listen, address: pos[0],
-			timeout: *timeout, fromArchive: *fromArchive, community: *community, progress: stdout})
+			timeout: *timeout, fromArchive: *fromArchive, code: *code, community: *community, progress: stdout})
 	} else {
 		data, err = os.ReadFile(*backupFile)
 	}

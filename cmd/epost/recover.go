@@ -21,8 +21,11 @@ type recoverOpts struct {
 	// fromArchive first restores the user's mailbox (key backup included)
 	// into PAST from the archive, for when every replica of it is gone.
 	fromArchive bool
-	community   int
-	progress    io.Writer
+	// code opens the key backup found in the archive, so that the root
+	// record found there can say how far the chain reaches at least.
+	code      string
+	community int
+	progress  io.Writer
 }
 
 // fetchBackup joins the community as the node called name in dir, on a
@@ -78,7 +81,8 @@ func fetchBackup(o recoverOpts) ([]byte, error) {
 		}
 		ch := make(chan outcome, 1)
 		if err := n.Do(func() {
-			n.RecoverArchiveProgress(id.ForUser(addr), func(bundles, objects int) {
+			openKeys := func(b []byte) (identity.UserKeys, error) { return identity.OpenBackup(b, o.code) }
+			n.RecoverArchiveWith(id.ForUser(addr), openKeys, func(bundles, objects int) {
 				fmt.Fprintf(o.progress, "\r%d bundles, %d objects read from the archive", bundles, objects)
 			}, func(k int, err error) { ch <- outcome{k, err} })
 		}); err != nil {

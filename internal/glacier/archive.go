@@ -348,7 +348,11 @@ func (g *Glacier) sealBundle(w *owner, objs []Object, sup []SeqRange) *placement
 	if sup == nil && m.Size < uint64(g.cfg.MaxBundleBytes/2) && g.cfg.CompactAfter > 0 {
 		w.partials = append(w.partials, &partialBundle{seq: m.Seq, manifest: m.Hash(), size: int(m.Size), objects: len(objs), sealed: g.env.Clock.Now()})
 	}
-	return &placement{owner: w.id, seq: m.Seq, manifest: m.Hash(), keys: FragmentKeys(BundleKey(w.id, m.Seq), g.cfg.Code.N), recs: recs, sealed: g.env.Clock.Now()}
+	keys := make([][32]byte, len(objs))
+	for i, o := range objs {
+		keys[i] = o.Key
+	}
+	return &placement{owner: w.id, seq: m.Seq, manifest: m.Hash(), keys: FragmentKeys(BundleKey(w.id, m.Seq), g.cfg.Code.N), recs: recs, sealed: g.env.Clock.Now(), objects: keys}
 }
 
 // placement is a bundle's fragments on their way to their holders, by the
@@ -365,6 +369,7 @@ type placement struct {
 	req      uint64
 	waited   []env.Duration
 	sealed   env.Time
+	objects  [][32]byte // the keys of the bundle's objects (the owner's placements)
 	repair   bool
 	// compacts: the partial bundles this one supersedes (a compaction),
 	// freed once every fragment of this one is acknowledged.
@@ -442,6 +447,9 @@ func (p *placement) acked(g *Glacier, s wire.GlacierStored) {
 		g.partialPlaced(w, p, true)
 	}
 	g.stats.Archived++
+	if g.OnChainPlaced != nil {
+		g.OnChainPlaced(p.owner, p.seq, p.manifest, p.objects)
+	}
 	if g.OnArchived != nil {
 		now := g.env.Clock.Now()
 		w := make([]env.Duration, len(p.waited))

@@ -65,7 +65,10 @@
 //     RecoverLookAhead (80) positions further, skips positions a later
 //     manifest supersedes, keeps going past a bundle with too few
 //     fragments, and ends with ErrLost naming every position neither
-//     rebuilt nor superseded.
+//     rebuilt nor superseded. RecoverFloor also takes a position the
+//     chain reaches at least (the user's root record names one, from
+//     OnChainPlaced): the walk does not end before it, and positions up
+//     to it not found are lost too, not past the end.
 //   - Audits and repair. Once per AuditPeriod every holder sends the
 //     coordinators of its bundles (the roots of the bundle keys) one
 //     entry per bundle (bundle key, manifest hash, indices held), sorted

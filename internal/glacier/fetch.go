@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/epost-mail/epost/internal/id"
 	"github.com/epost-mail/epost/internal/wire"
@@ -169,6 +170,20 @@ func (x *fetch) add(g *Glacier, recs []wire.GlacierRecord) {
 // (missing, or with too few fragments), after everything else is handed
 // over, or ErrBroken, at once, when a manifest names another predecessor.
 func (g *Glacier) Recover(owner id.ID, seq uint64, prev Hash, each func(*Bundle, *Manifest), done func(next uint64, last Hash, err error)) {
+	g.RecoverFloor(owner, seq, prev, nil, each, done)
+}
+
+// RecoverFloor is Recover with a floor: floor, if not nil, is asked when
+// the look-ahead would end the walk, and returns a position the chain is
+// known to reach (the one the user's root record names; ok false if none
+// is known yet). The walk does not end before it has passed that
+// position (a run of missing positions as long as the look-ahead below it
+// does not stop it), and every position up to it that is not found is
+// lost: a chain that simply ends early (its last bundles destroyed) is
+// reported, not taken for complete. The floor may lag behind the true
+// end (the root record is archived after it changes), so past it the
+// look-ahead still decides where the chain ends.
+func (g *Glacier) RecoverFloor(owner id.ID, seq uint64, prev Hash, floor func() (uint64, bool), each func(*Bundle, *Manifest), done func(next uint64, last Hash, err error)) {
 	ahead := max(g.cfg.RecoverLookAhead, 1)
 	var gap []uint64        // missing positions since the last one found
 	var holes []uint64      // missing positions followed by a later bundle
@@ -178,6 +193,17 @@ func (g *Glacier) Recover(owner id.ID, seq uint64, prev Hash, each func(*Bundle,
 	check := seq > 0 && prev != (Hash{})
 	finish := func() {
 		var lost []uint64
+		if floor != nil {
+			// The chain reaches f at least: what the walk did not find up
+			// to it is lost, not past the end.
+			if f, ok := floor(); ok {
+				for _, s := range gap {
+					if s <= f {
+						holes = append(holes, s)
+					}
+				}
+			}
+		}
 		for _, s := range append(holes, broken...) {
 			superseded := false
 			for _, m := range covers {
@@ -189,7 +215,7 @@ func (g *Glacier) Recover(owner id.ID, seq uint64, prev Hash, each func(*Bundle,
 		}
 		if len(lost) > 0 {
 			slices.Sort(lost)
-			done(next, last, fmt.Errorf("%w: %s bundles %v (chain read to %d)", ErrLost, owner.Short(), lost, next))
+			done(next, last, fmt.Errorf("%w: %s bundles %s (chain read to %d)", ErrLost, owner.Short(), spans(lost), next))
 			return
 		}
 		done(next, last, nil)
@@ -202,8 +228,10 @@ func (g *Glacier) Recover(owner id.ID, seq uint64, prev Hash, each func(*Bundle,
 				gap = append(gap, s)
 				check = false
 				if len(gap) >= ahead {
-					finish()
-					return
+					if f, ok := callFloor(floor); !ok || s > f {
+						finish()
+						return
+					}
 				}
 				step(s + 1)
 				return
@@ -226,4 +254,34 @@ func (g *Glacier) Recover(owner id.ID, seq uint64, prev Hash, each func(*Bundle,
 		})
 	}
 	step(seq)
+}
+
+func callFloor(floor func() (uint64, bool)) (uint64, bool) {
+	if floor == nil {
+		return 0, false
+	}
+	return floor()
+}
+
+// spans writes sorted positions with runs shortened: [2 5-9].
+func spans(ps []uint64) string {
+	var b strings.Builder
+	b.WriteByte('[')
+	for i := 0; i < len(ps); {
+		j := i
+		for j+1 < len(ps) && ps[j+1] <= ps[j]+1 {
+			j++
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		if j > i {
+			fmt.Fprintf(&b, "%d-%d", ps[i], ps[j])
+		} else {
+			fmt.Fprintf(&b, "%d", ps[i])
+		}
+		i = j + 1
+	}
+	b.WriteByte(']')
+	return b.String()
 }

@@ -260,6 +260,13 @@ type Glacier struct {
 	// acknowledged, with how long each of its objects waited since it was
 	// queued.
 	OnArchived func(owner id.ID, seq uint64, waited []env.Duration)
+	// OnChainPlaced, if set, hears of every bundle of a local owner's
+	// chain whose fragments were all acknowledged, with its position,
+	// manifest hash and the keys of the objects in it: the layer above
+	// records the chain's end in the user's root record, which recovery
+	// reads as a floor (and skips bundles that hold nothing but that
+	// record, which would otherwise start the cycle again).
+	OnChainPlaced func(owner id.ID, seq uint64, manifest Hash, objects [][32]byte)
 	// OnSealed, if set, hears of every bundle sealed, with the chain
 	// position that follows: the caller persists it, so that a restarted
 	// node continues the chain instead of overwriting it.

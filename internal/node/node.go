@@ -126,6 +126,10 @@ type Node struct {
 	gl   *glacier.Glacier // owned by the loop; nil without DataDir
 	post *post.Post       // owned by the loop; nil without DataDir
 	fc   *folderCache     // POST's folder cache; nil without DataDir
+	// The archive's chain end, recorded in each user's root record
+	// (archive.go); owned by the loop.
+	archiveUsers map[id.ID]string // glacier owner -> address served here
+	archiveRoots map[id.ID]*archiveRootWriter
 
 	mu       sync.Mutex
 	started  bool
@@ -228,6 +232,8 @@ func New(cfg Config) (*Node, error) {
 		n.post = post.New(pcfg, e, n.past, post.Node{Key: cfg.Key, Cert: cfg.Cert, Verifier: n.verifier}, n.st)
 		n.fc = newFolderCache(n.st, n.log)
 		n.post.Cache = n.fc
+		n.archiveUsers = map[id.ID]string{}
+		n.archiveRoots = map[id.ID]*archiveRootWriter{}
 		n.wireArchive()
 	}
 	return n, nil

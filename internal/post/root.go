@@ -8,6 +8,10 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/epost-mail/epost/internal/id"
+	"github.com/epost-mail/epost/internal/identity"
+	"github.com/epost-mail/epost/internal/past"
+	"github.com/epost-mail/epost/internal/store/object"
 	"github.com/epost-mail/epost/internal/wire"
 )
 
@@ -260,6 +264,24 @@ func (a *Account) ArchiveRoot() ArchiveRoot {
 		return ArchiveRoot{}
 	}
 	return a.root.Archive
+}
+
+// RootKey is where a user's root record is stored (a mutable object).
+func RootKey(user id.UserID) object.Key { return past.MutableKey(user, "root") }
+
+// OpenArchiveRoot reads the archive slot of a root record (the Data of
+// the mutable object at RootKey) with the user's keys: recovery from the
+// archive uses it as the position the chain reaches at least.
+func OpenArchiveRoot(keys identity.UserKeys, sealed []byte) (ArchiveRoot, error) {
+	pt, err := OpenEntryAny(DeriveLogKeys(keys), sealed)
+	if err != nil {
+		return ArchiveRoot{}, err
+	}
+	r, err := decodeRoot(pt)
+	if err != nil {
+		return ArchiveRoot{}, err
+	}
+	return r.Archive, nil
 }
 
 // SetArchiveRoot records where the user's archive chain ends: the
