@@ -193,7 +193,17 @@ func (p *Past) answer(l wire.PastLookup, root bool) bool {
 		}
 	}
 	if root {
-		o.Replicas = p.replicaSet(l.Key, 2*p.cfg.Replicas)
+		n := 2 * p.cfg.Replicas
+		if kind == store.KindImmutable {
+			// Copies beyond the k closest are kept (Carbonite): after
+			// nodes closer to the key come back, or join, they hold
+			// nothing until maintenance gives them their share, and the
+			// copies that were acknowledged sit a little further out. A
+			// reader asks one node at a time and stops at the first
+			// copy, so naming the whole leaf set costs only on a miss.
+			n = len(p.ov.Leaf().Members()) + 1
+		}
+		o.Replicas = p.replicaSet(l.Key, n)
 	}
 	p.send(l.Origin, wire.TypePastObject, o)
 	return o.Found

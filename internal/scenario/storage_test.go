@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/epost-mail/epost/internal/env"
@@ -508,5 +509,66 @@ func TestSetsMergeByUnionReleaseAndPushToWatchers(t *testing.T) {
 	}
 	if n := len(members(hosts[1])); n > 50 {
 		t.Fatalf("%d members, cap 50", n)
+	}
+}
+
+// TestObjectStaysReadableWhenCloserNodesReturn: an object inserted while
+// the nodes closest to its key were away is held a little further out.
+// When they return they hold nothing until maintenance gives them their
+// share (after RepairDelay), and a reader must still find the copies that
+// were acknowledged.
+func TestObjectStaysReadableWhenCloserNodesReturn(t *testing.T) {
+	cfg := testPastConfig()
+	cfg.RepairDelay = 30 * env.Minute
+	s, hosts := newStorage(t, 8, 30, cfg)
+	data := []byte("inserted while its closest nodes were away")
+	key := store.ImmutableKey(data)
+	// The six closest (2k, what a root names to readers) are away.
+	away := s.ReplicaHosts(key, 6)
+	for _, h := range away {
+		s.Crash(h)
+	}
+	if err := s.S.RunFor(5 * env.Minute); err != nil {
+		t.Fatal(err)
+	}
+	var from, reader sim.HostID = -1, -1
+	for _, h := range hosts {
+		if !slices.Contains(away, h) {
+			if from < 0 {
+				from = h
+			} else if reader < 0 {
+				reader = h
+			}
+		}
+	}
+	if _, err := insert(t, s, from, data); err != nil {
+		t.Fatal(err)
+	}
+	// Away long enough to come back as newcomers, as in a long absence.
+	if err := s.S.RunFor(2 * env.Hour); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range away {
+		s.S.Restart(h)
+	}
+	if err := s.S.RunFor(90 * env.Second); err != nil {
+		t.Fatal(err)
+	}
+	for h := range holders(s, key) {
+		if slices.Contains(away, h) {
+			t.Fatalf("host %d got its share before RepairDelay; the test no longer tests the read", h)
+		}
+	}
+	var got []byte
+	var err error
+	done := false
+	s.Past(reader).Lookup(key, func(b []byte, e error) { got, err, done = b, e, true })
+	for !done {
+		if e := s.S.RunFor(env.Second); e != nil {
+			t.Fatal(e)
+		}
+	}
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("lookup with the closest nodes back but empty: %v", err)
 	}
 }
