@@ -21,7 +21,7 @@ import (
 // every object after 60% of the nodes fail.
 func TestGlacierCompactsPartialBundles(t *testing.T) {
 	run := func(compactHours float64) *Result {
-		r, err := RunGlacier(GlacierConfig{Nodes: 16, Objects: 24, Owners: 2, MinKB: 1, MaxKB: 4, SpreadMinutes: 120,
+		r, err := RunGlacier(GlacierConfig{Nodes: 16, Objects: 12, Owners: 2, MinKB: 1, MaxKB: 4, SpreadMinutes: 60,
 			Fail: 0.6, AuditMinutes: 30, CompactHours: compactHours, Seed: 3, Seeds: 1})
 		if err != nil {
 			t.Fatal(err)
