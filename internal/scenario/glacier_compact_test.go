@@ -62,26 +62,12 @@ func TestGlacierRecoveryNamesALostBundle(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := gls[hosts[3]]
-	rr := randReader{s.S.Rand()}
 	address := "gap@sim.epost"
-	keys, _ := identity.GenerateUserKeys(rr, address)
-	cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
-		t.Fatal(err)
-	}
+	cert := glacierOwner(t, s, g, address)
 	user := cert.UserID.ID
 	// Five bundles of four objects each.
 	for b := range 5 {
-		for i := range 4 {
-			data := []byte(fmt.Sprintf("bundle %d object %d", b, i))
-			if err := g.Archive(user, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		g.Flush()
+		archiveObjects(t, g, user, 4, fmt.Sprintf("bundle %d object %%d", b))
 	}
 	if err := s.S.RunFor(5 * env.Minute); err != nil {
 		t.Fatal(err)
@@ -140,16 +126,7 @@ func TestGlacierAuditTrafficIsBoundedByCoordinators(t *testing.T) {
 			t.Fatal(err)
 		}
 		g := gls[hosts[2]]
-		rr := randReader{s.S.Rand()}
-		address := "many@sim.epost"
-		keys, _ := identity.GenerateUserKeys(rr, address)
-		cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := g.AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
-			t.Fatal(err)
-		}
+		cert := glacierOwner(t, s, g, "many@sim.epost")
 		for b := range bundles {
 			data := []byte(fmt.Sprintf("bundle %d", b))
 			if err := g.Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {

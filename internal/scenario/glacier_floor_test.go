@@ -1,7 +1,6 @@
 package scenario
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,7 +8,6 @@ import (
 
 	"github.com/epost-mail/epost/internal/env"
 	"github.com/epost-mail/epost/internal/glacier"
-	"github.com/epost-mail/epost/internal/identity"
 	"github.com/epost-mail/epost/internal/store"
 )
 
@@ -29,26 +27,12 @@ func TestGlacierRecoveryFloorNamesALostTail(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := gls[hosts[3]]
-	rr := randReader{s.S.Rand()}
 	address := "tail@sim.epost"
-	keys, _ := identity.GenerateUserKeys(rr, address)
-	cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
-		t.Fatal(err)
-	}
+	cert := glacierOwner(t, s, g, address)
 	user := cert.UserID.ID
 	// Ten bundles of two objects each.
 	for b := range 10 {
-		for i := range 2 {
-			data := []byte(fmt.Sprintf("bundle %d object %d", b, i))
-			if err := g.Archive(user, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		g.Flush()
+		archiveObjects(t, g, user, 2, fmt.Sprintf("bundle %d object %%d", b))
 	}
 	if err := s.S.RunFor(5 * env.Minute); err != nil {
 		t.Fatal(err)

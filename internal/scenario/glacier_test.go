@@ -429,6 +429,14 @@ func FuzzGlacierMessages(f *testing.F) {
 // into a bundle.
 func archiveFor(t *testing.T, s *Storage, g *glacier.Glacier, address string, n int, format string) *identity.UserCert {
 	t.Helper()
+	cert := glacierOwner(t, s, g, address)
+	archiveObjects(t, g, cert.UserID.ID, n, format)
+	return cert
+}
+
+// glacierOwner makes a user whose archive g keeps.
+func glacierOwner(t *testing.T, s *Storage, g *glacier.Glacier, address string) *identity.UserCert {
+	t.Helper()
 	rr := randReader{s.S.Rand()}
 	keys, _ := identity.GenerateUserKeys(rr, address)
 	cert, err := s.CA.IssueUser(rr, address, keys.Signing.Public(), keys.Sealing.Recipient())
@@ -438,12 +446,18 @@ func archiveFor(t *testing.T, s *Storage, g *glacier.Glacier, address string, n 
 	if err := g.AddOwner(address, keys.Signing, cert.Bytes(), 0, glacier.Hash{}, true); err != nil {
 		t.Fatal(err)
 	}
+	return cert
+}
+
+// archiveObjects archives n objects named by format and seals them into
+// one bundle.
+func archiveObjects(t *testing.T, g *glacier.Glacier, user id.ID, n int, format string) {
+	t.Helper()
 	for i := range n {
 		data := []byte(fmt.Sprintf(format, i))
-		if err := g.Archive(cert.UserID.ID, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
+		if err := g.Archive(user, glacier.Object{Key: sha256.Sum256(data), Kind: 1, Data: data}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	g.Flush()
-	return cert
 }
